@@ -1,0 +1,132 @@
+//! Command-line definitions.
+
+use clap::{Args, Parser, Subcommand};
+
+/// fastpath: a poll-mode packet-processing framework.
+#[derive(Parser, Debug)]
+#[command(name = "fastpath", version, about, long_about = None, after_help = PORT_HELP)]
+pub struct Cli {
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "warn")]
+    pub log: String,
+    /// What to run.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Port and stage forms, shown after the help text.
+pub const PORT_HELP: &str = "\
+Port SPEC forms:
+  null[,size=BYTES][,queues=N][,no-rx=on]         DPDK net_null: rx allocates frames, tx frees
+  ring:NAME[,peer=NAME][,size=SLOTS][,fill=N]      in-memory ring (rx from NAME, tx to peer)
+  pcap:rx=FILE[,tx=FILE] | pcap:tx=FILE            read / write a pcap file
+Stage SPEC forms:
+  io | macswap | drop";
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Forward between two ports (0<->1), or back out of one port, through a pipeline.
+    #[command(after_help = PORT_HELP)]
+    L2fwd(L2fwdArgs),
+    /// Measure pipelines over null ports on 1..N cores (core scaling).
+    Bench(BenchArgs),
+}
+
+/// `fastpath l2fwd`.
+#[derive(Args, Debug)]
+pub struct L2fwdArgs {
+    /// A port (once or twice): see the forms below.
+    #[arg(long = "port", value_name = "SPEC", required = true)]
+    pub ports: Vec<String>,
+    /// A pipeline stage, in order (repeatable): see the forms below.
+    #[arg(long = "stage", value_name = "SPEC")]
+    pub stages: Vec<String>,
+    /// CPUs for the lcores, e.g. 0 or 0,1 or 0-1 (default: the first CPU this process may use).
+    #[arg(long, value_name = "LIST")]
+    pub cores: Option<String>,
+    /// Packets per rx burst (1..=256).
+    #[arg(long, default_value_t = 32)]
+    pub burst: usize,
+    /// Stop after this many seconds (default: run until SIGINT or until every rx port ends).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Print per-port rates every SECS seconds (0: only at the end).
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    pub stats: f64,
+    /// At the end, print one JSON object per line: each port, each lcore, each stage, the pool.
+    #[arg(long)]
+    pub json: bool,
+    /// Mbufs in the pool.
+    #[arg(long, default_value_t = 16384)]
+    pub mbufs: u32,
+    /// Idle behaviour of lcores: busy (poll without pause) or adaptive (back off when idle).
+    #[arg(long, value_parser = ["busy", "adaptive"], default_value = "busy")]
+    pub idle: String,
+}
+
+/// `fastpath bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Pipeline to measure (repeatable; default: all). `--list` shows them.
+    #[arg(long = "pipeline", value_name = "NAME")]
+    pub pipelines: Vec<String>,
+    /// Core counts to run, e.g. 1 or 1,2 or 1-2 (default: 1..=CPUs available).
+    #[arg(long, value_name = "LIST")]
+    pub cores: Option<String>,
+    /// Seconds measured per core count.
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    /// Packets per rx burst (1..=256).
+    #[arg(long, default_value_t = 32)]
+    pub burst: usize,
+    /// Print one JSON object per line per (pipeline, core count) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Write an SVG plot of Mpps against cores to this file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<std::path::PathBuf>,
+    /// List the pipelines and exit.
+    #[arg(long)]
+    pub list: bool,
+}
+
+/// Parses a CPU or count list: `0`, `0,1`, `0-3`, `1-3,5`.
+pub fn parse_list(s: &str) -> Result<Vec<usize>, String> {
+    let mut v = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        let bad = || format!("'{part}' in '{s}' is not a number or a range like 0-3 (use e.g. 0,1 or 0-1)");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b || b - a > 4096 {
+                    return Err(bad());
+                }
+                v.extend(a..=b);
+            }
+            None => v.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(d) = v.iter().find(|x| !seen.insert(**x)) {
+        return Err(format!("{d} appears twice in '{s}'"));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists() {
+        assert_eq!(parse_list("0").unwrap(), vec![0]);
+        assert_eq!(parse_list("0,1").unwrap(), vec![0, 1]);
+        assert_eq!(parse_list("1-3,5").unwrap(), vec![1, 2, 3, 5]);
+        assert!(parse_list("a").is_err());
+        assert!(parse_list("3-1").is_err());
+        assert!(parse_list("1,1").is_err());
+        assert!(parse_list("").is_err());
+    }
+}

@@ -1,0 +1,22 @@
+//! Opening any port spec, whichever crate's driver it names.
+
+use fastpath_mempool::Mempool;
+use fastpath_pmd::{Error, Port, Spec};
+
+/// Every port form the command accepts, for errors and help.
+pub fn forms() -> Vec<&'static str> {
+    fastpath_pmd::PORT_FORMS.to_vec()
+}
+
+/// Opens port `id` from `spec`.
+pub fn open(id: u16, spec: &str, pool: &Mempool) -> Result<Box<dyn Port>, Error> {
+    if let Some(p) = fastpath_pmd::open_port(id, spec, pool)? {
+        return Ok(p);
+    }
+    let s = Spec::parse_port(spec)?;
+    let problem = match s.name.as_str() {
+        "vhost-user" => "vhost-user ports are not available in this build yet".to_string(),
+        other => format!("unknown driver '{other}'"),
+    };
+    Err(s.error(&problem, Some(&forms().join(" | "))))
+}

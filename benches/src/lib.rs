@@ -1,0 +1,422 @@
+//! The core-scaling harness behind `fastpath bench`, and the criterion benches (in `benches/`).
+//!
+//! For each core count k, k lcores run side by side, each pinned to its own CPU and each
+//! forwarding between its own two null ports in both directions (testpmd's io topology over
+//! `net_null`): nothing is shared between lcores, not even the pool. The rate is the sum of
+//! packets accepted by the transmit queues, sampled every `sample` interval after a warm-up;
+//! the figure reported is the median sample. Efficiency is `mpps(k) / (k * mpps(1))`.
+#![deny(missing_docs)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fastpath_mempool::{Mempool, PagePolicy, PoolConfig};
+use fastpath_pipeline::{BuildEnv, PipelineSpec};
+use fastpath_pmd::drivers::null::{NullConfig, NullPort};
+use fastpath_pmd::{Error, LcoreSpec, Port, Runtime, RuntimeConfig, Task};
+use serde::Serialize;
+
+/// A named benchmark pipeline: the stages and the frames the null ports produce.
+#[derive(Debug, Clone)]
+pub struct BenchPipeline {
+    /// Name used by `--pipeline`.
+    pub name: &'static str,
+    /// One line of description.
+    pub about: &'static str,
+    /// Stage specs, in order.
+    pub stages: Vec<String>,
+    /// A frame copied into every received mbuf; `None`: 64-byte frames, data untouched.
+    pub frame: Option<Arc<[u8]>>,
+    /// Report `gbps` and `cycles_per_byte` over the frame bytes processed.
+    pub byte_metrics: bool,
+}
+
+/// The pipelines `fastpath bench` knows.
+pub fn pipelines() -> Vec<BenchPipeline> {
+    vec![
+        BenchPipeline {
+            name: "io",
+            about: "forward as received (testpmd io): framework overhead",
+            stages: vec![],
+            frame: None,
+            byte_metrics: false,
+        },
+        BenchPipeline {
+            name: "macswap",
+            about: "swap MAC addresses of 64-byte frames (testpmd macswap)",
+            stages: vec!["macswap".into()],
+            frame: Some(Arc::from(&example_frame(64)[..])),
+            byte_metrics: false,
+        },
+    ]
+}
+
+/// A UDP/IPv4 Ethernet frame of `len` bytes (>= 42) with valid headers and checksums.
+pub fn example_frame(len: usize) -> Vec<u8> {
+    let len = len.max(42);
+    let mut f = vec![0u8; len];
+    f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x02]);
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip_len = (len - 14) as u16;
+    let ip = &mut f[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
+    let mut sum = 0u32;
+    for c in ip.chunks(2) {
+        sum += u16::from_be_bytes([c[0], c[1]]) as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let udp_len = ip_len - 20;
+    f[34..36].copy_from_slice(&1024u16.to_be_bytes());
+    f[36..38].copy_from_slice(&1025u16.to_be_bytes());
+    f[38..40].copy_from_slice(&udp_len.to_be_bytes());
+    for (i, b) in f[42..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    f
+}
+
+/// Settings of one scaling run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Core counts to measure, e.g. `[1, 2]`.
+    pub core_counts: Vec<usize>,
+    /// Seconds measured per core count (after the warm-up).
+    pub seconds: f64,
+    /// Warm-up before measuring.
+    pub warmup: Duration,
+    /// Interval between rate samples.
+    pub sample: Duration,
+    /// Burst size.
+    pub burst: usize,
+    /// CPUs to pin to, in order: core count k uses the first k.
+    pub cpus: Vec<usize>,
+    /// Mbufs per lcore pool.
+    pub mbufs: u32,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        let cpus = fastpath_pmd::lcore::available_cores();
+        BenchConfig {
+            core_counts: (1..=cpus.len().max(1)).collect(),
+            seconds: 3.0,
+            warmup: Duration::from_millis(500),
+            sample: Duration::from_millis(250),
+            burst: 32,
+            cpus,
+            mbufs: 8192,
+        }
+    }
+}
+
+/// One measured point.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScalingPoint {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Cores (lcores) used.
+    pub cores: usize,
+    /// Median forwarding rate over the samples, Mpps (all lcores).
+    pub mpps: f64,
+    /// `mpps / cores`.
+    pub mpps_per_core: f64,
+    /// `mpps / (cores * mpps at 1 core)`; 1.0 for the 1-core point or when 1 core was not run.
+    pub efficiency: f64,
+    /// Burst size.
+    pub burst: usize,
+    /// Seconds measured.
+    pub seconds: f64,
+    /// Every sample, Mpps.
+    pub samples: Vec<f64>,
+    /// Share of TSC cycles in busy polls, averaged over lcores.
+    pub utilisation: f64,
+    /// Frame size in bytes.
+    pub frame_bytes: usize,
+    /// Payload rate in Gbit/s (pipelines with byte metrics).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gbps: Option<f64>,
+    /// TSC cycles per frame byte, per core (pipelines with byte metrics).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cycles_per_byte: Option<f64>,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Runs `p` on `cores` lcores and measures it. `progress` receives a status line now and then.
+pub fn run_point(
+    p: &BenchPipeline,
+    cores: usize,
+    cfg: &BenchConfig,
+    progress: &mut dyn FnMut(&str),
+) -> Result<ScalingPoint, Error> {
+    if cores == 0 || cores > cfg.cpus.len() {
+        return Err(Error::Core(format!(
+            "{cores} cores asked, but this process may use {} CPUs ({:?})",
+            cfg.cpus.len(),
+            cfg.cpus
+        )));
+    }
+    let mut lcores = Vec::new();
+    let mut pools = Vec::new();
+    let mut specs = Vec::new();
+    for i in 0..cores {
+        let pool = Mempool::new(
+            &format!("bench{i}"),
+            &PoolConfig { mbufs: cfg.mbufs, chunk_size: 2048, pages: PagePolicy::Auto },
+        )?;
+        let ncfg = NullConfig { frame: p.frame.clone(), ..NullConfig::default() };
+        let mut a = NullPort::new(0, &pool, ncfg.clone());
+        let mut b = NullPort::new(1, &pool, ncfg);
+        let env = BuildEnv { pool: pool.clone(), ports: vec![a.info().clone(), b.info().clone()] };
+        let spec = PipelineSpec::parse(&p.stages, &env)?;
+        let mut l = LcoreSpec { core: Some(cfg.cpus[i]), ..Default::default() };
+        l.tasks.push(Task { rx: a.rx_queue(0)?, processor: Box::new(spec.build(&env)?), default_out: 1 });
+        l.tasks.push(Task { rx: b.rx_queue(0)?, processor: Box::new(spec.build(&env)?), default_out: 0 });
+        l.set_tx(0, a.tx_queue(0)?);
+        l.set_tx(1, b.tx_queue(0)?);
+        lcores.push(l);
+        pools.push(pool);
+        specs.push(spec);
+    }
+    let rt = Runtime::launch(lcores, RuntimeConfig { burst: cfg.burst, ..Default::default() })?;
+    let total = |rt: &Runtime| rt.stats().iter().map(|s| s.tx_packets.get()).sum::<u64>();
+    let cycles = |rt: &Runtime| rt.stats().iter().map(|s| s.busy_cycles.get() + s.idle_cycles.get()).sum::<u64>();
+    std::thread::sleep(cfg.warmup);
+    let start = Instant::now();
+    let (mut last_t, mut last_n) = (Instant::now(), total(&rt));
+    let (first_n, first_c) = (last_n, cycles(&rt));
+    let mut samples = Vec::new();
+    while start.elapsed().as_secs_f64() < cfg.seconds {
+        std::thread::sleep(cfg.sample);
+        let (t, n) = (Instant::now(), total(&rt));
+        let mpps = (n - last_n) as f64 / (t - last_t).as_secs_f64() / 1e6;
+        samples.push(mpps);
+        progress(&format!(
+            "{}: {} core{}: {:4.1}/{:.0} s  {:7.2} Mpps",
+            p.name,
+            cores,
+            if cores == 1 { "" } else { "s" },
+            start.elapsed().as_secs_f64(),
+            cfg.seconds,
+            mpps
+        ));
+        (last_t, last_n) = (t, n);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let (pkts, cyc) = (total(&rt) - first_n, cycles(&rt) - first_c);
+    let utilisation = rt.stats().iter().map(|s| s.utilisation()).sum::<f64>() / cores as f64;
+    rt.join()?;
+    for (i, pool) in pools.iter().enumerate() {
+        if pool.available() != pool.capacity() {
+            return Err(Error::Config(format!(
+                "bench lcore {i}: {} of {} mbufs did not come back to the pool",
+                pool.capacity() - pool.available(),
+                pool.capacity()
+            )));
+        }
+    }
+    let drops: u64 = specs.iter().map(|s| s.stats().total_drops()).sum();
+    if drops > 0 {
+        log::warn!("bench {}: {drops} packets dropped by stages", p.name);
+    }
+    let mpps = median(&mut samples.clone());
+    let frame_bytes = p.frame.as_ref().map_or(64, |f| f.len());
+    let (gbps, cpb) = if p.byte_metrics {
+        let bytes = pkts as f64 * frame_bytes as f64;
+        (Some(bytes * 8.0 / elapsed / 1e9), Some(cyc as f64 / bytes))
+    } else {
+        (None, None)
+    };
+    Ok(ScalingPoint {
+        pipeline: p.name.to_string(),
+        cores,
+        mpps,
+        mpps_per_core: mpps / cores as f64,
+        efficiency: 1.0,
+        burst: cfg.burst,
+        seconds: elapsed,
+        samples,
+        utilisation,
+        frame_bytes,
+        gbps,
+        cycles_per_byte: cpb,
+    })
+}
+
+/// Runs `p` on every core count of `cfg` and fills in the efficiencies.
+pub fn run(p: &BenchPipeline, cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<Vec<ScalingPoint>, Error> {
+    let mut pts = Vec::new();
+    for &k in &cfg.core_counts {
+        pts.push(run_point(p, k, cfg, progress)?);
+    }
+    if let Some(one) = pts.iter().find(|p| p.cores == 1).map(|p| p.mpps) {
+        for pt in pts.iter_mut() {
+            pt.efficiency = if one > 0.0 { pt.mpps / (pt.cores as f64 * one) } else { 0.0 };
+        }
+    }
+    Ok(pts)
+}
+
+/// An SVG line chart of Mpps against cores, one line per pipeline, with ideal linear scaling
+/// from the 1-core point dashed.
+pub fn svg_plot(points: &[ScalingPoint], title: &str) -> String {
+    let (w, h, ml, mr, mt, mb) = (720.0, 440.0, 70.0, 170.0, 40.0, 50.0);
+    let max_c = points.iter().map(|p| p.cores).max().unwrap_or(1).max(1) as f64;
+    let mut max_y = points.iter().map(|p| p.mpps).fold(0.0f64, f64::max);
+    for p in points.iter().filter(|p| p.cores == 1) {
+        max_y = max_y.max(p.mpps * max_c);
+    }
+    let max_y = nice_ceil(max_y.max(1.0));
+    let x = |c: f64| ml + if max_c <= 1.0 { (w - ml - mr) / 2.0 } else { (c - 1.0) / (max_c - 1.0) * (w - ml - mr) };
+    let y = |v: f64| h - mb - v / max_y * (h - mt - mb);
+    let colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"];
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"22\" font-size=\"15\" text-anchor=\"middle\">{}</text>\n",
+        (ml + w - mr) / 2.0,
+        xml_escape(title)
+    );
+    for i in 0..=5 {
+        let v = max_y * i as f64 / 5.0;
+        s += &format!(
+            "<line x1=\"{ml}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{v:.0}</text>\n",
+            w - mr,
+            ml - 6.0,
+            y(v) + 4.0,
+            y = y(v)
+        );
+    }
+    for c in 1..=max_c as usize {
+        s += &format!("<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{c}</text>\n", x(c as f64), h - mb + 18.0);
+    }
+    s += &format!(
+        "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">cores</text>\n<text x=\"18\" y=\"{:.1}\" transform=\"rotate(-90 18 {:.1})\" text-anchor=\"middle\">Mpps</text>\n",
+        (ml + w - mr) / 2.0,
+        h - 12.0,
+        (mt + h - mb) / 2.0,
+        (mt + h - mb) / 2.0
+    );
+    let mut names: Vec<&str> = points.iter().map(|p| p.pipeline.as_str()).collect();
+    names.dedup();
+    for (i, name) in names.iter().enumerate() {
+        let col = colors[i % colors.len()];
+        let mut pts: Vec<&ScalingPoint> = points.iter().filter(|p| p.pipeline == *name).collect();
+        pts.sort_by_key(|p| p.cores);
+        let path: Vec<String> = pts.iter().map(|p| format!("{:.1},{:.1}", x(p.cores as f64), y(p.mpps))).collect();
+        s += &format!("<polyline fill=\"none\" stroke=\"{col}\" stroke-width=\"2\" points=\"{}\"/>\n", path.join(" "));
+        for p in &pts {
+            s += &format!(
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"{col}\"/>\n",
+                x(p.cores as f64),
+                y(p.mpps)
+            );
+        }
+        if let Some(one) = pts.iter().find(|p| p.cores == 1) {
+            s += &format!(
+                "<line x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"{col}\" stroke-dasharray=\"4 4\" opacity=\"0.6\"/>\n",
+                x(1.0),
+                y(one.mpps),
+                x(max_c),
+                y(one.mpps * max_c)
+            );
+        }
+        let ly = mt + 10.0 + i as f64 * 20.0;
+        s += &format!(
+            "<line x1=\"{}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{col}\" stroke-width=\"2\"/><text x=\"{}\" y=\"{}\">{}</text>\n",
+            w - mr + 12.0,
+            w - mr + 36.0,
+            w - mr + 42.0,
+            ly + 4.0,
+            xml_escape(name)
+        );
+    }
+    s += &format!(
+        "<text x=\"{}\" y=\"{}\" fill=\"#666\">dashed: linear scaling</text>\n</svg>\n",
+        w - mr + 12.0,
+        mt + 10.0 + names.len() as f64 * 20.0 + 8.0
+    );
+    s
+}
+
+fn nice_ceil(v: f64) -> f64 {
+    let e = 10f64.powf(v.log10().floor());
+    for m in [1.0, 2.0, 2.5, 5.0, 10.0] {
+        if v <= m * e {
+            return m * e;
+        }
+    }
+    10.0 * e
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_frame_has_valid_ipv4_checksum() {
+        let f = example_frame(64);
+        let mut sum = 0u32;
+        for c in f[14..34].chunks(2) {
+            sum += u16::from_be_bytes([c[0], c[1]]) as u32;
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        assert_eq!(sum, 0xffff);
+        assert_eq!(f.len(), 64);
+    }
+
+    #[test]
+    fn median_of_samples() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(&mut []), 0.0);
+    }
+
+    #[test]
+    fn svg_has_a_line_per_pipeline() {
+        let pt = |name: &str, c, m| ScalingPoint {
+            pipeline: name.into(),
+            cores: c,
+            mpps: m,
+            mpps_per_core: m / c as f64,
+            efficiency: 1.0,
+            burst: 32,
+            seconds: 1.0,
+            samples: vec![m],
+            utilisation: 1.0,
+            frame_bytes: 64,
+            gbps: None,
+            cycles_per_byte: None,
+        };
+        let svg =
+            svg_plot(&[pt("io", 1, 40.0), pt("io", 2, 78.0), pt("macswap", 1, 30.0), pt("macswap", 2, 59.0)], "t");
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    }
+}

@@ -1,0 +1,199 @@
+//! Memory regions backing a pool: one anonymous mapping per pool.
+//!
+//! A region is 2 MiB hugepages (`MAP_HUGETLB`) when the system has enough free ones, else 4 KiB
+//! pages with `MADV_HUGEPAGE` so that transparent hugepages can back it. Which one was chosen is
+//! logged and kept in [`Region::page_kind`]. The region is page aligned, so it can be registered
+//! as an AF_XDP UMEM as it is.
+
+use std::fmt;
+use std::ptr::NonNull;
+
+use crate::Error;
+
+/// 2 MiB, the hugepage size used for regions.
+pub const HUGEPAGE_SIZE: usize = 2 << 20;
+
+/// How a region's memory is backed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageKind {
+    /// 2 MiB hugepages from the hugetlb pool.
+    Huge2M,
+    /// 4 KiB pages, advised for transparent hugepages.
+    Small4K,
+}
+
+impl fmt::Display for PageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PageKind::Huge2M => "2 MiB hugepages",
+            PageKind::Small4K => "4 KiB pages (MADV_HUGEPAGE)",
+        })
+    }
+}
+
+/// Which backing to ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PagePolicy {
+    /// Hugepages when `/proc/meminfo` shows enough free ones, else 4 KiB pages.
+    #[default]
+    Auto,
+    /// Always 4 KiB pages (with `MADV_HUGEPAGE`).
+    Small,
+    /// Hugepages or an error.
+    Huge,
+}
+
+/// An anonymous, page-aligned, zero-filled memory mapping, unmapped on drop.
+pub struct Region {
+    base: NonNull<u8>,
+    len: usize,
+    kind: PageKind,
+}
+
+// SAFETY: a Region is a plain owned mapping; it holds no thread-affine state. Access to its bytes
+// goes through raw pointers whose users (the pool) arrange exclusive ownership of each chunk.
+unsafe impl Send for Region {}
+// SAFETY: &Region only exposes the base address and length; no data is read through it.
+unsafe impl Sync for Region {}
+
+impl fmt::Debug for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Region").field("base", &self.base).field("len", &self.len).field("kind", &self.kind).finish()
+    }
+}
+
+/// Free 2 MiB hugepages as `/proc/meminfo` reports them (0 when unreadable).
+pub fn free_hugepages() -> usize {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("HugePages_Free:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+impl Region {
+    /// Maps `len` bytes (rounded up to the page size of the chosen backing).
+    pub fn new(len: usize, policy: PagePolicy) -> Result<Region, Error> {
+        if len == 0 {
+            return Err(Error::Config("a memory region needs a non-zero size".into()));
+        }
+        let want_huge = match policy {
+            PagePolicy::Small => false,
+            PagePolicy::Huge => true,
+            PagePolicy::Auto => free_hugepages() * HUGEPAGE_SIZE >= len,
+        };
+        if want_huge {
+            let hlen = len.next_multiple_of(HUGEPAGE_SIZE);
+            match Self::map(hlen, libc::MAP_HUGETLB) {
+                Ok(base) => {
+                    log::info!("mempool region: {} MiB on 2 MiB hugepages", hlen >> 20);
+                    return Ok(Region { base, len: hlen, kind: PageKind::Huge2M });
+                }
+                Err(e) if policy == PagePolicy::Huge => {
+                    return Err(Error::Os {
+                        what: "mmap(MAP_HUGETLB)",
+                        err: e,
+                        fix: "reserve hugepages: echo N > /proc/sys/vm/nr_hugepages",
+                    })
+                }
+                Err(e) => log::info!("mempool region: hugepages refused ({e}), using 4 KiB pages"),
+            }
+        }
+        let slen = len.next_multiple_of(4096);
+        let base = Self::map(slen, 0).map_err(|e| Error::Os {
+            what: "mmap",
+            err: e,
+            fix: "lower the pool size (--mbufs) or raise the memory limit",
+        })?;
+        // SAFETY: base..base+slen is the mapping just created and owned by us.
+        let rc = unsafe { libc::madvise(base.as_ptr().cast(), slen, libc::MADV_HUGEPAGE) };
+        log::info!(
+            "mempool region: {} KiB on 4 KiB pages{}",
+            slen >> 10,
+            if rc == 0 { " with MADV_HUGEPAGE" } else { " (MADV_HUGEPAGE refused)" }
+        );
+        Ok(Region { base, len: slen, kind: PageKind::Small4K })
+    }
+
+    fn map(len: usize, extra: libc::c_int) -> Result<NonNull<u8>, std::io::Error> {
+        // SAFETY: an anonymous private mapping with a null hint has no preconditions; the result
+        // is checked against MAP_FAILED before use.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE | extra,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        NonNull::new(p.cast()).ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOMEM))
+    }
+
+    /// First byte of the region.
+    pub fn base(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    /// Length in bytes (a multiple of the page size).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: regions are never empty.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The backing that was chosen.
+    pub fn page_kind(&self) -> PageKind {
+        self.kind
+    }
+
+    /// True when `p` points inside the region.
+    pub fn contains(&self, p: *const u8) -> bool {
+        let a = p as usize;
+        let b = self.base.as_ptr() as usize;
+        a >= b && a < b + self.len
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: base/len describe exactly the mapping created in `new`, unmapped once here.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_region_is_zeroed_and_aligned() {
+        let r = Region::new(10_000, PagePolicy::Small).unwrap();
+        assert_eq!(r.len(), 12288);
+        assert_eq!(r.base() as usize % 4096, 0);
+        assert_eq!(r.page_kind(), PageKind::Small4K);
+        // SAFETY: the region is 12288 bytes long and mapped read/write.
+        let bytes = unsafe { std::slice::from_raw_parts(r.base(), r.len()) };
+        assert!(bytes.iter().all(|&b| b == 0));
+        assert!(r.contains(r.base()));
+        assert!(!r.contains(r.base().wrapping_add(r.len())));
+    }
+
+    #[test]
+    fn zero_size_is_an_error() {
+        assert!(Region::new(0, PagePolicy::Auto).is_err());
+    }
+}

@@ -1,0 +1,5 @@
+//! Port drivers.
+
+pub mod null;
+pub mod pcap;
+pub mod ring;

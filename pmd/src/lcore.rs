@@ -1,0 +1,369 @@
+//! The lcore runtime: busy-polling threads pinned to cores.
+//!
+//! Each lcore owns its tasks (rx queue -> processor -> tx queues) and one transmit queue per
+//! port it sends to. Its loop:
+//!
+//! ```text
+//! while running:
+//!   for task in tasks:
+//!     n = task.rx.rx_burst(ctx, batch, burst)          // up to `burst` mbufs
+//!     every mbuf's out_port = task.default_out          // stages may change it
+//!     task.processor.process(batch, ctx)                 // the pipeline
+//!     tx[out_port].tx_burst(..) grouped by out_port      // unsent: freed, counted as drops
+//!   count the poll as busy (n > 0) or idle, with its TSC cycles
+//! ```
+//!
+//! Nothing here locks or allocates after start-up. Counters are per lcore ([`LcoreStats`]) and
+//! read by anyone. [`IdleMode::Adaptive`] backs off (pause, yield, then short sleeps) when every
+//! queue stays empty; the default is pure busy polling.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+use fastpath_mempool::{Batch, DEFAULT_BURST, MAX_BURST};
+
+use crate::ctx::Ctx;
+use crate::port::{RxQueue, TxQueue};
+use crate::stats::Counter;
+use crate::time::rdtsc;
+use crate::Error;
+
+/// What runs on each burst between receive and transmit: the pipeline, or anything else.
+pub trait Processor: Send {
+    /// Processes a whole batch. Mbufs left in it go to their `out_port`; dropped ones must have
+    /// been removed (and freed through `ctx`).
+    fn process(&mut self, batch: &mut Batch, ctx: &mut Ctx);
+}
+
+/// Forwards as received (testpmd's `io` mode).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Passthrough;
+
+impl Processor for Passthrough {
+    #[inline(always)]
+    fn process(&mut self, _batch: &mut Batch, _ctx: &mut Ctx) {}
+}
+
+/// One rx queue, its processor and where packets go by default.
+pub struct Task {
+    /// The receive queue polled.
+    pub rx: Box<dyn RxQueue>,
+    /// The processing between receive and transmit.
+    pub processor: Box<dyn Processor>,
+    /// Port id set as every received mbuf's `out_port` before processing.
+    pub default_out: u16,
+}
+
+impl fmt::Debug for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Task").field("default_out", &self.default_out).finish_non_exhaustive()
+    }
+}
+
+/// Everything one lcore owns.
+#[derive(Default)]
+pub struct LcoreSpec {
+    /// CPU to pin to (none: not pinned).
+    pub core: Option<usize>,
+    /// Tasks polled round-robin.
+    pub tasks: Vec<Task>,
+    /// Transmit queues by port id (`None` where this lcore does not send).
+    pub tx: Vec<Option<Box<dyn TxQueue>>>,
+}
+
+impl fmt::Debug for LcoreSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LcoreSpec").field("core", &self.core).field("tasks", &self.tasks.len()).finish()
+    }
+}
+
+impl LcoreSpec {
+    /// Installs the transmit queue for port `port`.
+    pub fn set_tx(&mut self, port: u16, q: Box<dyn TxQueue>) {
+        let i = port as usize;
+        if self.tx.len() <= i {
+            self.tx.resize_with(i + 1, || None);
+        }
+        self.tx[i] = Some(q);
+    }
+}
+
+/// What an lcore does when all its queues are empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdleMode {
+    /// Poll again at once (lowest latency, one core at 100%).
+    #[default]
+    Busy,
+    /// After a run of empty polls, pause, then yield, then sleep up to `max_sleep_us`.
+    Adaptive {
+        /// Longest sleep between polls, in microseconds.
+        max_sleep_us: u32,
+    },
+}
+
+/// Settings shared by every lcore.
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeConfig {
+    /// Packets asked of each rx queue per poll (1..=256).
+    pub burst: usize,
+    /// Behaviour when idle.
+    pub idle: IdleMode,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { burst: DEFAULT_BURST, idle: IdleMode::Busy }
+    }
+}
+
+/// Per-lcore counters (like OVS `pmd-perf-show`).
+#[derive(Debug, Default)]
+pub struct LcoreStats {
+    /// The CPU the lcore is pinned to.
+    pub core: Option<usize>,
+    /// Polls that received at least one packet.
+    pub busy_polls: Counter,
+    /// Polls that received nothing.
+    pub idle_polls: Counter,
+    /// TSC cycles spent in busy polls.
+    pub busy_cycles: Counter,
+    /// TSC cycles spent in idle polls (including back-off).
+    pub idle_cycles: Counter,
+    /// Packets received.
+    pub rx_packets: Counter,
+    /// Packets handed to a transmit queue and accepted.
+    pub tx_packets: Counter,
+    /// Packets a transmit queue did not accept (freed).
+    pub tx_drops: Counter,
+    /// Packets whose `out_port` has no transmit queue on this lcore (freed).
+    pub no_route: Counter,
+}
+
+impl LcoreStats {
+    /// Share of cycles spent in busy polls, 0..=1.
+    pub fn utilisation(&self) -> f64 {
+        let b = self.busy_cycles.get() as f64;
+        let t = b + self.idle_cycles.get() as f64;
+        if t == 0.0 {
+            0.0
+        } else {
+            b / t
+        }
+    }
+}
+
+/// Running lcores.
+#[derive(Debug)]
+pub struct Runtime {
+    threads: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    stats: Vec<Arc<CachePadded<LcoreStats>>>,
+}
+
+/// The CPUs this process may run on.
+pub fn available_cores() -> Vec<usize> {
+    let mut v: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
+    v.sort_unstable();
+    v
+}
+
+impl Runtime {
+    /// Starts one thread per lcore. Fails before starting anything when a core is not available.
+    pub fn launch(lcores: Vec<LcoreSpec>, cfg: RuntimeConfig) -> Result<Runtime, Error> {
+        if cfg.burst == 0 || cfg.burst > MAX_BURST {
+            return Err(Error::Config(format!("burst {} is out of range: use 1..={MAX_BURST}", cfg.burst)));
+        }
+        let avail = available_cores();
+        for l in &lcores {
+            if let Some(c) = l.core {
+                if !avail.contains(&c) {
+                    return Err(Error::Core(format!(
+                        "core {c} is not available: this process may use CPUs {}",
+                        fmt_list(&avail)
+                    )));
+                }
+            }
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let mut stats = Vec::new();
+        for (i, l) in lcores.into_iter().enumerate() {
+            let st = Arc::new(CachePadded::new(LcoreStats { core: l.core, ..Default::default() }));
+            stats.push(st.clone());
+            let stop = stop.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("lcore{i}"))
+                .spawn(move || lcore_main(i, l, cfg, &stop, &st))
+                .map_err(|e| Error::Core(format!("cannot start lcore thread: {e}")))?;
+            threads.push(t);
+        }
+        Ok(Runtime { threads, stop, stats })
+    }
+
+    /// Asks every lcore to stop after its current poll.
+    pub fn stop(&self) {
+        // Relaxed: a request; lcores see it within a poll or two, nothing is published with it.
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// The flag lcores watch; set it to stop them.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// True when every lcore thread has ended.
+    pub fn finished(&self) -> bool {
+        self.threads.iter().all(|t| t.is_finished())
+    }
+
+    /// Per-lcore counters.
+    pub fn stats(&self) -> &[Arc<CachePadded<LcoreStats>>] {
+        &self.stats
+    }
+
+    /// Stops (if not yet) and waits for every lcore; an lcore that panicked is an error.
+    pub fn join(mut self) -> Result<(), Error> {
+        self.stop();
+        let mut err = None;
+        for (i, t) in self.threads.drain(..).enumerate() {
+            if t.join().is_err() {
+                err = Some(Error::Core(format!("lcore {i} panicked")));
+            }
+        }
+        err.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn fmt_list(v: &[usize]) -> String {
+    v.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",")
+}
+
+fn lcore_main(idx: usize, mut l: LcoreSpec, cfg: RuntimeConfig, stop: &AtomicBool, st: &LcoreStats) {
+    if let Some(c) = l.core {
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
+            log::warn!("lcore {idx}: could not pin to core {c}; running unpinned");
+        }
+    }
+    let mut ctx = Ctx::empty(idx);
+    let mut batch = Batch::new();
+    let mut scratch = Batch::new();
+    let mut idle_streak: u32 = 0;
+    let mut t_prev = rdtsc();
+    // Relaxed: the stop request carries no data.
+    while !stop.load(Ordering::Relaxed) {
+        let mut got = 0usize;
+        for t in l.tasks.iter_mut() {
+            let n = t.rx.rx_burst(&mut ctx, &mut batch, cfg.burst);
+            if n == 0 {
+                continue;
+            }
+            got += n;
+            let out = t.default_out;
+            for m in batch.iter_mut() {
+                m.set_out_port(out);
+            }
+            t.processor.process(&mut batch, &mut ctx);
+            transmit(&mut l.tx, &mut ctx, &mut batch, &mut scratch, st);
+        }
+        if got > 0 {
+            let now = rdtsc();
+            st.busy_polls.inc();
+            st.busy_cycles.add(now.wrapping_sub(t_prev));
+            st.rx_packets.add(got as u64);
+            idle_streak = 0;
+            t_prev = now;
+        } else {
+            idle_streak = idle_streak.saturating_add(1);
+            if idle_streak == 1 {
+                for q in l.tx.iter_mut().flatten() {
+                    q.flush(&mut ctx);
+                }
+            }
+            if let IdleMode::Adaptive { max_sleep_us } = cfg.idle {
+                back_off(idle_streak, max_sleep_us);
+            }
+            let now = rdtsc();
+            st.idle_polls.inc();
+            st.idle_cycles.add(now.wrapping_sub(t_prev));
+            t_prev = now;
+        }
+    }
+    for q in l.tx.iter_mut().flatten() {
+        q.flush(&mut ctx);
+    }
+    // Queues, processors and the caches (ctx) drop here, on the lcore that owned them; the
+    // caches return their mbufs to the pools.
+    drop(l);
+    drop(ctx);
+}
+
+#[inline(never)]
+fn back_off(streak: u32, max_sleep_us: u32) {
+    if streak < 64 {
+        return;
+    }
+    if streak < 1024 {
+        for _ in 0..16 {
+            std::hint::spin_loop();
+        }
+        return;
+    }
+    if streak < 2048 {
+        std::thread::yield_now();
+        return;
+    }
+    let us = (1u64 << ((streak - 2048) / 256).min(10)).min(max_sleep_us.max(1) as u64);
+    std::thread::sleep(Duration::from_micros(us));
+}
+
+/// Sends a processed batch, grouped by `out_port`. Unsent mbufs are freed and counted.
+#[inline]
+pub fn transmit(
+    tx: &mut [Option<Box<dyn TxQueue>>],
+    ctx: &mut Ctx,
+    batch: &mut Batch,
+    scratch: &mut Batch,
+    st: &LcoreStats,
+) {
+    let Some(first) = batch.first().map(|m| m.out_port()) else { return };
+    if batch.iter().all(|m| m.out_port() == first) {
+        send(tx, first, ctx, batch, st);
+        return;
+    }
+    while let Some(p) = batch.first().map(|m| m.out_port()) {
+        batch.partition_into(scratch, |m| m.out_port() != p);
+        send(tx, p, ctx, scratch, st);
+    }
+}
+
+#[inline]
+fn send(tx: &mut [Option<Box<dyn TxQueue>>], port: u16, ctx: &mut Ctx, b: &mut Batch, st: &LcoreStats) {
+    match tx.get_mut(port as usize).and_then(|t| t.as_mut()) {
+        Some(q) => {
+            let n = q.tx_burst(ctx, b);
+            st.tx_packets.add(n as u64);
+            if !b.is_empty() {
+                q.stats().drops.add(b.len() as u64);
+                st.tx_drops.add(b.len() as u64);
+                ctx.free_batch(b);
+            }
+        }
+        None => {
+            st.no_route.add(b.len() as u64);
+            ctx.free_batch(b);
+        }
+    }
+}
