@@ -18,6 +18,8 @@ pub mod signal;
 pub mod spec;
 pub mod stats;
 pub mod time;
+#[cfg(feature = "test-utils")]
+pub mod testutil;
 
 pub use ctx::Ctx;
 pub use lcore::{IdleMode, LcoreSpec, LcoreStats, Passthrough, Processor, Runtime, RuntimeConfig, Task};

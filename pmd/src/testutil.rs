@@ -1,0 +1,45 @@
+//! Helpers for tests that need privileges or outside tools (feature `test-utils`).
+//!
+//! A privileged test calls [`require`] first: on a laptop without root it prints why it skips
+//! and returns false; when the `CI` variable is set it panics instead, because CI must run it.
+
+/// True when running as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// True when `CI` is set (to anything but empty, `0` or `false`).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// True when `cmd` is on the PATH.
+pub fn have_cmd(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+        .unwrap_or(false)
+}
+
+/// Checks a test's preconditions: `root` when it needs root, and the commands it runs.
+/// Returns false (after printing the reason) when it should skip; panics under CI instead.
+pub fn require(test: &str, root: bool, cmds: &[&str]) -> bool {
+    let mut missing = Vec::new();
+    if root && !is_root() {
+        missing.push("root (CAP_NET_ADMIN, CAP_BPF): run the tests as root".to_string());
+    }
+    for c in cmds {
+        if !have_cmd(c) {
+            missing.push(format!("the command '{c}' (bash .ci/run installs it)"));
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!("{test}: needs {}", missing.join(", and "));
+    if in_ci() {
+        panic!("{why}; CI is set, so this is a failure, not a skip");
+    }
+    eprintln!("SKIPPED {why}");
+    false
+}
