@@ -277,6 +277,7 @@ impl RxQueue for VhostRx {
             self.stats.packets.add(n as u64);
             self.stats.bytes.add(bytes);
         }
+        self.cursor.progress();
         if self.cursor.needs_report() {
             self.cursor.report_broken();
         }
@@ -305,6 +306,7 @@ impl TxQueue for VhostTx {
             self.stats.packets.add(n as u64);
             self.stats.bytes.add(bytes);
         }
+        self.cursor.progress();
         if self.cursor.needs_report() {
             self.cursor.report_broken();
         }

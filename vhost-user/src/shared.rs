@@ -11,6 +11,13 @@
 //! acknowledged an epoch at least as new: an old table is unmapped only once nobody can be
 //! reading it, and always on the control thread.
 //!
+//! The lcore checks the epoch at the start of every burst and touches a ring only inside a
+//! burst, so a configuration is in force from the lcore's next burst on. An lcore that gets no
+//! traffic (a transmit queue nobody sends to) acknowledges only at its next burst; the control
+//! thread therefore never waits long for an acknowledgement: a stop reads the avail index the
+//! lcore publishes after every burst ([`Cursor::progress`]), and an unacknowledged old snapshot
+//! simply stays mapped until the acknowledgement comes.
+//!
 //! A queue that no lcore polls (not taken yet, or its lcore ended) is not *attached*; then
 //! nothing needs an acknowledgement. The attach flag and the snapshot pointer form a Dekker pair
 //! (all SeqCst, both rare): either the control thread sees the lcore attached and waits for its
@@ -192,13 +199,23 @@ pub struct Cursor {
     /// Indices (next avail, used, broken) kept while the vring is not live, for when it comes
     /// back without a new base (disable / enable, memory table change).
     saved: Option<(u16, u16, Option<crate::queue::GuestError>)>,
+    last_pub: u16,
     logged: bool,
 }
 
 impl Cursor {
     /// The lcore side of `shared` (attaches on its first poll).
     pub fn new(shared: Arc<VringShared>) -> Cursor {
-        Cursor { shared, epoch: 0, cfg: None, start_gen: u64::MAX, queue: None, saved: None, logged: false }
+        Cursor {
+            shared,
+            epoch: 0,
+            cfg: None,
+            start_gen: u64::MAX,
+            queue: None,
+            saved: None,
+            last_pub: 0,
+            logged: false,
+        }
     }
 
     /// The shared half.
@@ -217,6 +234,20 @@ impl Cursor {
         let q = self.queue.as_mut()?;
         let mem = &self.cfg.as_ref()?.mem;
         Some((q, mem, &self.shared.stats))
+    }
+
+    /// Publishes the queue's avail index after a burst that moved it (one Release store, only
+    /// when it changed), so that a stop can read it even when the lcore is not polling.
+    #[inline(always)]
+    pub fn progress(&mut self) {
+        if let Some(q) = &self.queue {
+            let a = q.last_avail();
+            if a != self.last_pub {
+                self.last_pub = a;
+                // Release: read by the control thread (Acquire) on GET_VRING_BASE.
+                self.shared.last_avail.store(a as u32, Ordering::Release);
+            }
+        }
     }
 
     /// True when the live queue was stopped by a guest error not yet reported.
@@ -285,6 +316,7 @@ impl Cursor {
         // old memory table is unmapped there, not here.
         self.cfg = Some(cfg);
         // Release: our new avail index and the drop of the old snapshot happen before the ack.
+        self.last_pub = avail;
         self.shared.last_avail.store(avail as u32, Ordering::Release);
         self.shared.acked.store(e, Ordering::Release);
         self.epoch = e;
