@@ -156,6 +156,15 @@ impl Device {
             },
             _ => None,
         };
+        log::debug!(
+            "{}: vring {i}: size {} started {} enabled {} addrs {} -> {}",
+            self.name,
+            v.size,
+            v.started,
+            enabled,
+            v.addrs.is_some(),
+            if ring.is_some() { "live" } else { "idle" }
+        );
         let cfg = VringConfig { mem, ring, base: v.base, start_gen: v.start_gen, feat, call: v.call.clone() };
         v.publisher.publish(cfg);
     }
