@@ -383,6 +383,29 @@ impl SplitQueue {
     ) -> Result<bool, GuestError> {
         let hlen = self.feat.hdr_len;
         let mut hdr = [0u8; HDR_MAX];
+        // Fast path: the whole packet in one buffer that fits one mbuf (what DPDK's virtio-user
+        // and Linux send for small packets).
+        let d = self.ring.desc(head).ok_or(GuestError::DescIndex)?;
+        let len = d.len as usize;
+        if d.flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE) == 0
+            && len >= hlen + 14
+            && len - hlen <= m.tailroom()
+        {
+            let p = mem.gpa_ptr(d.addr, len as u64).ok_or(GuestError::DescAddr)?;
+            // SAFETY: p is valid for len >= hlen bytes; hdr has HDR_MAX >= hlen.
+            unsafe { copy_from_guest(hdr.as_mut_ptr(), p, hlen) };
+            let Some(dst) = m.append(len - hlen) else {
+                st.drop(Drop::NoMbufs);
+                return Ok(false);
+            };
+            // SAFETY: p + hlen .. + (len - hlen) is inside the checked buffer; dst has that many.
+            unsafe { copy_from_guest(dst.as_mut_ptr(), p.add(hlen), len - hlen) };
+            if (hdr[0] != 0 || hdr[1] != 0) && net::hdr_to_mbuf(&NetHdr::parse(&hdr), m, self.feat.bits).is_err() {
+                st.drop(Drop::BadHeader);
+                return Ok(false);
+            }
+            return Ok(true);
+        }
         let mut hgot = 0usize;
         let mut total = 0usize;
         let mut tail: Option<Mbuf> = None;
@@ -531,12 +554,44 @@ impl SplitQueue {
                 }
             }
         }
-        for m in batch.drain_front(done) {
-            cache.free(m);
+        if done == batch.len() {
+            cache.free_batch(batch);
+        } else {
+            for m in batch.drain_front(done) {
+                cache.free(m);
+            }
         }
         let n = self.last_used.wrapping_sub(used_before);
         self.publish_only(n, st);
         (sent, bytes)
+    }
+
+    /// Fast path of both enqueue forms: a single-segment packet into a head descriptor that
+    /// holds it whole. `Ok(false)`: not this case (nothing done).
+    #[inline(always)]
+    fn enqueue_direct(&mut self, mem: &GuestMemory, m: &Mbuf, hb: &[u8; HDR_MAX]) -> Result<bool, GuestError> {
+        let head = self.ring.avail_entry(self.last_avail);
+        let d = self.ring.desc(head).ok_or(GuestError::DescIndex)?;
+        let (hlen, plen) = (self.feat.hdr_len, m.data_len());
+        let need = hlen + plen;
+        if !m.is_contiguous()
+            || d.flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT) != 0
+            || d.flags & VIRTQ_DESC_F_WRITE == 0
+            || (d.len as usize) < need
+        {
+            return Ok(false);
+        }
+        let p = mem.gpa_ptr(d.addr, need as u64).ok_or(GuestError::DescAddr)?;
+        // SAFETY: p is valid for need = hlen + plen bytes (checked above); hb has HDR_MAX >= hlen
+        // bytes and the mbuf's data plen.
+        unsafe {
+            copy_to_guest(p, hb.as_ptr(), hlen);
+            copy_to_guest(p.add(hlen), m.data_addr(), plen);
+        }
+        self.ring.set_used(self.last_used, head, need as u32);
+        self.last_used = self.last_used.wrapping_add(1);
+        self.last_avail = self.last_avail.wrapping_add(1);
+        Ok(true)
     }
 
     /// Copies the packet into one chain. `Ok(false)`: it does not fit (nothing consumed).
@@ -548,8 +603,12 @@ impl SplitQueue {
         hdr: &NetHdr,
         avail: &mut u16,
     ) -> Result<bool, GuestError> {
-        let head = self.ring.avail_entry(self.last_avail);
         let hb = hdr.emit();
+        if self.enqueue_direct(mem, m, &hb)? {
+            *avail -= 1;
+            return Ok(true);
+        }
+        let head = self.ring.avail_entry(self.last_avail);
         let mut src = Src::new(&hb[..self.feat.hdr_len], m);
         self.walk(mem, head, |addr, len, write| {
             if !write {
@@ -576,6 +635,10 @@ impl SplitQueue {
         let mut h = *hdr;
         h.num_buffers = 1;
         let hb = h.emit();
+        if self.enqueue_direct(mem, m, &hb)? {
+            *avail -= 1;
+            return Ok(true);
+        }
         let mut src = Src::new(&hb[..self.feat.hdr_len], m);
         let (save_avail, save_used, save_count) = (self.last_avail, self.last_used, *avail);
         let mut nb: u16 = 0;
