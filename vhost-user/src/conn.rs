@@ -174,6 +174,9 @@ fn serve(
                 log::warn!("vhost-user {name}: closing the connection: {e}");
                 return;
             }
+            // QEMU sends SET_VRING_ENABLE before SET_FEATURES; the crate refuses it (see
+            // device.rs): expected, so not a warning.
+            Err(e @ VuError::InactiveFeature(_)) => log::debug!("vhost-user {name}: request refused: {e}"),
             Err(e) => log::warn!("vhost-user {name}: request refused: {e}"),
         }
     }

@@ -7,9 +7,15 @@
 //! [`Device::republish`], which hands a fresh snapshot to the lcore (see [`crate::shared`]).
 //!
 //! A vring is *live* when it has a size, addresses that translate through the current memory
-//! table, a kick fd (it was started), was not stopped by GET_VRING_BASE, and is enabled (with
-//! PROTOCOL_FEATURES rings start disabled until SET_VRING_ENABLE; without, they are enabled when
-//! started, as the specification says).
+//! table, a kick fd (it was started), was not stopped by GET_VRING_BASE, and is not disabled.
+//!
+//! Enabling: the specification says that with PROTOCOL_FEATURES a ring starts disabled until
+//! SET_VRING_ENABLE(1). QEMU 7.2 sends its SET_VRING_ENABLE messages *before* SET_FEATURES, and
+//! the `vhost` crate refuses those (it checks the acked features) without passing them on, so a
+//! strict backend would never see the ring enabled. We therefore treat a started ring as enabled
+//! until the frontend explicitly disables it with a SET_VRING_ENABLE(0) that reaches us (DPDK's
+//! vhost library accepts the early messages and ends in the same state). Every SET_VRING_ENABLE
+//! that reaches us is obeyed.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
@@ -59,7 +65,8 @@ struct Vring {
     call: Option<Arc<File>>,
     err: Option<File>,
     started: bool,
-    enabled: bool,
+    /// What the last SET_VRING_ENABLE that reached us said (`None`: none did).
+    enabled: Option<bool>,
     publisher: Publisher,
 }
 
@@ -92,7 +99,7 @@ impl Device {
                 call: None,
                 err: None,
                 started: false,
-                enabled: false,
+                enabled: None,
                 publisher: Publisher::new(format!(
                     "{name}:q{}:{}",
                     i / 2,
@@ -145,7 +152,9 @@ impl Device {
         let proto = self.features & VHOST_USER_F_PROTOCOL_FEATURES != 0;
         let (mem, feat) = (self.mem.clone(), QueueFeatures::from_bits(self.features));
         let v = &mut self.vrings[i];
-        let enabled = v.enabled || (!proto && v.started);
+        // See the module doc: without PROTOCOL_FEATURES a started ring is enabled; with it, it
+        // is enabled unless a SET_VRING_ENABLE(0) reached us.
+        let enabled = if proto { v.enabled.unwrap_or(true) } else { true };
         let ring = match v.addrs {
             Some(a) if v.started && enabled && v.size > 0 => match SplitRing::new(&mem, a, v.size) {
                 Ok(r) => Some(r),
@@ -187,7 +196,7 @@ impl Device {
             v.call = None;
             v.err = None;
             v.started = false;
-            v.enabled = false;
+            v.enabled = None;
             v.start_gen += 1;
             v.base = 0;
         }
@@ -349,7 +358,7 @@ impl VhostUserBackendReqHandlerMut for Device {
     }
 
     fn set_vring_enable(&mut self, index: u32, enable: bool) -> VuResult<()> {
-        self.vring(index)?.enabled = enable;
+        self.vring(index)?.enabled = Some(enable);
         self.republish(index as usize);
         Ok(())
     }
