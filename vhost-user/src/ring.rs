@@ -201,6 +201,12 @@ impl SplitRing {
         Some(unsafe { self.desc.add(i as usize).read_volatile() })
     }
 
+    /// Address of descriptor `i` (for prefetching; `i < size` keeps it inside the table).
+    #[inline(always)]
+    pub fn desc_ptr(&self, i: u16) -> *const u8 {
+        self.desc.wrapping_add((i & (self.size - 1)) as usize).cast()
+    }
+
     /// Writes used-ring slot `i & (size - 1)` (not yet visible: see [`SplitRing::publish_used`]).
     #[inline(always)]
     pub fn set_used(&self, i: u16, id: u16, len: u32) {
