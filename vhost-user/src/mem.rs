@@ -157,6 +157,15 @@ impl GuestMemory {
                 .checked_add(d.size)
                 .and_then(|l| usize::try_from(l).ok())
                 .ok_or_else(|| BadTable(format!("region at gpa {:#x}: offset + size overflows", d.gpa)))?;
+            // Mapping past the end of the file succeeds, but touching it raises SIGBUS: refuse
+            // a region that the file does not hold.
+            let flen = f.metadata().map(|m| m.len()).unwrap_or(0);
+            if len as u64 > flen {
+                return Err(BadTable(format!(
+                    "region at gpa {:#x}: offset + size {len:#x} is beyond its file's {flen:#x} bytes",
+                    d.gpa
+                )));
+            }
             let m = Mapping::map_file(f, len)
                 .map_err(|e| BadTable(format!("region at gpa {:#x}: mmap of {len} bytes failed: {e}", d.gpa)))?;
             maps.push((*d, Arc::new(m)));
@@ -445,5 +454,8 @@ mod tests {
         assert!(GuestMemory::from_mappings(vec![r(u64::MAX - 10, 4096, 0)]).is_err(), "wraps");
         assert!(GuestMemory::from_mappings(vec![r(0, 4096, 0), r(2048, 1024, 0)]).is_err(), "overlap");
         assert!(GuestMemory::map(&[RegionDesc { gpa: 0, size: 4096, uva: 0, mmap_offset: 0 }], &[]).is_err());
+        let big = RegionDesc { gpa: 0, size: 8192, uva: 0, mmap_offset: 0 };
+        let e = GuestMemory::map(&[big], &[f.try_clone().unwrap()]).unwrap_err();
+        assert!(e.0.contains("beyond its file"), "{e}");
     }
 }
