@@ -103,6 +103,7 @@ fn poll_in(fds: &mut [libc::pollfd]) -> i32 {
 
 fn accept(l: &UnixListener, stop: &AtomicBool) -> Option<UnixStream> {
     let mut p = [libc::pollfd { fd: l.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+    // Relaxed: a request flag (see run).
     if poll_in(&mut p) <= 0 || stop.load(Ordering::Relaxed) {
         return None;
     }

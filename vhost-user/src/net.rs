@@ -13,6 +13,12 @@
 //! can finish it; `DATA_VALID` becomes [`RX_L4_CKSUM_GOOD`]; a GSO type becomes `TX_TCP_SEG` /
 //! `TX_UDP_SEG` with `tso_segsz = gso_size`, so a guest's 64 KiB TSO packet travels as one mbuf
 //! chain and is cut only if the output port cannot take it.
+//! Checksum convention (DPDK's, kept by every fastpath port): an mbuf asking for an L4 checksum
+//! carries the pseudo-header sum in the checksum field, *with* the L4 length for a plain checksum
+//! request and *without* it for TSO/USO. virtio (Linux) puts the length in for GSO too, so dequeue
+//! subtracts it from a guest's GSO packet and enqueue adds it back for one going to the guest (as
+//! DPDK's virtio PMD `virtio_tso_fix_cksum` does).
+//!
 //! Guest RX (enqueue): the reverse, for what the guest negotiated; a checksum request the guest
 //! cannot take is completed in software here, a segmentation request it cannot take is refused
 //! (the pipeline's LSO stage must run first).
@@ -253,6 +259,13 @@ pub fn hdr_to_mbuf(h: &NetHdr, m: &mut Mbuf, features: u64) -> Result<(), HdrErr
         }
         _ => return Err(HdrError::BadGso),
     }
+    if gso != VIRTIO_NET_HDR_GSO_NONE {
+        // virtio's GSO pseudo-header sum includes the L4 length; ours does not (module doc).
+        let l4 = (m.pkt_len() - start) as u16;
+        if !adjust_sum(m, start + h.csum_offset as usize, l4, true) {
+            return Err(HdrError::BadGso);
+        }
+    }
     if h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
         match h.csum_offset {
             16 => {
@@ -276,11 +289,46 @@ pub fn hdr_to_mbuf(h: &NetHdr, m: &mut Mbuf, features: u64) -> Result<(), HdrErr
     Ok(())
 }
 
+/// Adds (`sub == false`) or subtracts `v` to / from the 16-bit one's complement sum stored
+/// big-endian at packet offset `at` (first segment only). `false` when it is not there or the
+/// buffer is shared.
+pub fn adjust_sum(m: &mut Mbuf, at: usize, v: u16, sub: bool) -> bool {
+    if at + 2 > m.data_len() || !m.is_writable() {
+        return false;
+    }
+    let d = m.data_mut();
+    let old = u16::from_be_bytes([d[at], d[at + 1]]) as u32;
+    let mut s = old + if sub { (!v) as u32 } else { v as u32 };
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    d[at..at + 2].copy_from_slice(&(s as u16).to_be_bytes());
+    true
+}
+
+/// Computes the IPv4 header checksum an mbuf asks for (`TX_IP_CKSUM`): the virtio-net header
+/// cannot ask the guest for it, and the guest's stack checks it. The header is at `l2_len`, of
+/// `l3_len` bytes, in the first segment. `false` when it is not there or the buffer is shared.
+pub fn fill_ip_csum(m: &mut Mbuf) -> bool {
+    let (l2, l3) = (m.l2_len() as usize, m.l3_len() as usize);
+    if l3 < 20 || l2 + l3 > m.data_len() || !m.is_writable() {
+        return false;
+    }
+    let d = m.data_mut();
+    d[l2 + 10] = 0;
+    d[l2 + 11] = 0;
+    let c = fold(ones_sum(&d[l2..l2 + l3], false));
+    d[l2 + 10..l2 + 12].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
 /// What to do with an mbuf going to the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxPrep {
     /// Send with this header.
     Send(NetHdr),
+    /// Send with this GSO header after adding the L4 length to the pseudo-header sum at the
+    /// packet offset given (virtio's convention, see the module doc).
+    SendGso(NetHdr, usize),
     /// Finish the L4 checksum in software first (at `csum_start`, field at `+ csum_offset`),
     /// then send with a plain header.
     SoftCsum {
@@ -328,15 +376,18 @@ fn mbuf_to_hdr_offload(m: &Mbuf, fl: u64, features: u64) -> TxPrep {
         if features & want == 0 || features & VIRTIO_NET_F_GUEST_CSUM == 0 || m.tso_segsz() == 0 {
             return TxPrep::NoGso;
         }
-        return TxPrep::Send(NetHdr {
-            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
-            gso_type: gso,
-            hdr_len: (start + m.l4_len() as usize) as u16,
-            gso_size: m.tso_segsz(),
-            csum_start: start as u16,
-            csum_offset: offset,
-            num_buffers: 0,
-        });
+        return TxPrep::SendGso(
+            NetHdr {
+                flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+                gso_type: gso,
+                hdr_len: (start + m.l4_len() as usize) as u16,
+                gso_size: m.tso_segsz(),
+                csum_start: start as u16,
+                csum_offset: offset,
+                num_buffers: 0,
+            },
+            start + offset as usize,
+        );
     }
     if features & VIRTIO_NET_F_GUEST_CSUM != 0 {
         return TxPrep::Send(NetHdr {
@@ -502,8 +553,52 @@ mod tests {
         assert_eq!((m.l2_len(), m.l3_len(), m.l4_len(), m.tso_segsz()), (14, 20, 20, 1448));
         // Back to a guest that takes TSO4.
         let feats = VIRTIO_NET_F_GUEST_CSUM | VIRTIO_NET_F_GUEST_TSO4;
-        assert_eq!(mbuf_to_hdr(&m, feats), TxPrep::Send(NetHdr { num_buffers: 0, ..h }));
+        assert_eq!(mbuf_to_hdr(&m, feats), TxPrep::SendGso(NetHdr { num_buffers: 0, ..h }, 50));
         assert_eq!(mbuf_to_hdr(&m, VIRTIO_NET_F_GUEST_CSUM), TxPrep::NoGso);
+    }
+
+    #[test]
+    fn gso_pseudo_header_length_is_taken_out_and_put_back() {
+        let p = pool();
+        let mut m = p.alloc().unwrap();
+        let mut f = tcp_frame();
+        let with_len = pseudo_sum(&f); // includes the TCP length (26)
+        f[50..52].copy_from_slice(&with_len.to_be_bytes());
+        m.append(f.len()).unwrap().copy_from_slice(&f);
+        let h = NetHdr {
+            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+            gso_type: VIRTIO_NET_HDR_GSO_TCPV4,
+            gso_size: 10,
+            csum_start: 34,
+            csum_offset: 16,
+            ..Default::default()
+        };
+        hdr_to_mbuf(&h, &mut m, VIRTIO_NET_F_HOST_TSO4).unwrap();
+        let without = u16::from_be_bytes([m.data()[50], m.data()[51]]);
+        let mut expect = with_len as u32 + (!(26u16)) as u32;
+        expect = (expect & 0xffff) + (expect >> 16);
+        assert_eq!(without as u32, expect, "DPDK convention: no length in a TSO pseudo sum");
+        assert!(adjust_sum(&mut m, 50, 26, false));
+        assert_eq!(u16::from_be_bytes([m.data()[50], m.data()[51]]), with_len, "and back for the guest");
+    }
+
+    #[test]
+    fn ipv4_header_checksum_is_filled() {
+        let p = pool();
+        let mut m = p.alloc().unwrap();
+        let f = tcp_frame();
+        m.append(f.len()).unwrap().copy_from_slice(&f);
+        m.set_l2_len(14);
+        m.set_l3_len(20);
+        assert!(fill_ip_csum(&mut m));
+        // A correct header sums to 0xffff.
+        let mut s = ones_sum(&m.data()[14..34], false);
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        assert_eq!(s, 0xffff);
+        m.set_l3_len(10);
+        assert!(!fill_ip_csum(&mut m), "an IPv4 header is at least 20 bytes");
     }
 
     #[test]

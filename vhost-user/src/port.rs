@@ -317,3 +317,33 @@ impl TxQueue for VhostTx {
         &self.stats
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(s: &str) -> Result<VhostUserConfig, Error> {
+        let mut spec = Spec::parse_port(s)?.accepting(FORM);
+        VhostUserConfig::from_spec(&mut spec)
+    }
+
+    #[test]
+    fn spec_forms() {
+        let c = cfg("vhost-user:/tmp/a.sock").unwrap();
+        assert_eq!((c.path.to_str(), c.client, c.queues, c.reconnect), (Some("/tmp/a.sock"), false, 1, 1.0));
+        let c = cfg("vhost-user:/tmp/a.sock,client,queues=4,reconnect=0.5").unwrap();
+        assert_eq!((c.client, c.queues, c.reconnect), (true, 4, 0.5));
+        let c = cfg("vhost-user:/tmp/a.sock,client=on,reconnect=0").unwrap();
+        assert_eq!((c.client, c.reconnect), (true, 0.0));
+        for (bad, why) in [
+            ("vhost-user", "socket path is missing"),
+            ("vhost-user:/x,queues=65", "queues=65"),
+            ("vhost-user:/x,reconnect=1", "client mode only"),
+            ("vhost-user:/x,client,reconnect=-1", "reconnect=-1"),
+            ("vhost-user:/x,nope", "unknown item 'nope'"),
+        ] {
+            let e = cfg(bad).unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains(FORM), "{bad}: {e}");
+        }
+    }
+}

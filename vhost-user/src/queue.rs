@@ -539,8 +539,22 @@ impl SplitQueue {
         let used_before = self.last_used;
         while done < batch.len() && avail > 0 {
             let m = &mut batch[done];
+            if m.ol_flags() & fastpath_mempool::offload::TX_IP_CKSUM != 0 && !net::fill_ip_csum(m) {
+                st.drop(Drop::CsumFailed);
+                done += 1;
+                continue;
+            }
             let hdr = match net::mbuf_to_hdr(m, self.feat.bits) {
                 TxPrep::Send(h) => h,
+                TxPrep::SendGso(h, at) => {
+                    let l4 = (m.pkt_len() - h.csum_start as usize) as u16;
+                    if !net::adjust_sum(m, at, l4, false) {
+                        st.drop(Drop::CsumFailed);
+                        done += 1;
+                        continue;
+                    }
+                    h
+                }
                 TxPrep::NoGso => {
                     st.drop(Drop::GsoNotNegotiated);
                     done += 1;
