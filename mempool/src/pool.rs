@@ -228,6 +228,16 @@ impl Mempool {
         m.as_ptr() as usize - self.region().base() as usize
     }
 
+    /// A handle to the pool that `m` belongs to.
+    pub fn of(m: &Mbuf) -> Mempool {
+        // SAFETY: a live mbuf's chunk points to its pool's control block, which is never freed
+        // while a chunk is out (it is leaked instead), so it is valid to take a new handle on it.
+        let inner = unsafe { NonNull::new_unchecked((*m.as_ptr()).pool.cast_mut()) };
+        // SAFETY: as above.
+        unsafe { inner.as_ref() }.handles.fetch_add(1, Ordering::Relaxed);
+        Mempool { inner }
+    }
+
     /// A new per-core cache for this pool.
     pub fn cache(&self) -> PoolCache {
         PoolCache::new(self.clone())
