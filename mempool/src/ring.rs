@@ -608,22 +608,23 @@ mod tests {
                 })
             })
             .collect();
+        let consumed = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let consumers: Vec<_> = (0..2)
             .map(|_| {
                 let r = r.clone();
+                let consumed = consumed.clone();
                 std::thread::spawn(move || {
                     let mut seen = Vec::new();
                     let mut last = [None::<u64>; 2];
                     let mut buf: ArrayVec<u64, 32> = ArrayVec::new();
-                    let mut idle = 0;
-                    while idle < 2_000_000 {
+                    while consumed.load(std::sync::atomic::Ordering::Relaxed) < 2 * PER {
                         buf.clear();
-                        if r.dequeue_burst(&mut buf, 32) == 0 {
-                            idle += 1;
+                        let n = r.dequeue_burst(&mut buf, 32);
+                        if n == 0 {
                             std::thread::yield_now();
                             continue;
                         }
-                        idle = 0;
+                        consumed.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                         for &v in &buf {
                             let (p, s) = ((v >> 32) as usize, v & 0xffff_ffff);
                             if let Some(l) = last[p] {
@@ -631,9 +632,6 @@ mod tests {
                             }
                             last[p] = Some(s);
                             seen.push(v);
-                        }
-                        if seen.len() as u64 == 2 * PER {
-                            break;
                         }
                     }
                     seen
@@ -643,11 +641,8 @@ mod tests {
         for p in producers {
             p.join().unwrap();
         }
-        // Consumers may each have stopped early; drain what remains.
         let mut all: Vec<u64> = consumers.into_iter().flat_map(|c| c.join().unwrap()).collect();
-        while let Some(v) = r.dequeue() {
-            all.push(v);
-        }
+        assert!(r.is_empty());
         all.sort_unstable();
         let want: Vec<u64> = (0..2u64).flat_map(|p| (0..PER).map(move |s| (p << 32) | s)).collect();
         assert_eq!(all.len(), want.len());
