@@ -1,7 +1,10 @@
 //! A real Linux guest (QEMU, the standard virtio-net driver, `../shared/vm/run-guest.sh`) on a
-//! fastpath vhost-user port pings through fastpath. The peer that answers is DPDK testpmd in
-//! `icmpecho` mode on a second vhost-user port (net_virtio_user): guest <-> vhost-user <->
-//! fastpath l2fwd <-> vhost-user <-> testpmd. QEMU runs under TCG where KVM cannot (6-10 s).
+//! fastpath vhost-user port pings through fastpath:
+//! - to the host kernel: guest <-> vhost-user <-> fastpath l2fwd <-> tap <-> the kernel (in a
+//!   network namespace of the test's own);
+//! - to DPDK testpmd in `icmpecho` mode on a second vhost-user port (net_virtio_user).
+//!
+//! QEMU runs under TCG where KVM cannot (6-10 s per guest). The two tests run one at a time.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -14,6 +17,8 @@ const FASTPATH: &str = env!("CARGO_BIN_EXE_fastpath");
 fn shared(p: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared").join(p)
 }
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 struct Kid(Option<Child>);
 
@@ -56,6 +61,7 @@ fn wait_socket(p: &std::path::Path) {
 #[test]
 fn vhost_user_qemu_guest_pings_through_fastpath() {
     let test = "vhost_user_qemu_guest_pings_through_fastpath";
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !fastpath_pmd::testutil::require(test, true, &["dpdk-testpmd", "qemu-system-x86_64"]) {
         return;
     }
@@ -98,17 +104,7 @@ fn vhost_user_qemu_guest_pings_through_fastpath() {
     let guest_out = String::from_utf8_lossy(&run.stdout).into_owned() + &String::from_utf8_lossy(&run.stderr);
     let tp_out = tp.interrupt_and_output();
     let out = fp.interrupt_and_output();
-    let mut ports = Vec::new();
-    let mut pool = Value::Null;
-    for l in out.lines() {
-        if let Ok(v) = serde_json::from_str::<Value>(l) {
-            if v.get("driver").is_some() {
-                ports.push(v);
-            } else if v.get("mempool").is_some() {
-                pool = v;
-            }
-        }
-    }
+    let (ports, pool) = parse_report(&out);
     let last = guest_out.lines().last().unwrap_or_default();
     assert!(
         run.status.success() && last.starts_with("PASS"),
@@ -129,5 +125,89 @@ fn vhost_user_qemu_guest_pings_through_fastpath() {
         .map(|(_, v)| v.as_u64().unwrap_or(0))
         .sum();
     assert_eq!(errs, 0, "{out}");
+    assert_eq!(pool["available"], pool["capacity"], "every mbuf back in the pool:\n{out}");
+}
+
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn parse_report(out: &str) -> (Vec<Value>, Value) {
+    let mut ports = Vec::new();
+    let mut pool = Value::Null;
+    for l in out.lines() {
+        if let Ok(v) = serde_json::from_str::<Value>(l) {
+            if v.get("driver").is_some() {
+                ports.push(v);
+            } else if v.get("mempool").is_some() {
+                pool = v;
+            }
+        }
+    }
+    (ports, pool)
+}
+
+#[test]
+fn vhost_user_qemu_guest_pings_the_host_through_tap() {
+    let test = "vhost_user_qemu_guest_pings_the_host_through_tap";
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !fastpath_pmd::testutil::require(test, true, &["qemu-system-x86_64", "ip"]) {
+        return;
+    }
+    let script = shared("vm/run-guest.sh");
+    assert!(script.is_file() || !fastpath_pmd::testutil::in_ci(), "{} is missing", script.display());
+    if !script.is_file() {
+        eprintln!("SKIPPED {test}: {} is missing", script.display());
+        return;
+    }
+    let id = std::process::id();
+    let ns = Netns(format!("fpvu{id}"));
+    let tap = format!("fpvt{id}");
+    assert!(Command::new("ip").args(["netns", "add", &ns.0]).status().unwrap().success());
+    let sock = std::env::temp_dir().join(format!("fp-vu-tap-{id}.sock"));
+    let _paths = Paths(vec![sock.clone()]);
+    // fastpath in the namespace, so that its TAP interface (and the address the guest pings)
+    // is the test's own.
+    let fp = Kid(Some(
+        Command::new("ip")
+            .args(["netns", "exec", &ns.0, FASTPATH, "l2fwd"])
+            .args(["--port", &format!("vhost-user:{}", sock.display()), "--port", &format!("tap:{tap}")])
+            .args(["--cores", "1", "--idle", "adaptive", "--duration", "170", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start fastpath"),
+    ));
+    wait_socket(&sock);
+    let t0 = Instant::now();
+    loop {
+        let up = Command::new("ip").args(["netns", "exec", &ns.0, "ip", "link", "show", &tap]).output().unwrap();
+        if up.status.success() {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "the TAP interface {tap} did not appear");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for args in [vec!["ip", "addr", "add", "10.0.0.1/24", "dev", &tap], vec!["ip", "link", "set", &tap, "up"]] {
+        let st = Command::new("ip").args(["netns", "exec", &ns.0]).args(&args).status().unwrap();
+        assert!(st.success(), "{args:?}");
+    }
+    let run = Command::new("bash").arg(&script).arg(&sock).env("FP_VM_TIMEOUT", "150").output().expect("run-guest.sh");
+    let guest_out = String::from_utf8_lossy(&run.stdout).into_owned() + &String::from_utf8_lossy(&run.stderr);
+    // `ip netns exec` passes SIGINT on to fastpath, which then prints its report.
+    let out = fp.interrupt_and_output();
+    let (ports, pool) = parse_report(&out);
+    let last = guest_out.lines().last().unwrap_or_default();
+    assert!(run.status.success() && last.starts_with("PASS"), "guest test failed:\n{guest_out}\nfastpath:\n{out}");
+    assert!(guest_out.contains("replies"), "{guest_out}");
+    assert_eq!(ports.len(), 2, "{out}");
+    let (vu, tp) = (&ports[0], &ports[1]);
+    assert!(vu["rx_packets"].as_u64().unwrap_or(0) >= 5 && tp["tx_packets"].as_u64().unwrap_or(0) >= 5, "{out}");
+    assert!(tp["rx_packets"].as_u64().unwrap_or(0) >= 5 && vu["tx_packets"].as_u64().unwrap_or(0) >= 5, "{out}");
+    assert!(vu["xstats"]["q0_tx_guest_calls"].as_u64().unwrap_or(0) > 0, "{out}");
     assert_eq!(pool["available"], pool["capacity"], "every mbuf back in the pool:\n{out}");
 }
