@@ -58,19 +58,25 @@ fn wait_socket(p: &std::path::Path) {
     }
 }
 
-#[test]
-fn vhost_user_qemu_guest_pings_through_fastpath() {
-    let test = "vhost_user_qemu_guest_pings_through_fastpath";
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !fastpath_pmd::testutil::require(test, true, &["dpdk-testpmd", "qemu-system-x86_64"]) {
-        return;
+/// The VM rig's script, after checking the test's preconditions (`None`: skip, outside CI).
+fn guest_rig(test: &str, cmds: &[&str]) -> Option<PathBuf> {
+    if !fastpath_pmd::testutil::require(test, true, cmds) {
+        return None;
     }
     let script = shared("vm/run-guest.sh");
     assert!(script.is_file() || !fastpath_pmd::testutil::in_ci(), "{} is missing", script.display());
     if !script.is_file() {
         eprintln!("SKIPPED {test}: {} is missing", script.display());
-        return;
+        return None;
     }
+    Some(script)
+}
+
+#[test]
+fn vhost_user_qemu_guest_pings_through_fastpath() {
+    let test = "vhost_user_qemu_guest_pings_through_fastpath";
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(script) = guest_rig(test, &["dpdk-testpmd", "qemu-system-x86_64"]) else { return };
     let id = std::process::id();
     let guest = std::env::temp_dir().join(format!("fp-vu-guest-{id}.sock"));
     let echo = std::env::temp_dir().join(format!("fp-vu-echo-{id}.sock"));
@@ -155,15 +161,7 @@ fn parse_report(out: &str) -> (Vec<Value>, Value) {
 fn vhost_user_qemu_guest_pings_the_host_through_tap() {
     let test = "vhost_user_qemu_guest_pings_the_host_through_tap";
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !fastpath_pmd::testutil::require(test, true, &["qemu-system-x86_64", "ip"]) {
-        return;
-    }
-    let script = shared("vm/run-guest.sh");
-    assert!(script.is_file() || !fastpath_pmd::testutil::in_ci(), "{} is missing", script.display());
-    if !script.is_file() {
-        eprintln!("SKIPPED {test}: {} is missing", script.display());
-        return;
-    }
+    let Some(script) = guest_rig(test, &["qemu-system-x86_64", "ip"]) else { return };
     let id = std::process::id();
     let ns = Netns(format!("fpvu{id}"));
     let tap = format!("fpvt{id}");
