@@ -37,13 +37,16 @@ dpdk_run() {
   bash "$DPDK" vhost-loopback "$SECS" | awk '/^dpdk vhost-loopback:/ {print $3}'
 }
 
-fps=(); dps=()
+fps=(); dps=(); rs=()
 for i in $(seq "$RUNS"); do
   f=$(fp_run); d=$(dpdk_run)
   fps+=("$f"); dps+=("$d")
-  printf 'run %d: fastpath vhost-user %s Mpps | dpdk net_vhost %s Mpps\n' "$i" "$f" "$d"
+  r=$(awk -v a="$f" -v b="$d" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "0" }')
+  rs+=("$r")
+  printf 'run %d: fastpath vhost-user %s Mpps | dpdk net_vhost %s Mpps | ratio %sx\n' "$i" "$f" "$d" "$r"
 done
 fm=$(printf '%s\n' "${fps[@]}" | median)
 dm=$(printf '%s\n' "${dps[@]}" | median)
 ratio=$(awk -v a="$fm" -v b="$dm" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
-echo "median over $RUNS runs of ${SECS}s: fastpath vhost-user $fm Mpps, dpdk net_vhost $dm Mpps, ratio ${ratio}x"
+rm_=$(printf '%s\n' "${rs[@]}" | median)
+echo "median over $RUNS runs of ${SECS}s: fastpath vhost-user $fm Mpps, dpdk net_vhost $dm Mpps, ratio ${ratio}x (median of the paired per-run ratios ${rm_}x)"
