@@ -19,7 +19,7 @@ use fastpath_pmd::{Ctx, Error, Offloads, Port, PortInfo, PortStats, QueueSet, Qu
 use crate::conn::{self, Mode};
 use crate::device::{Device, DeviceStatus};
 use crate::net;
-use crate::queue::{Drop as DropReason, GuestError};
+use crate::queue::{DropReason, GuestError};
 use crate::shared::{Cursor, VringShared};
 
 /// The accepted form of a vhost-user port spec.
@@ -149,7 +149,7 @@ impl VhostUserPort {
         }
     }
 
-    /// True when every vring is attached to the guest and live (for tests and tools that wait).
+    /// True when vring `i` is live (set up, started, enabled) (for tests and tools that wait).
     pub fn vring_live(&self, i: usize) -> bool {
         let d = self.dev.lock().unwrap_or_else(PoisonError::into_inner);
         i < d.vrings() && d.publisher(i).current().ring.is_some()

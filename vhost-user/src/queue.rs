@@ -13,7 +13,7 @@
 //! ([`GuestError`]) stops this queue only: what was finished before it is published, the queue is
 //! marked broken and does nothing more until the frontend sets it up again. A packet that is
 //! merely unusable (too long, bad virtio-net header, no room) is dropped and counted under a
-//! [`Drop`] reason; its descriptors go back to the guest.
+//! [`DropReason`] reason; its descriptors go back to the guest.
 
 use std::sync::atomic::{fence, Ordering};
 
@@ -74,7 +74,7 @@ impl GuestError {
 
 /// Why a packet was dropped (the queue goes on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drop {
+pub enum DropReason {
     /// Guest TX: longer than [`MAX_PKT_LEN`].
     Oversize,
     /// Guest TX: shorter than an Ethernet header, or than the virtio-net header.
@@ -91,28 +91,28 @@ pub enum Drop {
     CsumFailed,
 }
 
-impl Drop {
+impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Drop; 7] = [
-        Drop::Oversize,
-        Drop::Runt,
-        Drop::BadHeader,
-        Drop::NoMbufs,
-        Drop::BufTooSmall,
-        Drop::GsoNotNegotiated,
-        Drop::CsumFailed,
+    pub const ALL: [DropReason; 7] = [
+        DropReason::Oversize,
+        DropReason::Runt,
+        DropReason::BadHeader,
+        DropReason::NoMbufs,
+        DropReason::BufTooSmall,
+        DropReason::GsoNotNegotiated,
+        DropReason::CsumFailed,
     ];
 
     /// Name used in xstats.
     pub fn name(self) -> &'static str {
         match self {
-            Drop::Oversize => "drop_oversize",
-            Drop::Runt => "drop_runt",
-            Drop::BadHeader => "drop_bad_header",
-            Drop::NoMbufs => "drop_no_mbufs",
-            Drop::BufTooSmall => "drop_buf_too_small",
-            Drop::GsoNotNegotiated => "drop_gso_not_negotiated",
-            Drop::CsumFailed => "drop_csum_failed",
+            DropReason::Oversize => "drop_oversize",
+            DropReason::Runt => "drop_runt",
+            DropReason::BadHeader => "drop_bad_header",
+            DropReason::NoMbufs => "drop_no_mbufs",
+            DropReason::BufTooSmall => "drop_buf_too_small",
+            DropReason::GsoNotNegotiated => "drop_gso_not_negotiated",
+            DropReason::CsumFailed => "drop_csum_failed",
         }
     }
 }
@@ -121,7 +121,7 @@ impl Drop {
 /// thread).
 #[derive(Debug, Default)]
 pub struct VringStats {
-    /// Drops by [`Drop`] reason.
+    /// Drops by [`DropReason`] reason.
     pub drops: [Counter; 7],
     /// Guest errors by [`GuestError`] (each stopped the queue once).
     pub guest_errors: [Counter; 6],
@@ -135,7 +135,7 @@ pub struct VringStats {
 
 impl VringStats {
     #[inline(always)]
-    fn drop(&self, d: Drop) {
+    fn drop(&self, d: DropReason) {
         self.drops[d as usize].inc();
     }
 }
@@ -421,13 +421,13 @@ impl SplitQueue {
             // SAFETY: p is valid for len >= hlen bytes; hdr has HDR_MAX >= hlen.
             unsafe { copy_from_guest(hdr.as_mut_ptr(), p, hlen) };
             let Some(dst) = m.append(len - hlen) else {
-                st.drop(Drop::NoMbufs);
+                st.drop(DropReason::NoMbufs);
                 return Ok(false);
             };
             // SAFETY: p + hlen .. + (len - hlen) is inside the checked buffer; dst has that many.
             unsafe { copy_from_guest(dst.as_mut_ptr(), p.add(hlen), len - hlen) };
             if (hdr[0] != 0 || hdr[1] != 0) && net::hdr_to_mbuf(&NetHdr::parse(&hdr), m, self.feat.bits).is_err() {
-                st.drop(Drop::BadHeader);
+                st.drop(DropReason::BadHeader);
                 return Ok(false);
             }
             return Ok(true);
@@ -435,7 +435,7 @@ impl SplitQueue {
         let mut hgot = 0usize;
         let mut total = 0usize;
         let mut tail: Option<Mbuf> = None;
-        let mut fail: Option<Drop> = None;
+        let mut fail: Option<DropReason> = None;
         let walked = self.walk(mem, head, |addr, len, write| {
             if write {
                 return Err(GuestError::Direction);
@@ -455,7 +455,7 @@ impl SplitQueue {
                 return Ok(Step::Go);
             }
             if total + left > MAX_PKT_LEN {
-                fail = Some(Drop::Oversize);
+                fail = Some(DropReason::Oversize);
                 return Ok(Step::Stop);
             }
             total += left;
@@ -467,20 +467,20 @@ impl SplitQueue {
                 let k = seg.tailroom().min(left);
                 if k == 0 {
                     let Some(new) = cache.alloc() else {
-                        fail = Some(Drop::NoMbufs);
+                        fail = Some(DropReason::NoMbufs);
                         return Ok(Step::Stop);
                     };
                     if let Some(full) = tail.replace(new) {
                         if let Err(full) = m.chain(full) {
                             cache.free(full);
-                            fail = Some(Drop::Oversize);
+                            fail = Some(DropReason::Oversize);
                             return Ok(Step::Stop);
                         }
                     }
                     continue;
                 }
                 let Some(dst) = seg.append(k) else {
-                    fail = Some(Drop::NoMbufs);
+                    fail = Some(DropReason::NoMbufs);
                     return Ok(Step::Stop);
                 };
                 // SAFETY: p + off .. + k lies inside the checked buffer (off + k <= len); dst has
@@ -494,17 +494,17 @@ impl SplitQueue {
         if let Some(t) = tail.take() {
             if let Err(t) = m.chain(t) {
                 cache.free(t);
-                fail = fail.or(Some(Drop::Oversize));
+                fail = fail.or(Some(DropReason::Oversize));
             }
         }
         walked?;
         if fail.is_none() && (hgot < hlen || total < 14) {
-            fail = Some(Drop::Runt);
+            fail = Some(DropReason::Runt);
         }
         if fail.is_none() && (hdr[0] != 0 || hdr[1] != 0) {
             let h = NetHdr::parse(&hdr);
             if net::hdr_to_mbuf(&h, m, self.feat.bits).is_err() {
-                fail = Some(Drop::BadHeader);
+                fail = Some(DropReason::BadHeader);
             }
         }
         match fail {
@@ -540,7 +540,7 @@ impl SplitQueue {
         while done < batch.len() && avail > 0 {
             let m = &mut batch[done];
             if m.ol_flags() & fastpath_mempool::offload::TX_IP_CKSUM != 0 && !net::fill_ip_csum(m) {
-                st.drop(Drop::CsumFailed);
+                st.drop(DropReason::CsumFailed);
                 done += 1;
                 continue;
             }
@@ -549,20 +549,20 @@ impl SplitQueue {
                 TxPrep::SendGso(h, at) => {
                     let l4 = (m.pkt_len() - h.csum_start as usize) as u16;
                     if !net::adjust_sum(m, at, l4, false) {
-                        st.drop(Drop::CsumFailed);
+                        st.drop(DropReason::CsumFailed);
                         done += 1;
                         continue;
                     }
                     h
                 }
                 TxPrep::NoGso => {
-                    st.drop(Drop::GsoNotNegotiated);
+                    st.drop(DropReason::GsoNotNegotiated);
                     done += 1;
                     continue;
                 }
                 TxPrep::SoftCsum { start, offset } => {
                     if !net::finish_csum(m, start, offset) {
-                        st.drop(Drop::CsumFailed);
+                        st.drop(DropReason::CsumFailed);
                         done += 1;
                         continue;
                     }
@@ -583,7 +583,7 @@ impl SplitQueue {
                 Ok(false) => {
                     if !self.feat.mrg_rxbuf && avail > 0 {
                         // The chain is too small for this packet; it stays for the next one.
-                        st.drop(Drop::BufTooSmall);
+                        st.drop(DropReason::BufTooSmall);
                         done += 1;
                         continue;
                     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use fastpath_mempool::{offload, Batch, Mempool, PagePolicy, PoolCache, PoolConfig};
 use fastpath_vhost_user::net::{self, NetHdr};
-use fastpath_vhost_user::queue::{Drop, GuestError, QueueFeatures, SplitQueue, VringStats};
+use fastpath_vhost_user::queue::{DropReason, GuestError, QueueFeatures, SplitQueue, VringStats};
 use fastpath_vhost_user::ring::{
     Desc, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VRING_AVAIL_F_NO_INTERRUPT,
     VRING_USED_F_NO_NOTIFY,
@@ -77,7 +77,7 @@ impl Rig {
         self.st.guest_errors[e as usize].get()
     }
 
-    fn drops(&self, d: Drop) -> u64 {
+    fn drops(&self, d: DropReason) -> u64 {
         self.st.drops[d as usize].get()
     }
 }
@@ -208,7 +208,7 @@ fn non_mergeable_chain_too_small_drops_the_packet_not_the_queue() {
     m.append(40).unwrap().copy_from_slice(&frame(40, 1));
     b.push(m).unwrap();
     assert_eq!(rig.enqueue(&mut b), 1, "the small one fits");
-    assert_eq!(rig.drops(Drop::BufTooSmall), 1);
+    assert_eq!(rig.drops(DropReason::BufTooSmall), 1);
     assert!(rig.q.broken().is_none());
     assert_eq!(rig.g.read(BUF + 12, 40), frame(40, 1));
     rig.finish(&mut b);
@@ -226,7 +226,7 @@ fn gso_to_a_guest_without_tso_is_dropped_and_counted() {
     b.push(m).unwrap();
     assert_eq!(rig.enqueue(&mut b), 0);
     assert!(b.is_empty());
-    assert_eq!(rig.drops(Drop::GsoNotNegotiated), 1);
+    assert_eq!(rig.drops(DropReason::GsoNotNegotiated), 1);
     rig.finish(&mut b);
 }
 
@@ -429,8 +429,8 @@ fn zero_and_oversize_lengths_drop_the_packet_only() {
     assert_eq!(rig.dequeue(&mut b), 2);
     assert_eq!(b[0].to_vec(), f);
     assert_eq!(b[1].to_vec(), frame(70, 2));
-    assert_eq!(rig.drops(Drop::Runt), 1);
-    assert_eq!(rig.drops(Drop::Oversize), 1);
+    assert_eq!(rig.drops(DropReason::Runt), 1);
+    assert_eq!(rig.drops(DropReason::Oversize), 1);
     assert!(rig.q.broken().is_none());
     assert_eq!(rig.r.take_used(&rig.g).len(), 4, "dropped chains go back to the guest too");
     rig.finish(&mut b);
@@ -446,7 +446,7 @@ fn bad_virtio_header_drops_the_packet_only() {
     rig.r.tx_one(&rig.g, 1, BUF + 0x1000, &h.emit(), &frame(64, 0));
     let mut b = Batch::new();
     assert_eq!(rig.dequeue(&mut b), 0);
-    assert_eq!(rig.drops(Drop::BadHeader), 2);
+    assert_eq!(rig.drops(DropReason::BadHeader), 2);
     assert!(rig.q.broken().is_none());
     rig.finish(&mut b);
 }
