@@ -21,6 +21,9 @@ Port SPEC forms:
   ring:NAME[,peer=NAME][,size=SLOTS][,fill=N]      in-memory ring (rx from NAME, tx to peer)
   pcap:rx=FILE[,tx=FILE] | pcap:tx=FILE            read / write a pcap file
   tap:NAME[,vnet-hdr=on][,queues=N]                TAP interface (kernel exception path); vnet-hdr: offloads
+  af_xdp:IFACE[,queues=N][,start-queue=Q][,mode=native|skb|auto][,bind=copy|zerocopy|auto][,busy-poll=on]
+        [,ring-size=N][,replace=on][,attach=link|netlink]
+                                                   AF_XDP sockets on a kernel interface (root)
 Stage SPEC forms:
   io | macswap | drop";
 
