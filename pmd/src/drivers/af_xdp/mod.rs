@@ -202,6 +202,23 @@ fn rx_queue_count(iface: &str, ifindex: u32) -> Option<u32> {
     netlink::link_info(ifindex).ok().map(|i| i.num_rx_queues).filter(|&n| n > 0)
 }
 
+/// Opens a socket, retrying for up to a second while the queue is busy: the kernel releases a
+/// closed socket's hold on its queue in deferred work, so a port reopened right after another
+/// (or after the previous process exited) can find it still taken for a few milliseconds.
+fn open_retrying(pool: &Mempool, p: &XskParams, shared: Option<i32>) -> Result<(Xsk, xsk::Rings), XskError> {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match xsk::open(pool, p, shared) {
+            Err(e)
+                if e.step == "bind" && e.err.raw_os_error() == Some(libc::EBUSY) && std::time::Instant::now() < end =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
+}
+
 fn xsk_error(cfg: &AfXdpConfig, e: XskError) -> Error {
     let iface = &cfg.iface;
     let code = e.err.raw_os_error();
@@ -318,34 +335,26 @@ impl AfXdpPort {
             log::info!("af_xdp {iface}: detached XDP program {} (replace=on)", existing.prog_id);
         }
 
-        // Sockets: the first registers the UMEM (trying zero-copy first for bind=auto).
+        // Sockets: the first registers the UMEM. bind=auto binds without a mode flag: the kernel
+        // takes zero-copy when the driver has it and falls back to copy itself (retrying the bind
+        // with XDP_COPY after a refused XDP_ZEROCOPY can find the queue still busy).
         let mut notes: Vec<String> = Vec::new();
-        let mut params = XskParams {
+        let params = XskParams {
             ifindex,
             queue: cfg.start_queue,
             ring_size: cfg.ring_size,
             bind: cfg.bind,
             busy_poll: cfg.busy_poll.then_some(64),
         };
-        let first = if cfg.bind == BindMode::Auto {
-            params.bind = BindMode::ZeroCopy;
-            match xsk::open(pool, &params, None) {
-                Ok(x) => x,
-                Err(e) if e.step == "bind" && !sys::is_perm(&e.err) => {
-                    notes.push(format!("zero-copy refused ({})", e.err));
-                    params.bind = BindMode::Copy;
-                    xsk::open(pool, &params, None).map_err(|e| xsk_error(cfg, e))?
-                }
-                Err(e) => return Err(xsk_error(cfg, e)),
-            }
-        } else {
-            xsk::open(pool, &params, None).map_err(|e| xsk_error(cfg, e))?
-        };
+        let first = open_retrying(pool, &params, None).map_err(|e| xsk_error(cfg, e))?;
+        if cfg.bind == BindMode::Auto && !first.0.zerocopy {
+            notes.push(format!("zero-copy unavailable on {iface}'s driver"));
+        }
         let first_fd = first.0.fd();
         let mut opened = vec![first];
         for q in 1..cfg.queues as u32 {
             let p = XskParams { queue: cfg.start_queue + q, ..params };
-            opened.push(xsk::open(pool, &p, Some(first_fd)).map_err(|e| xsk_error(cfg, e))?);
+            opened.push(open_retrying(pool, &p, Some(first_fd)).map_err(|e| xsk_error(cfg, e))?);
         }
         let zerocopy = opened[0].0.zerocopy;
         // Fill rings are full before the program redirects anything to the sockets. From here

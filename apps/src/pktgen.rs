@@ -1,0 +1,697 @@
+//! `fastpath pktgen`: a UDP traffic generator with loss and latency measurement, on the lcore
+//! runtime.
+//!
+//! Design: the generator is an *rx queue* ([`GenQueue`]) of an lcore task whose output is the
+//! port under test, so generated frames take exactly the path forwarded frames take (the
+//! runtime's transmit, per-lcore caches, tx counters; frames the port does not accept are freed
+//! and counted as tx drops, as DPDK's txonly mode does). The port's own rx queues are tasks whose
+//! processor ([`Analyzer`]) recognises returning frames by a signature in the payload, records
+//! latency from the TSC stamp in them, and frees everything. One core runs both; with `--cores
+//! 0,1` each lcore has a generator (its own tx queue, with the rate split) and some rx queues.
+//!
+//! Each frame: Ethernet / IPv4 / UDP (checksum 0, allowed for IPv4), source port
+//! `1024 + flow`, payload `"FP" | generator id u16 | sequence u32 | TSC u64` then zeros. The
+//! IPv4 header is the same for every frame, so its checksum is computed once. Rate limiting
+//! compares the TSC with the frames due so far (no sleeping, no per-packet timer); when behind it
+//! catches up a burst per call (the average rate holds when the core is shared), forgetting debt
+//! older than 100 ms. Nothing is allocated while sending: mbufs come from the lcore's cache and
+//! the template is copied in.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fastpath_mempool::{Batch, Mempool, PagePolicy, PoolConfig};
+use fastpath_pmd::time::{rdtsc, tsc_hz};
+use fastpath_pmd::{Counter, Ctx, IdleMode, LcoreSpec, Processor, QueueStats, Runtime, RuntimeConfig, RxQueue, Task};
+use serde_json::json;
+
+use crate::cli::{parse_list, PktgenArgs};
+use crate::ports;
+use crate::AppError;
+
+/// Bytes of headers in front of the payload.
+const HDRS: usize = 14 + 20 + 8;
+/// Offset of the signature in the frame.
+const SIG_AT: usize = HDRS;
+/// The signature's first two bytes.
+const SIG: [u8; 2] = *b"FP";
+/// Smallest frame: headers and the 16-byte payload stamp, padded to Ethernet's minimum.
+pub const MIN_SIZE: usize = 60;
+
+/// The frame template and what varies per frame.
+#[derive(Debug, Clone)]
+pub struct FrameSpec {
+    /// Frame length without FCS.
+    pub size: usize,
+    /// Flows (source ports 1024..1024+flows).
+    pub flows: u32,
+    /// Destination MAC.
+    pub dst_mac: [u8; 6],
+    /// Source MAC.
+    pub src_mac: [u8; 6],
+    /// Source IPv4.
+    pub src_ip: [u8; 4],
+    /// Destination IPv4.
+    pub dst_ip: [u8; 4],
+    /// Destination UDP port.
+    pub dst_port: u16,
+}
+
+impl FrameSpec {
+    /// The template: every byte of the frame but the flow, sequence and timestamp.
+    pub fn template(&self) -> Vec<u8> {
+        let mut f = vec![0u8; self.size];
+        f[0..6].copy_from_slice(&self.dst_mac);
+        f[6..12].copy_from_slice(&self.src_mac);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let ip_len = (self.size - 14) as u16;
+        let ip = &mut f[14..34];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+        ip[6] = 0x40; // don't fragment
+        ip[8] = 64;
+        ip[9] = 17;
+        ip[12..16].copy_from_slice(&self.src_ip);
+        ip[16..20].copy_from_slice(&self.dst_ip);
+        let mut s: u32 = 0;
+        for w in ip.chunks(2) {
+            s += u16::from_be_bytes([w[0], w[1]]) as u32;
+        }
+        while s >> 16 != 0 {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        ip[10..12].copy_from_slice(&(!(s as u16)).to_be_bytes());
+        f[34..36].copy_from_slice(&1024u16.to_be_bytes());
+        f[36..38].copy_from_slice(&self.dst_port.to_be_bytes());
+        f[38..40].copy_from_slice(&(ip_len - 20).to_be_bytes());
+        f[SIG_AT..SIG_AT + 2].copy_from_slice(&SIG);
+        f
+    }
+}
+
+/// A token-bucket pacer on the TSC: how many frames are due now.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    /// Frames per second (0: as fast as possible).
+    rate: u64,
+    hz: u64,
+    t0: u64,
+    sent: u64,
+}
+
+impl Pacer {
+    /// A pacer for `rate` frames per second (0: unlimited) on a `hz` clock.
+    pub fn new(rate: u64, hz: u64) -> Pacer {
+        Pacer { rate, hz: hz.max(1), t0: 0, sent: 0 }
+    }
+
+    /// Frames that may go now (at most `burst`), counted as sent.
+    #[inline]
+    pub fn take(&mut self, now: u64, burst: usize) -> usize {
+        if self.rate == 0 {
+            return burst;
+        }
+        if self.t0 == 0 {
+            self.t0 = now;
+        }
+        let due = (now.wrapping_sub(self.t0) as u128 * self.rate as u128 / self.hz as u128) as u64;
+        let mut owed = due.saturating_sub(self.sent);
+        // Behind (the core was taken away): catch up, a burst per call, so that the average rate
+        // holds; but forget debt older than 100 ms rather than flood after a long stall.
+        let cap = (self.rate / 10).max(4 * burst as u64);
+        if owed > cap {
+            self.sent = due - cap;
+            owed = cap;
+        }
+        let n = owed.min(burst as u64) as usize;
+        self.sent += n as u64;
+        n
+    }
+}
+
+/// The generator, seen by the runtime as a receive queue.
+pub struct GenQueue {
+    pool: Mempool,
+    template: Vec<u8>,
+    flows: u32,
+    flow: u32,
+    id: u16,
+    seq: u32,
+    pacer: Pacer,
+    deadline: u64,
+    stop: Arc<AtomicBool>,
+    stats: Arc<QueueStats>,
+}
+
+impl std::fmt::Debug for GenQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenQueue").field("id", &self.id).field("seq", &self.seq).finish()
+    }
+}
+
+impl GenQueue {
+    /// Generator `id` making `spec` frames at `rate` pps (0: max) until `deadline` (TSC, 0:
+    /// none) or `stop`.
+    pub fn new(id: u16, pool: &Mempool, spec: &FrameSpec, rate: u64, deadline: u64, stop: Arc<AtomicBool>) -> GenQueue {
+        GenQueue {
+            pool: pool.clone(),
+            template: spec.template(),
+            flows: spec.flows.max(1),
+            flow: 0,
+            id,
+            seq: 0,
+            pacer: Pacer::new(rate, tsc_hz()),
+            deadline,
+            stop,
+            stats: Arc::default(),
+        }
+    }
+
+    /// Counters of generated frames.
+    pub fn counters(&self) -> Arc<QueueStats> {
+        self.stats.clone()
+    }
+}
+
+impl RxQueue for GenQueue {
+    #[inline]
+    fn rx_burst(&mut self, ctx: &mut Ctx, batch: &mut Batch, max: usize) -> usize {
+        let now = rdtsc();
+        // Relaxed: a stop request carrying no data.
+        if (self.deadline != 0 && now >= self.deadline) || self.stop.load(Ordering::Relaxed) {
+            return 0;
+        }
+        let n = self.pacer.take(now, max.min(batch.remaining_capacity()));
+        if n == 0 {
+            return 0;
+        }
+        let start = batch.len();
+        if !ctx.cache(&self.pool).alloc_bulk(batch, n) {
+            self.stats.drops.add(n as u64);
+            return 0;
+        }
+        let size = self.template.len();
+        for m in &mut batch[start..] {
+            let Some(d) = m.append(size) else { continue };
+            d.copy_from_slice(&self.template);
+            d[34..36].copy_from_slice(&(1024 + self.flow as u16).to_be_bytes());
+            d[SIG_AT + 2..SIG_AT + 4].copy_from_slice(&self.id.to_be_bytes());
+            d[SIG_AT + 4..SIG_AT + 8].copy_from_slice(&self.seq.to_be_bytes());
+            self.seq = self.seq.wrapping_add(1);
+            self.flow += 1;
+            if self.flow == self.flows {
+                self.flow = 0;
+            }
+        }
+        // One stamp per burst, taken when the frames are ready to go.
+        let ts = rdtsc().to_be_bytes();
+        for m in &mut batch[start..] {
+            m.data_mut()[SIG_AT + 8..SIG_AT + 16].copy_from_slice(&ts);
+        }
+        self.stats.packets.add(n as u64);
+        self.stats.bytes.add((n * size) as u64);
+        n
+    }
+
+    fn stats(&self) -> &QueueStats {
+        &self.stats
+    }
+}
+
+/// Latency buckets: exact below 64 ns, then 32 per power of two (about 3% wide).
+const BUCKETS: usize = 64 * 32;
+
+/// The bucket of `v`.
+#[inline(always)]
+pub fn bucket(v: u64) -> usize {
+    if v < 64 {
+        return v as usize;
+    }
+    let e = 63 - v.leading_zeros() as usize;
+    let mant = (v >> (e - 5)) as usize;
+    (e - 4) * 32 + (mant - 32)
+}
+
+/// The smallest value in bucket `i`.
+pub fn bucket_low(i: usize) -> u64 {
+    if i < 64 {
+        return i as u64;
+    }
+    let e = i / 32 + 4;
+    let mant = (i % 32 + 32) as u64;
+    mant << (e - 5)
+}
+
+/// What the analyzers count (one writer each; read after the run).
+#[derive(Debug)]
+pub struct AnalyzerStats {
+    /// Frames carrying our signature.
+    pub matched: Counter,
+    /// Other frames.
+    pub foreign: Counter,
+    /// Frames whose sequence number was below one already seen from the same generator.
+    pub out_of_order: Counter,
+    /// Latency histogram (ns).
+    pub hist: Box<[Counter]>,
+    /// Sum of latencies (ns).
+    pub sum_ns: Counter,
+    /// Largest latency (ns).
+    pub max_ns: Counter,
+}
+
+impl Default for AnalyzerStats {
+    fn default() -> Self {
+        AnalyzerStats {
+            matched: Counter::new(),
+            foreign: Counter::new(),
+            out_of_order: Counter::new(),
+            hist: (0..BUCKETS).map(|_| Counter::new()).collect(),
+            sum_ns: Counter::new(),
+            max_ns: Counter::new(),
+        }
+    }
+}
+
+/// Recognises returning frames, records their latency, frees everything.
+pub struct Analyzer {
+    stats: Arc<AnalyzerStats>,
+    dst_port: u16,
+    last_seq: [Option<u32>; 256],
+    ns_mult: u64,
+}
+
+impl std::fmt::Debug for Analyzer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Analyzer").field("dst_port", &self.dst_port).finish()
+    }
+}
+
+impl Analyzer {
+    /// An analyzer for frames sent to UDP port `dst_port`.
+    pub fn new(dst_port: u16, stats: Arc<AnalyzerStats>) -> Analyzer {
+        // ns = ticks * ns_mult >> 32
+        let ns_mult = ((1_000_000_000u128 << 32) / tsc_hz().max(1) as u128) as u64;
+        Analyzer { stats, dst_port, last_seq: [None; 256], ns_mult }
+    }
+}
+
+impl Processor for Analyzer {
+    #[inline]
+    fn process(&mut self, batch: &mut Batch, ctx: &mut Ctx) {
+        let now = rdtsc();
+        let mut matched = 0;
+        for m in batch.iter() {
+            let d = m.data();
+            if d.len() < SIG_AT + 16
+                || d[12..14] != [0x08, 0x00]
+                || d[23] != 17
+                || u16::from_be_bytes([d[36], d[37]]) != self.dst_port
+                || d[SIG_AT..SIG_AT + 2] != SIG
+            {
+                self.stats.foreign.inc();
+                continue;
+            }
+            matched += 1;
+            let g = u16::from_be_bytes([d[SIG_AT + 2], d[SIG_AT + 3]]) as usize & 0xff;
+            let seq = u32::from_be_bytes([d[SIG_AT + 4], d[SIG_AT + 5], d[SIG_AT + 6], d[SIG_AT + 7]]);
+            let mut t = [0u8; 8];
+            t.copy_from_slice(&d[SIG_AT + 8..SIG_AT + 16]);
+            let ts = u64::from_be_bytes(t);
+            match self.last_seq[g] {
+                Some(l) if (seq.wrapping_sub(l) as i32) < 0 => self.stats.out_of_order.inc(),
+                _ => self.last_seq[g] = Some(seq),
+            }
+            let ns = ((now.saturating_sub(ts) as u128 * self.ns_mult as u128) >> 32) as u64;
+            self.stats.hist[bucket(ns)].inc();
+            self.stats.sum_ns.add(ns);
+            if ns > self.stats.max_ns.get() {
+                self.stats.max_ns.set(ns);
+            }
+        }
+        self.stats.matched.add(matched);
+        ctx.free_batch(batch);
+    }
+}
+
+/// Latency percentiles from summed histograms.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Latency {
+    /// Samples.
+    pub count: u64,
+    /// Smallest (bucket low edge), ns.
+    pub min: u64,
+    /// Mean, ns.
+    pub mean: f64,
+    /// Median, ns.
+    pub p50: u64,
+    /// 99th percentile, ns.
+    pub p99: u64,
+    /// 99.9th percentile, ns.
+    pub p999: u64,
+    /// Largest, ns.
+    pub max: u64,
+}
+
+/// Summarises analyzer histograms.
+pub fn latency(all: &[Arc<AnalyzerStats>]) -> Latency {
+    let mut h = vec![0u64; BUCKETS];
+    let (mut sum, mut max) = (0u64, 0u64);
+    for a in all {
+        for (x, c) in h.iter_mut().zip(a.hist.iter()) {
+            *x += c.get();
+        }
+        sum += a.sum_ns.get();
+        max = max.max(a.max_ns.get());
+    }
+    let count: u64 = h.iter().sum();
+    if count == 0 {
+        return Latency::default();
+    }
+    let pct = |p: f64| {
+        let rank = ((p * count as f64).ceil() as u64).clamp(1, count);
+        let mut acc = 0;
+        for (i, &c) in h.iter().enumerate() {
+            acc += c;
+            if acc >= rank {
+                return bucket_low(i);
+            }
+        }
+        max
+    };
+    let min = h.iter().position(|&c| c > 0).map_or(0, bucket_low);
+    Latency { count, min, mean: sum as f64 / count as f64, p50: pct(0.5), p99: pct(0.99), p999: pct(0.999), max }
+}
+
+fn parse_ip(s: &str, what: &str) -> Result<[u8; 4], AppError> {
+    s.parse::<std::net::Ipv4Addr>()
+        .map(|a| a.octets())
+        .map_err(|_| AppError::Usage(format!("{what} {s}: not an IPv4 address like 198.18.0.1")))
+}
+
+fn parse_mac(s: &str, what: &str) -> Result<[u8; 6], AppError> {
+    fastpath_pmd::sys::parse_mac(s).map_err(|e| AppError::Usage(format!("{what}: {e}")))
+}
+
+/// Parses `--rate`: `max`, or frames per second with an optional k/m suffix.
+pub fn parse_rate(s: &str) -> Result<u64, AppError> {
+    if s == "max" {
+        return Ok(0);
+    }
+    match fastpath_pmd::spec::parse_num::<u64>(s) {
+        Some(r) if r > 0 => Ok(r),
+        _ => Err(AppError::Usage(format!("--rate {s}: give max or frames per second (e.g. 100000, 250k, 1m)"))),
+    }
+}
+
+/// Median of the per-second samples, skipping the first two when there are more than four
+/// (as dpdk.sh does with testpmd's periods).
+fn median(v: &[f64]) -> f64 {
+    let mut s: Vec<f64> = if v.len() > 4 { v[2..].to_vec() } else { v.to_vec() };
+    if s.is_empty() {
+        return 0.0;
+    }
+    s.sort_by(|a, b| a.total_cmp(b));
+    s[(s.len() - 1) / 2]
+}
+
+/// Runs pktgen to the end.
+pub fn run(a: &PktgenArgs) -> Result<(), AppError> {
+    let rate = parse_rate(&a.rate)?;
+    if let Some(d) = a.duration {
+        if !(d > 0.0 && d.is_finite()) {
+            return Err(AppError::Usage(format!("--duration {d}: give a positive number of seconds")));
+        }
+    }
+    if a.flows == 0 || a.flows > 64511 {
+        return Err(AppError::Usage(format!("--flows {}: use 1..=64511 (one UDP source port each)", a.flows)));
+    }
+    if a.burst == 0 || a.burst > fastpath_mempool::MAX_BURST {
+        return Err(AppError::Usage(format!("--burst {}: use 1..={}", a.burst, fastpath_mempool::MAX_BURST)));
+    }
+    let cpus = match &a.cores {
+        Some(l) => parse_list(l).map_err(|e| AppError::Usage(format!("--cores: {e}")))?,
+        None => vec![fastpath_pmd::lcore::available_cores().first().copied().unwrap_or(0)],
+    };
+    if cpus.is_empty() || cpus.len() > 255 {
+        return Err(AppError::Usage("--cores: give 1 to 255 CPUs".into()));
+    }
+    let pool = Mempool::new("pktgen", &PoolConfig { mbufs: a.mbufs, chunk_size: 2048, pages: PagePolicy::Auto })
+        .map_err(|e| AppError::Usage(format!("--mbufs: {e}")))?;
+    if a.size < MIN_SIZE || a.size > pool.data_room() {
+        return Err(AppError::Usage(format!(
+            "--size {}: use {MIN_SIZE}..={} (frame bytes without FCS)",
+            a.size,
+            pool.data_room()
+        )));
+    }
+    let mut port = ports::open(0, &a.port, &pool)?;
+    let info = port.info().clone();
+    let spec = FrameSpec {
+        size: a.size,
+        flows: a.flows,
+        dst_mac: parse_mac(&a.dst_mac, "--dst-mac")?,
+        src_mac: match &a.src_mac {
+            Some(m) => parse_mac(m, "--src-mac")?,
+            None => info.mac.unwrap_or([0x02, 0, 0, 0, 0, 0x01]),
+        },
+        src_ip: parse_ip(&a.src_ip, "--src-ip")?,
+        dst_ip: parse_ip(&a.dst_ip, "--dst-ip")?,
+        dst_port: a.dst_port,
+    };
+    if cpus.len() > info.tx_queues as usize {
+        return Err(AppError::Usage(format!(
+            "{} has {} tx queue(s) but {} cores were given: one generator per core needs one tx queue each \
+             (give the port queues=N or fewer --cores)",
+            info.name,
+            info.tx_queues,
+            cpus.len()
+        )));
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let hz = tsc_hz();
+    let deadline = a.duration.map_or(0, |d| rdtsc() + (d * hz as f64) as u64 + hz / 20);
+    let mut lcores: Vec<LcoreSpec> = cpus.iter().map(|&c| LcoreSpec { core: Some(c), ..Default::default() }).collect();
+    let per_gen = if rate == 0 { 0 } else { (rate / cpus.len() as u64).max(1) };
+    let mut gens = Vec::new();
+    for (i, l) in lcores.iter_mut().enumerate() {
+        let g = GenQueue::new(i as u16, &pool, &spec, per_gen, deadline, stop.clone());
+        gens.push(g.counters());
+        l.tasks.push(Task { rx: Box::new(g), processor: Box::new(fastpath_pmd::Passthrough), default_out: 0 });
+        l.set_tx(0, port.tx_queue(i as u16)?);
+    }
+    let mut analyzers = Vec::new();
+    for q in 0..info.rx_queues {
+        let st = Arc::new(AnalyzerStats::default());
+        analyzers.push(st.clone());
+        let rx = port.rx_queue(q)?;
+        let l = q as usize % lcores.len();
+        lcores[l].tasks.push(Task { rx, processor: Box::new(Analyzer::new(a.dst_port, st)), default_out: 0 });
+    }
+    fastpath_pmd::signal::install();
+    let rt = Runtime::launch(lcores, RuntimeConfig { burst: a.burst, idle: IdleMode::Busy })?;
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    let mut last = (Instant::now(), port.stats().tx_packets);
+    let reason = loop {
+        std::thread::sleep(Duration::from_millis(10));
+        if last.0.elapsed() >= Duration::from_secs(1) {
+            let now = (Instant::now(), port.stats().tx_packets);
+            let mpps = (now.1 - last.1) as f64 / (now.0 - last.0).as_secs_f64() / 1e6;
+            samples.push(mpps);
+            if a.stats {
+                eprintln!("pktgen: tx {mpps:.3} Mpps");
+            }
+            last = now;
+        }
+        if fastpath_pmd::signal::stop_requested() {
+            break "signal";
+        }
+        if a.duration.is_some_and(|d| start.elapsed().as_secs_f64() >= d) {
+            break "duration";
+        }
+        if rt.finished() {
+            break "lcores ended";
+        }
+    };
+    // Stop generating, then keep receiving for the drain time: frames in flight come back.
+    stop.store(true, Ordering::Relaxed);
+    let gen_end = Instant::now();
+    let elapsed = (gen_end - start).as_secs_f64();
+    std::thread::sleep(Duration::from_millis(a.drain_ms));
+    let lstats: Vec<_> = rt.stats().to_vec();
+    rt.join()?;
+    let ps = port.stats();
+    let xstats = port.xstats();
+    drop(port);
+
+    let generated: u64 = gens.iter().map(|g| g.packets.get()).sum();
+    let no_mbuf: u64 = gens.iter().map(|g| g.drops.get()).sum();
+    let sent = ps.tx_packets;
+    let matched: u64 = analyzers.iter().map(|x| x.matched.get()).sum();
+    let foreign: u64 = analyzers.iter().map(|x| x.foreign.get()).sum();
+    let ooo: u64 = analyzers.iter().map(|x| x.out_of_order.get()).sum();
+    let lat = latency(&analyzers);
+    let loss = sent.saturating_sub(matched);
+    let loss_ratio = if sent > 0 { loss as f64 / sent as f64 } else { 0.0 };
+    let tx_mpps = sent as f64 / elapsed / 1e6;
+    let tx_gbps = ps.tx_bytes as f64 * 8.0 / elapsed / 1e9;
+    let util: Vec<f64> = lstats.iter().map(|s| s.utilisation()).collect();
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    if a.json {
+        let mut o = json!({
+            "pktgen": info.name, "driver": info.driver, "size": a.size, "flows": a.flows,
+            "rate_pps": if rate == 0 { json!("max") } else { json!(rate) },
+            "seconds": elapsed, "stopped_by": reason,
+            "generated": generated, "no_mbuf": no_mbuf,
+            "tx_packets": sent, "tx_bytes": ps.tx_bytes, "tx_drops": ps.tx_drops,
+            "tx_mpps": tx_mpps, "tx_mpps_median": median(&samples), "tx_mpps_per_sec": samples,
+            "tx_gbps": tx_gbps,
+            "rx_packets": ps.rx_packets, "rx_matched": matched, "rx_foreign": foreign, "rx_drops": ps.rx_drops,
+            "out_of_order": ooo, "loss": loss, "loss_ratio": loss_ratio,
+            "latency_ns": {"count": lat.count, "min": lat.min, "mean": lat.mean, "p50": lat.p50,
+                           "p99": lat.p99, "p99.9": lat.p999, "max": lat.max},
+            "lcore_busy": util,
+            "mempool": {"capacity": pool.capacity(), "available": pool.available()},
+        });
+        if !xstats.is_empty() {
+            o["xstats"] = xstats.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>().into();
+        }
+        let _ = writeln!(out, "{o}");
+    } else {
+        let _ = writeln!(
+            out,
+            "pktgen on {}: {}-byte UDP frames, {} flow(s), rate {}, {elapsed:.2} s (stopped by {reason})",
+            info.name,
+            a.size,
+            a.flows,
+            if rate == 0 { "max".to_string() } else { format!("{rate} pps") }
+        );
+        let _ = writeln!(
+            out,
+            "sent     {sent} frames: {tx_mpps:.3} Mpps (median per second {:.3}), {tx_gbps:.3} Gbps; not accepted by the port {}",
+            median(&samples),
+            ps.tx_drops
+        );
+        if matched > 0 {
+            let _ = writeln!(
+                out,
+                "returned {matched} frames: loss {loss} ({:.4}%), out of order {ooo}, other frames {foreign}",
+                loss_ratio * 100.0
+            );
+            let _ = writeln!(
+                out,
+                "latency  min {} ns, mean {:.0} ns, p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns",
+                lat.min, lat.mean, lat.p50, lat.p99, lat.p999, lat.max
+            );
+        } else {
+            let _ =
+                writeln!(out, "returned none of them (other frames received: {foreign}): no loss or latency figures");
+        }
+    }
+    if pool.available() != pool.capacity() {
+        log::warn!("{} of {} mbufs did not come back to the pool", pool.in_use(), pool.capacity());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_monotonic_and_tight() {
+        let mut last = 0;
+        for v in [0u64, 1, 63, 64, 65, 100, 1000, 12345, 1 << 20, 1 << 40, u64::MAX / 2] {
+            let b = bucket(v);
+            assert!(b >= last && b < BUCKETS, "{v}");
+            last = b;
+            let lo = bucket_low(b);
+            assert!(lo <= v && v - lo <= v / 32 + 1, "{v}: bucket {b} low {lo}");
+        }
+        for i in 0..BUCKETS - 64 {
+            assert_eq!(bucket(bucket_low(i)), i);
+        }
+    }
+
+    #[test]
+    fn pacer_holds_the_rate() {
+        let hz = 1_000_000_000;
+        let mut p = Pacer::new(1_000_000, hz); // 1 Mpps: one per 1000 ticks
+        let mut sent = 0;
+        let mut t = 1;
+        while t < hz / 10 {
+            sent += p.take(t, 32);
+            t += 7_000;
+        }
+        assert!((99_000..=100_100).contains(&sent), "{sent}");
+        // After a stall it catches up at most 100 ms worth (100000 frames), a burst at a time.
+        let mut caught = 0;
+        loop {
+            let n = p.take(t + hz, 32);
+            assert!(n <= 32);
+            if n == 0 {
+                break;
+            }
+            caught += n;
+        }
+        assert_eq!(caught, 100_000);
+        assert_eq!(Pacer::new(0, hz).take(5, 32), 32);
+    }
+
+    #[test]
+    fn template_is_a_valid_udp_frame() {
+        let s = FrameSpec {
+            size: 64,
+            flows: 4,
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            src_mac: [2, 0, 0, 0, 0, 1],
+            src_ip: [198, 18, 0, 1],
+            dst_ip: [198, 18, 0, 2],
+            dst_port: 9,
+        };
+        let f = s.template();
+        assert_eq!(f.len(), 64);
+        let mut sum = 0u32;
+        for w in f[14..34].chunks(2) {
+            sum += u16::from_be_bytes([w[0], w[1]]) as u32;
+        }
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        assert_eq!(sum, 0xffff, "IPv4 header checksum");
+        assert_eq!(u16::from_be_bytes([f[16], f[17]]), 50);
+        assert_eq!(u16::from_be_bytes([f[38], f[39]]), 30);
+        assert_eq!(&f[42..44], b"FP");
+    }
+
+    #[test]
+    fn percentiles() {
+        let a = Arc::new(AnalyzerStats::default());
+        for v in 1..=1000u64 {
+            a.hist[bucket(v * 10)].inc();
+            a.sum_ns.add(v * 10);
+        }
+        a.max_ns.set(10_000);
+        let l = latency(&[a]);
+        assert_eq!(l.count, 1000);
+        assert!((4800..=5000).contains(&l.p50), "{l:?}");
+        assert!((9600..=9900).contains(&l.p99), "{l:?}");
+        assert!((9700..=9990).contains(&l.p999), "{l:?}");
+        assert_eq!(l.max, 10_000);
+        assert!((l.mean - 5005.0).abs() < 1.0);
+        assert_eq!(median(&[5.0, 1.0, 3.0]), 3.0);
+        assert_eq!(median(&[100.0, 100.0, 1.0, 2.0, 3.0]), 2.0);
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("max").unwrap(), 0);
+        assert_eq!(parse_rate("250k").unwrap(), 250_000);
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("fast").is_err());
+    }
+}
