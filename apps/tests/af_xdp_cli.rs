@@ -6,47 +6,14 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use fastpath_pmd::testutil::require;
 
-/// The tests of this file busy-poll cores: one at a time.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static M: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    M.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn fastpath() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fastpath"))
-}
-
-/// Kills a child process on drop (when the test failed before waiting for it).
-struct Reap(Option<Child>);
-
-impl Reap {
-    fn pid(&self) -> i32 {
-        self.0.as_ref().map_or(0, |c| c.id() as i32)
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill() on our own child's pid.
-        unsafe { libc::kill(self.pid(), sig) };
-    }
-
-    fn wait(&mut self) -> std::process::Output {
-        self.0.take().unwrap().wait_with_output().unwrap()
-    }
-}
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 fn xdp_on(ifname: &str) -> bool {

@@ -5,18 +5,11 @@
 #[path = "../../pmd/tests/common/mod.rs"]
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use fastpath_pmd::testutil::require;
-
-/// The tests of this file busy-poll cores: one at a time, so that they do not starve each other
-/// on a 2-core machine.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static M: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    M.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn fastpath() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fastpath"))
@@ -84,16 +77,6 @@ fn pktgen_bad_arguments_exit_2_and_say_why() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown driver 'nosuch'"));
 }
 
-/// Kills a child process on drop (the test failed before waiting for it).
-struct Reap(Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn pktgen_over_af_xdp_through_a_device_under_test() {
     if !require("pktgen_over_af_xdp_through_a_device_under_test", true, &["ip"]) {
@@ -114,7 +97,7 @@ fn pktgen_over_af_xdp_through_a_device_under_test() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let _dut = Reap(dut);
+    let _dut = Reap(Some(dut));
     let end = Instant::now() + Duration::from_secs(5);
     while !run(&["ip", "link", "show", "dev", &d0]).contains("xdp") {
         assert!(Instant::now() < end, "the DUT did not attach");

@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -13,12 +13,6 @@ use fastpath_mempool::{Batch, Mempool, PagePolicy, PoolConfig};
 use fastpath_pmd::drivers::af_xdp::{bpf, netlink, AfXdpConfig, AfXdpPort, AttachVia, XdpMode};
 use fastpath_pmd::testutil::require;
 use fastpath_pmd::{Ctx, IdleMode, LcoreSpec, Passthrough, Port, Runtime, RuntimeConfig, Task};
-
-/// The forwarding tests share two cores with their traffic: one at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    static M: Mutex<()> = Mutex::new(());
-    M.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn new_pool(name: &str, mbufs: u32) -> Mempool {
     Mempool::new(name, &PoolConfig { mbufs, chunk_size: 2048, pages: PagePolicy::Small }).unwrap()
