@@ -2,7 +2,7 @@
 //! sequence and TSC stamps) and analysing a returning burst (signature check, latency into the
 //! histogram, free). The generator is built from the command's own source file.
 
-#[allow(dead_code, unused_imports)]
+#[allow(dead_code)]
 #[path = "../../apps/src/pktgen/gen.rs"]
 mod gen;
 

@@ -266,4 +266,91 @@ mod tests {
         assert!(parse_rate("0").is_err());
         assert!(parse_rate("fast").is_err());
     }
+
+    // The generator's own tests live here, so that the benches that build gen.rs alone do not
+    // run them (the zero-allocation test counts every allocation of its binary).
+    use gen::*;
+
+    #[test]
+    fn buckets_are_monotonic_and_tight() {
+        let mut last = 0;
+        for v in [0u64, 1, 63, 64, 65, 100, 1000, 12345, 1 << 20, 1 << 40, u64::MAX / 2] {
+            let b = bucket(v);
+            assert!(b >= last && b < BUCKETS, "{v}");
+            last = b;
+            let lo = bucket_low(b);
+            assert!(lo <= v && v - lo <= v / 32 + 1, "{v}: bucket {b} low {lo}");
+        }
+        for i in 0..BUCKETS {
+            assert_eq!(bucket(bucket_low(i)), i);
+        }
+    }
+
+    #[test]
+    fn pacer_holds_the_rate() {
+        let hz = 1_000_000_000;
+        let mut p = Pacer::new(1_000_000, hz); // 1 Mpps: one per 1000 ticks
+        let mut sent = 0;
+        let mut t = 1;
+        while t < hz / 10 {
+            sent += p.take(t, 32);
+            t += 7_000;
+        }
+        assert!((99_000..=100_100).contains(&sent), "{sent}");
+        // After a stall it catches up at most 100 ms worth (100000 frames), a burst at a time.
+        let mut caught = 0;
+        loop {
+            let n = p.take(t + hz, 32);
+            assert!(n <= 32);
+            if n == 0 {
+                break;
+            }
+            caught += n;
+        }
+        assert_eq!(caught, 100_000);
+        assert_eq!(Pacer::new(0, hz).take(5, 32), 32);
+    }
+
+    #[test]
+    fn template_is_a_valid_udp_frame() {
+        let s = FrameSpec {
+            size: 64,
+            flows: 4,
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            src_mac: [2, 0, 0, 0, 0, 1],
+            src_ip: [198, 18, 0, 1],
+            dst_ip: [198, 18, 0, 2],
+            dst_port: 9,
+        };
+        let f = s.template();
+        assert_eq!(f.len(), 64);
+        let mut sum = 0u32;
+        for w in f[14..34].chunks(2) {
+            sum += u16::from_be_bytes([w[0], w[1]]) as u32;
+        }
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        assert_eq!(sum, 0xffff, "IPv4 header checksum");
+        assert_eq!(u16::from_be_bytes([f[16], f[17]]), 50);
+        assert_eq!(u16::from_be_bytes([f[38], f[39]]), 30);
+        assert_eq!(&f[42..44], b"FP");
+    }
+
+    #[test]
+    fn percentiles() {
+        let a = Arc::new(AnalyzerStats::default());
+        for v in 1..=1000u64 {
+            a.hist[bucket(v * 10)].inc();
+            a.sum_ns.add(v * 10);
+        }
+        a.max_ns.set(10_000);
+        let l = latency(&[a]);
+        assert_eq!(l.count, 1000);
+        assert!((4800..=5000).contains(&l.p50), "{l:?}");
+        assert!((9600..=9900).contains(&l.p99), "{l:?}");
+        assert!((9700..=9990).contains(&l.p999), "{l:?}");
+        assert_eq!(l.max, 10_000);
+        assert!((l.mean - 5005.0).abs() < 1.0);
+    }
 }
