@@ -16,15 +16,7 @@ use gen::{Analyzer, AnalyzerStats, FrameSpec, GenQueue};
 
 fn pktgen(c: &mut Criterion) {
     let pool = Mempool::new("bench", &PoolConfig { mbufs: 8192, chunk_size: 2048, pages: PagePolicy::Auto }).unwrap();
-    let spec = FrameSpec {
-        size: 64,
-        flows: 64,
-        dst_mac: [2, 0, 0, 0, 0, 2],
-        src_mac: [2, 0, 0, 0, 0, 1],
-        src_ip: [198, 18, 0, 1],
-        dst_ip: [198, 18, 0, 2],
-        dst_port: 9,
-    };
+    let spec = FrameSpec { flows: 64, ..FrameSpec::default() };
     let mut g = GenQueue::new(0, &pool, &spec, 0, 0, Arc::new(AtomicBool::new(false)));
     let mut an = Analyzer::new(9, Arc::new(AnalyzerStats::default()));
     let mut ctx = Ctx::new(0, &pool);

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use fastpath_mempool::{Batch, Mempool, PagePolicy, PoolConfig};
 use fastpath_pmd::drivers::af_xdp::{AfXdpConfig, AfXdpPort};
 use fastpath_pmd::drivers::ring::RingPort;
-use fastpath_pmd::{Ctx, Port, Processor, RxQueue};
+use fastpath_pmd::{Ctx, Port, Processor, RxQueue, TxQueue};
 use gen::{Analyzer, AnalyzerStats, FrameSpec, GenQueue};
 
 struct Counting;
@@ -54,18 +54,31 @@ impl Drop for DelLink {
     }
 }
 
+/// Runs `n` rounds of generator -> `tx`, `rx` -> analyzer; returns the allocations made.
+fn pump(
+    n: usize,
+    gen: &mut GenQueue,
+    tx: &mut dyn TxQueue,
+    rx: &mut dyn RxQueue,
+    an: &mut Analyzer,
+    ctx: &mut Ctx,
+    b: &mut Batch,
+) -> u64 {
+    let before = allocs();
+    for _ in 0..n {
+        gen.rx_burst(ctx, b, 32);
+        tx.tx_burst(ctx, b);
+        ctx.free_batch(b);
+        rx.rx_burst(ctx, b, 32);
+        an.process(b, ctx);
+    }
+    allocs() - before
+}
+
 #[test]
 fn pktgen_and_af_xdp_allocate_nothing() {
     let pool = Mempool::new("za", &PoolConfig { mbufs: 8192, chunk_size: 2048, pages: PagePolicy::Small }).unwrap();
-    let spec = FrameSpec {
-        size: 64,
-        flows: 16,
-        dst_mac: [2, 0, 0, 0, 0, 2],
-        src_mac: [2, 0, 0, 0, 0, 1],
-        src_ip: [198, 18, 0, 1],
-        dst_ip: [198, 18, 0, 2],
-        dst_port: 9,
-    };
+    let spec = FrameSpec { flows: 16, ..FrameSpec::default() };
     let stats = Arc::new(AnalyzerStats::default());
     let mut gen = GenQueue::new(0, &pool, &spec, 0, 0, Arc::new(AtomicBool::new(false)));
     let mut an = Analyzer::new(9, stats.clone());
@@ -75,21 +88,9 @@ fn pktgen_and_af_xdp_allocate_nothing() {
     // 1. pktgen: generate -> ring -> receive -> analyse.
     let (mut r1, mut r2) = RingPort::pair(0, 1, 1024);
     let (mut tx, mut rx) = (r1.tx_queue(0).unwrap(), r2.rx_queue(0).unwrap());
-    let mut step = |ctx: &mut Ctx, b: &mut Batch| {
-        gen.rx_burst(ctx, b, 32);
-        tx.tx_burst(ctx, b);
-        ctx.free_batch(b);
-        rx.rx_burst(ctx, b, 32);
-        an.process(b, ctx);
-    };
-    for _ in 0..1000 {
-        step(&mut ctx, &mut b);
-    }
-    let before = allocs();
-    for _ in 0..50_000 {
-        step(&mut ctx, &mut b);
-    }
-    assert_eq!(allocs() - before, 0, "allocations while generating and analysing");
+    pump(1000, &mut gen, tx.as_mut(), rx.as_mut(), &mut an, &mut ctx, &mut b);
+    let n = pump(50_000, &mut gen, tx.as_mut(), rx.as_mut(), &mut an, &mut ctx, &mut b);
+    assert_eq!(n, 0, "allocations while generating and analysing");
     assert!(stats.matched.get() > 1_000_000);
     drop((tx, rx, r1, r2));
 
@@ -119,21 +120,9 @@ fn pktgen_and_af_xdp_allocate_nothing() {
     let mut gen = GenQueue::new(0, &pool, &spec, 0, 0, Arc::new(AtomicBool::new(false)));
     let before_matched = stats.matched.get();
     let mut an = Analyzer::new(9, stats.clone());
-    let mut step = |ctx: &mut Ctx, b: &mut Batch| {
-        gen.rx_burst(ctx, b, 32);
-        tx.tx_burst(ctx, b);
-        ctx.free_batch(b);
-        rx.rx_burst(ctx, b, 32);
-        an.process(b, ctx);
-    };
-    for _ in 0..2000 {
-        step(&mut ctx, &mut b);
-    }
-    let before = allocs();
-    for _ in 0..20_000 {
-        step(&mut ctx, &mut b);
-    }
-    assert_eq!(allocs() - before, 0, "allocations on the AF_XDP rx/tx path");
+    pump(2000, &mut gen, tx.as_mut(), rx.as_mut(), &mut an, &mut ctx, &mut b);
+    let n = pump(20_000, &mut gen, tx.as_mut(), rx.as_mut(), &mut an, &mut ctx, &mut b);
+    assert_eq!(n, 0, "allocations on the AF_XDP rx/tx path");
     assert!(stats.matched.get() - before_matched > 10_000, "frames went through the veth");
     drop((tx, rx, ctx));
     drop((pa, pz));

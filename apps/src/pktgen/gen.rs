@@ -37,6 +37,22 @@ pub struct FrameSpec {
     pub dst_port: u16,
 }
 
+impl Default for FrameSpec {
+    /// The command's defaults: 64-byte frames, one flow, 02:00:00:00:00:01 -> 02:00:00:00:00:02,
+    /// 198.18.0.1 -> 198.18.0.2 (the benchmarking range), UDP port 9.
+    fn default() -> FrameSpec {
+        FrameSpec {
+            size: 64,
+            flows: 1,
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            src_mac: [2, 0, 0, 0, 0, 1],
+            src_ip: [198, 18, 0, 1],
+            dst_ip: [198, 18, 0, 2],
+            dst_port: 9,
+        }
+    }
+}
+
 impl FrameSpec {
     /// The template: every byte of the frame but the flow, sequence and timestamp.
     pub fn template(&self) -> Vec<u8> {

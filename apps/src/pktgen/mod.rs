@@ -313,15 +313,7 @@ mod tests {
 
     #[test]
     fn template_is_a_valid_udp_frame() {
-        let s = FrameSpec {
-            size: 64,
-            flows: 4,
-            dst_mac: [2, 0, 0, 0, 0, 2],
-            src_mac: [2, 0, 0, 0, 0, 1],
-            src_ip: [198, 18, 0, 1],
-            dst_ip: [198, 18, 0, 2],
-            dst_port: 9,
-        };
+        let s = FrameSpec { flows: 4, ..FrameSpec::default() };
         let f = s.template();
         assert_eq!(f.len(), 64);
         let mut sum = 0u32;
