@@ -40,6 +40,15 @@ impl Drop for Kid {
     }
 }
 
+/// The runtime folder testpmd leaves behind, removed at the end.
+struct DpdkPrefix(String);
+
+impl Drop for DpdkPrefix {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.0));
+    }
+}
+
 struct Paths(Vec<PathBuf>);
 
 impl Drop for Paths {
@@ -92,6 +101,7 @@ fn vhost_user_qemu_guest_pings_through_fastpath() {
             .expect("start fastpath"),
     ));
     wait_socket(&echo);
+    let _prefix = DpdkPrefix(format!("fpvuecho{id}"));
     // testpmd answers ARP and ICMP echo requests (forward mode icmpecho).
     let tp = Kid(Some(
         Command::new("dpdk-testpmd")
