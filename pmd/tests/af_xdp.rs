@@ -152,7 +152,9 @@ fn af_xdp_two_queues_on_two_lcores() {
     let pool = new_pool("xdp-2q", 16384);
     let mut cfg = AfXdpConfig::new(&a0);
     cfg.queues = 2;
-    cfg.ring_size = 1024;
+    // Deep rings: the lcores share the two CPUs with the kernel-side sender and receiver, so an
+    // lcore can be off its CPU for milliseconds while frames keep arriving.
+    cfg.ring_size = 4096;
     let mut cfg_b = cfg.clone();
     cfg_b.iface = b0.clone();
     let mut ports: Vec<Box<dyn Port>> =
@@ -165,7 +167,14 @@ fn af_xdp_two_queues_on_two_lcores() {
     let per_lcore: Vec<u64> = rt.stats().iter().map(|s| s.rx_packets.get()).collect();
     rt.join().unwrap();
     assert_eq!(dups, 0);
-    assert_eq!(seen.len(), n as usize, "every frame delivered over two queues");
+    assert_eq!(
+        seen.len(),
+        n as usize,
+        "every frame delivered over two queues; port stats {:?} {:?}, xstats {:?}",
+        ports[0].stats(),
+        ports[1].stats(),
+        ports[0].xstats()
+    );
     assert!(per_lcore.iter().all(|&p| p > n as u64 / 10), "both queues (lcores) carried traffic: {per_lcore:?}");
     drop(ports);
     assert_eq!(pool.available(), pool.capacity());
@@ -323,7 +332,14 @@ fn af_xdp_errors_name_the_cause_and_the_fix() {
     let map = bpf::create_xskmap(1).unwrap();
     let prog = bpf::load_redirect_program(&map).unwrap();
     let idx = fastpath_pmd::sys::if_index(&a0).unwrap();
-    netlink::set_xdp(idx, std::os::fd::AsRawFd::as_raw_fd(&prog), bpf::XDP_FLAGS_SKB_MODE, None).unwrap();
+    // The kernel tears the dropped bpf link down asynchronously: retry while it still holds the
+    // interface.
+    let mut tries = 0;
+    while let Err(e) = netlink::set_xdp(idx, std::os::fd::AsRawFd::as_raw_fd(&prog), bpf::XDP_FLAGS_SKB_MODE, None) {
+        tries += 1;
+        assert!(tries < 100, "netlink attach still refused after 1 s: {e}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     drop((prog, map));
     assert!(has_xdp(&a0));
     let e = open_err(&format!("af_xdp:{a0},ring-size=256"), &pool);
