@@ -17,9 +17,9 @@ pub mod port;
 pub mod signal;
 pub mod spec;
 pub mod stats;
-pub mod time;
 #[cfg(feature = "test-utils")]
 pub mod testutil;
+pub mod time;
 
 pub use ctx::Ctx;
 pub use lcore::{IdleMode, LcoreSpec, LcoreStats, Passthrough, Processor, Runtime, RuntimeConfig, Task};
