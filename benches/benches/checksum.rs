@@ -47,8 +47,13 @@ fn do_dispatched(d: &[u8]) -> u16 {
 
 fn tsc_table() {
     let iterations: usize = std::env::var("CKSUM_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    println!("TSC cycles of the one's-complement sum ({iterations} calls per line, like dpdk-test cksum_perf_autotest)");
-    println!("{:<8} {:<10} {:>10} {:>17} {:>16}", "kernel", "alignment", "block size", "TSC cycles/block", "TSC cycles/byte");
+    println!(
+        "TSC cycles of the one's-complement sum ({iterations} calls per line, like dpdk-test cksum_perf_autotest)"
+    );
+    println!(
+        "{:<8} {:<10} {:>10} {:>17} {:>16}",
+        "kernel", "alignment", "block size", "TSC cycles/block", "TSC cycles/byte"
+    );
     let mut kernels: Vec<Option<Kernel>> = Kernel::supported().into_iter().map(Some).collect();
     kernels.push(None);
     for k in kernels {
