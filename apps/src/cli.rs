@@ -21,7 +21,13 @@ Port SPEC forms:
   ring:NAME[,peer=NAME][,size=SLOTS][,fill=N]      in-memory ring (rx from NAME, tx to peer)
   pcap:rx=FILE[,tx=FILE] | pcap:tx=FILE            read / write a pcap file
 Stage SPEC forms:
-  io | macswap | drop";
+  io | macswap | drop
+  vxlan-encap,vni=N,local=IP,remote=IP[,src-mac=M][,dst-mac=M][,port=4789][,ttl=N][,df=on][,udp-csum=on]
+  geneve-encap,...                                 the vxlan-encap keys (port=6081), plus option=CLASS:TYPE:HEX...
+  nvgre-encap,vni=VSID,local=IP,remote=IP[,src-mac=M][,dst-mac=M][,ttl=N][,df=on]
+  vxlan-decap[,vni=N][,port=4789] | geneve-decap[,vni=N][,port=6081][,option=CLASS:TYPE]... | nvgre-decap[,vni=VSID]
+  checksum[,mode=verify|fill|offload][,drop=on|off]   software checksums (verify flags and drops bad ones)
+  ptype[,vxlan-port=4789][,geneve-port=6081]         fill packet type and header lengths";
 
 /// Subcommands.
 #[derive(Subcommand, Debug)]
