@@ -228,6 +228,11 @@ fn source_port_is_per_flow_and_in_range() {
     let a2 = inner_info(&udp4_frame(40, 1000, 53));
     let b = inner_info(&udp4_frame(10, 1001, 53));
     assert_eq!(a.hash, a2.hash, "the payload does not change the flow");
+    // A VLAN tag takes the general parser; the flow (and so the port) stays the same.
+    let mut tagged = udp4_frame(10, 1000, 53);
+    tagged.splice(12..12, [0x81, 0x00, 0x00, 0x64]);
+    assert_eq!(inner_info(&tagged).hash, a.hash);
+    assert_eq!(inner_info(&tagged).l2_len, 18);
     assert_ne!(a.hash, b.hash);
     let mut seen = std::collections::HashSet::new();
     for sport in 0..2000u16 {
