@@ -165,7 +165,7 @@ fn parse_option(s: &str, with_data: bool) -> Result<GeneveOptionRepr, String> {
     let mut data = Vec::new();
     if with_data {
         let h = parts[2].strip_prefix("0x").unwrap_or(parts[2]);
-        if h.len() % 8 != 0 || h.len() / 2 > geneve::MAX_OPTION_DATA {
+        if !h.len().is_multiple_of(8) || h.len() / 2 > geneve::MAX_OPTION_DATA {
             return Err(format!("HEX must be whole 4-byte words, at most {} bytes", geneve::MAX_OPTION_DATA));
         }
         for i in (0..h.len()).step_by(2) {
@@ -410,7 +410,8 @@ fn frame_info<const HASH: bool>(d: &[u8]) -> InnerInfo {
             _ => None,
         };
         if let Some((t, l4_len)) = l4 {
-            let hash = if HASH { finish(mix(mix(K, v4_addrs(d, 26)), le32(d, 34) as u64 | (proto as u64) << 32)) } else { 0 };
+            let hash =
+                if HASH { finish(mix(mix(K, v4_addrs(d, 26)), le32(d, 34) as u64 | (proto as u64) << 32)) } else { 0 };
             let pt = ptype::L2_ETHER | ptype::L3_IPV4 | t;
             return InnerInfo { l2_len: 14, l3_len: 20, l4_len, ptype: pt, inner_ptype: to_inner(pt), hash };
         }
