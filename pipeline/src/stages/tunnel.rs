@@ -59,7 +59,8 @@
 //! `reserved-bits` (GRE bits 1, 4 or 5, which RFC 2784 says to discard on), `bad-version`
 //! (GENEVE or GRE version not 0), `unknown-critical-option`, `control-packet` (GENEVE O bit:
 //! RFC 8926 says not to forward it), `not-ethernet` (GENEVE protocol other than 0x6558),
-//! `outer-fragment` (no reassembly here), `shared-buffer` (a clone cannot be trimmed).
+//! `outer-fragment` (no reassembly here). A clone (shared buffer) is decapsulated like any
+//! packet: stripping moves the mbuf's own window and writes nothing into the buffer.
 //!
 //! Both directions are one pass over the batch ([`filter`]); nothing allocates and nothing is
 //! called through a `dyn` per packet: the tunnel kind and IP version are const generics.
@@ -671,7 +672,6 @@ pub const DECAP_REASONS: &[&str] = &[
     "control-packet",
     "not-ethernet",
     "outer-fragment",
-    "shared-buffer",
 ];
 const D_NOT_TUNNEL: u8 = 0;
 const D_WRONG_VNI: u8 = 1;
@@ -685,7 +685,6 @@ const D_UNKNOWN_CRIT: u8 = 8;
 const D_CONTROL: u8 = 9;
 const D_NOT_ETHERNET: u8 = 10;
 const D_FRAGMENT: u8 = 11;
-const D_SHARED: u8 = 12;
 
 /// Settings of a decap stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -950,9 +949,8 @@ impl<const KIND: u8> DecapCore<KIND> {
         if outer_end < inner + 14 || inner + 14 > d.len() {
             return Err(D_TRUNCATED);
         }
-        if !m.is_writable() {
-            return Err(D_SHARED);
-        }
+        // Stripping and trimming move this mbuf's own window and never write the buffer, so a
+        // clone (shared buffer) is decapsulated like any other packet.
         // Ethernet padding behind the outer packet is not part of the inner frame.
         if pkt_len > outer_end && !m.trim(pkt_len - outer_end) {
             return Err(D_BAD_LENGTH);
