@@ -877,6 +877,12 @@ impl<const KIND: u8> DecapCore<KIND> {
                 return Err(D_NOT_TUNNEL);
             }
             let t = &d[l4_off..];
+            // The common case in one test: K only, version 0, Ethernet inside (RFC 7637).
+            if let (Some(h), true) = (t.get(..8), l4_len >= 8) {
+                if u32::from_be_bytes([h[0], h[1], h[2], h[3]]) == 0x2000_6558 {
+                    return Ok((l4_off + 8, u32::from_be_bytes([0, h[4], h[5], h[6]])));
+                }
+            }
             if t.len() < 4 {
                 return Err(D_TRUNCATED);
             }
