@@ -24,6 +24,9 @@ Port SPEC forms:
   af_xdp:IFACE[,queues=N][,start-queue=Q][,mode=native|skb|auto][,bind=copy|zerocopy|auto][,busy-poll=on]
         [,ring-size=N][,replace=on][,attach=link|netlink]
                                                    AF_XDP sockets on a kernel interface (root)
+  vhost-user:PATH[,client][,queues=N][,reconnect=SECS]
+                                                   virtio-net for QEMU / DPDK virtio-user on a unix socket
+                                                   (we listen on PATH; with client we connect to it)
 Stage SPEC forms:
   io | macswap | drop
   vxlan-encap,vni=N,local=IP,remote=IP[,src-mac=M][,dst-mac=M][,port=4789][,ttl=N][,df=on][,udp-csum=on]
