@@ -28,7 +28,13 @@ Port SPEC forms:
                                                    virtio-net for QEMU / DPDK virtio-user on a unix socket
                                                    (we listen on PATH; with client we connect to it)
 Stage SPEC forms:
-  io | macswap | drop";
+  io | macswap | drop
+  vxlan-encap,vni=N,local=IP,remote=IP[,src-mac=M][,dst-mac=M][,port=4789][,ttl=N][,df=on][,udp-csum=on]
+  geneve-encap,...                                 the vxlan-encap keys (port=6081), plus option=CLASS:TYPE:HEX...
+  nvgre-encap,vni=VSID,local=IP,remote=IP[,src-mac=M][,dst-mac=M][,ttl=N][,df=on]
+  vxlan-decap[,vni=N][,port=4789] | geneve-decap[,vni=N][,port=6081][,option=CLASS:TYPE]... | nvgre-decap[,vni=VSID]
+  checksum[,mode=verify|fill|offload][,drop=on|off]   software checksums (verify flags and drops bad ones)
+  ptype[,vxlan-port=4789][,geneve-port=6081]         fill packet type and header lengths";
 
 /// Subcommands.
 #[derive(Subcommand, Debug)]
