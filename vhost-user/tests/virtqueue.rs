@@ -579,7 +579,9 @@ fn memory_table_change_during_traffic() {
     let mut publisher = Publisher::new("test:q0".into());
     let cfg = |mem: &Arc<fastpath_vhost_user::mem::GuestMemory>, live: bool| VringConfig {
         mem: mem.clone(),
-        ring: live.then(|| fastpath_vhost_user::ring::SplitRing::new(mem, addrs, 16).unwrap()),
+        ring: live.then(|| {
+            fastpath_vhost_user::ring::Ring::Split(fastpath_vhost_user::ring::SplitRing::new(mem, addrs, 16).unwrap())
+        }),
         base: 0,
         start_gen: 1,
         feat: feats(0),
