@@ -279,15 +279,16 @@ pub struct PackedQueue {
     taken: u32,
 }
 
-/// Position after `pos` moved by `n` (`n <= size`), wrapping and flipping `wrap`.
+/// Position after `pos` (below `size`) moved by `n`, wrapping and flipping `wrap` at each pass
+/// over the ring's end (compare-and-subtract: sizes need not be powers of two).
 #[inline(always)]
-fn advance(pos: u16, wrap: bool, n: u16, size: u16) -> (u16, bool) {
-    let p = pos as u32 + n as u32;
-    if p >= size as u32 {
-        ((p - size as u32) as u16, !wrap)
-    } else {
-        (p as u16, wrap)
+fn advance(pos: u16, wrap: bool, n: u32, size: u16) -> (u16, bool) {
+    let (mut p, mut w) = (pos as u32 + n, wrap);
+    while p >= size as u32 {
+        p -= size as u32;
+        w = !w;
     }
+    (p as u16, w)
 }
 
 /// The packed state of a position as vhost-user carries it: index | wrap counter << 15.
@@ -486,7 +487,7 @@ impl PackedQueue {
             self.nshadow += 1;
         }
         self.taken += ndesc as u32;
-        (self.avail, self.avail_wrap) = advance(self.avail, self.avail_wrap, ndesc, self.ring.size());
+        (self.avail, self.avail_wrap) = advance(self.avail, self.avail_wrap, ndesc as u32, self.ring.size());
     }
 
     /// Descriptors available from our position on, up to `max`, their lines prefetched.
@@ -561,7 +562,7 @@ impl PackedQueue {
             self.consume(id, ndesc, 0);
         }
         cache.free_tail(batch, start + w);
-        self.flush(st);
+        self.flush(st, self.feat.in_order);
         (w, bytes)
     }
 
@@ -623,7 +624,7 @@ impl PackedQueue {
                 cache.free(m);
             }
         }
-        self.flush(st);
+        self.flush(st, false);
         (sent, bytes)
     }
 
@@ -718,9 +719,10 @@ impl PackedQueue {
     }
 
     /// Writes the burst's used descriptors back (the first one's flags last, Release: the
-    /// publish) and calls the driver if it asked for it.
+    /// publish) and calls the driver if it asked for it. `in_order_batch`: one used descriptor
+    /// for the whole burst (IN_ORDER negotiated, buffers without a length).
     #[inline(always)]
-    fn flush(&mut self, st: &VringStats) {
+    fn flush(&mut self, st: &VringStats, in_order_batch: bool) {
         let n = self.nshadow;
         if n == 0 {
             return;
@@ -729,13 +731,26 @@ impl PackedQueue {
         let mut moved = 0u32;
         let (first, first_wrap) = (self.used, self.used_wrap);
         let (mut pos, mut wrap) = (self.used, self.used_wrap);
-        for (k, s) in self.shadow[..n].iter().enumerate() {
-            self.ring.set_used(pos, s.id, s.len);
-            if k > 0 {
-                self.ring.set_flags(pos, used_flags(wrap), false);
+        if in_order_batch {
+            // IN_ORDER: one used descriptor for the whole batch, carrying the last buffer's id;
+            // the driver frees every buffer up to it (virtio 1.1, 2.8.20). Only for buffers
+            // returned without a length (guest TX).
+            let mut last = 0;
+            for s in &self.shadow[..n] {
+                moved += s.ndesc as u32;
+                last = s.id;
             }
-            (pos, wrap) = advance(pos, wrap, s.ndesc, size);
-            moved += s.ndesc as u32;
+            self.ring.set_used(first, last, 0);
+            (pos, wrap) = advance(pos, wrap, moved, size);
+        } else {
+            for (k, s) in self.shadow[..n].iter().enumerate() {
+                self.ring.set_used(pos, s.id, s.len);
+                if k > 0 {
+                    self.ring.set_flags(pos, used_flags(wrap), false);
+                }
+                (pos, wrap) = advance(pos, wrap, s.ndesc as u32, size);
+                moved += s.ndesc as u32;
+            }
         }
         self.ring.set_flags(first, used_flags(first_wrap), true);
         (self.used, self.used_wrap) = (pos, wrap);
@@ -800,6 +815,7 @@ mod tests {
         assert_eq!(advance(3, false, 2, 5), (0, true));
         assert_eq!(advance(3, false, 5, 5), (3, true));
         assert_eq!(advance(0, true, 2, 3), (2, true));
+        assert_eq!(advance(2, true, 7, 3), (0, false), "three passes over the end");
     }
 
     #[test]

@@ -160,6 +160,8 @@ pub struct QueueFeatures {
     pub indirect: bool,
     /// RING_PACKED: the vrings are packed ones.
     pub packed: bool,
+    /// IN_ORDER: buffers are used in the order they were made available.
+    pub in_order: bool,
 }
 
 impl QueueFeatures {
@@ -172,6 +174,7 @@ impl QueueFeatures {
             event_idx: bits & net::VIRTIO_RING_F_EVENT_IDX != 0,
             indirect: bits & net::VIRTIO_RING_F_INDIRECT_DESC != 0,
             packed: bits & net::VIRTIO_F_RING_PACKED != 0,
+            in_order: bits & net::VIRTIO_F_IN_ORDER != 0,
         }
     }
 }

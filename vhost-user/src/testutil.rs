@@ -243,8 +243,8 @@ pub struct FakePackedRing {
     pub avail: (u16, bool),
     /// The driver's next used position and wrap counter.
     pub used: (u16, bool),
-    /// Descriptors each buffer id took (for advancing over used chains).
-    pub ndesc: Vec<u16>,
+    /// Buffers posted and not yet used, in order: (id, descriptors).
+    pub posted: std::collections::VecDeque<(u16, u16)>,
 }
 
 impl FakePackedRing {
@@ -260,7 +260,7 @@ impl FakePackedRing {
             device_event,
             avail: (0, true),
             used: (0, true),
-            ndesc: vec![0; size as usize],
+            posted: std::collections::VecDeque::new(),
         }
     }
 
@@ -323,7 +323,7 @@ impl FakePackedRing {
     /// the head's flags last. Returns the head position.
     pub fn post_flags(&mut self, g: &FakeGuest, id: u16, bufs: &[Buf], extra: u16) -> u16 {
         let head = self.avail;
-        let mut head_flags = 0;
+        let mut head_desc = PackedDesc::default();
         let mut at = self.avail;
         for (i, b) in bufs.iter().enumerate() {
             let mut flags = avail_used_flags(at.1) | extra;
@@ -335,7 +335,7 @@ impl FakePackedRing {
             }
             let d = PackedDesc { addr: b.addr, len: b.len, id, flags };
             if i == 0 {
-                head_flags = flags;
+                head_desc = d;
                 // Until the whole chain is written the head must not look available: AVAIL ==
                 // USED is never available.
                 self.set_desc(g, at.0, PackedDesc { flags: used_flags(!at.1), ..d });
@@ -344,13 +344,9 @@ impl FakePackedRing {
             }
             at = self.step(at);
         }
-        if let Some(n) = self.ndesc.get_mut(id as usize) {
-            *n = bufs.len() as u16;
-        }
+        self.posted.push_back((id, bufs.len() as u16));
         self.avail = at;
-        let mut hd = self.get_desc(g, head.0);
-        hd.flags = head_flags;
-        self.set_desc(g, head.0, hd);
+        self.set_desc(g, head.0, head_desc);
         head.0
     }
 
@@ -374,8 +370,8 @@ impl FakePackedRing {
         let mut d = self.get_desc(g, pos);
         d.flags |= VIRTQ_DESC_F_INDIRECT;
         self.set_desc(g, pos, d);
-        if let Some(n) = self.ndesc.get_mut(id as usize) {
-            *n = 1;
+        if let Some(last) = self.posted.back_mut() {
+            last.1 = 1;
         }
         pos
     }
@@ -392,8 +388,10 @@ impl FakePackedRing {
         self.post(g, id, &[Buf { addr: buf, len, write: true }]);
     }
 
-    /// Used descriptors `(id, len)` the device returned since the last call, in order (the
-    /// driver's walk: the flags at its used position, then a skip over the chain's descriptors).
+    /// Buffers `(id, len)` the device returned since the last call, in order. The driver's
+    /// in-order walk: the used descriptor at its used position names the last buffer it returns
+    /// (IN_ORDER lets one used descriptor cover a batch; the others come back with length 0);
+    /// the used position skips every returned buffer's descriptors.
     pub fn take_used(&mut self, g: &FakeGuest) -> Vec<(u16, u32)> {
         let mut v = Vec::new();
         loop {
@@ -402,12 +400,38 @@ impl FakePackedRing {
             if !(a == u && u == self.used.1) {
                 return v;
             }
-            v.push((d.id, d.len));
-            let n = self.ndesc.get(d.id as usize).copied().unwrap_or(1).max(1);
-            for _ in 0..n {
-                self.used = self.step(self.used);
+            while let Some((id, n)) = self.posted.pop_front() {
+                v.push((id, if id == d.id { d.len } else { 0 }));
+                for _ in 0..n {
+                    self.used = self.step(self.used);
+                }
+                if id == d.id {
+                    break;
+                }
             }
         }
+    }
+
+    /// Used descriptors written in the ring now (positions whose flags say used in the current
+    /// used wrap), counted from the driver's used position over `n` positions: how many the device
+    /// wrote for a burst.
+    pub fn used_written(&self, g: &FakeGuest, n: u16) -> usize {
+        let mut at = self.used;
+        let mut k = 0;
+        for _ in 0..n {
+            let d = self.get_desc(g, at.0);
+            if d.flags & (VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED) == used_flags(at.1) {
+                k += 1;
+            }
+            at = self.step(at);
+        }
+        k
+    }
+
+    /// Forgets what was posted: every buffer came back (for benches that skip the walk).
+    pub fn forget_used(&mut self) {
+        self.used = self.avail;
+        self.posted.clear();
     }
 
     /// Sets the driver's event suppression.
