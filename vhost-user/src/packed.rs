@@ -223,6 +223,15 @@ impl PackedRing {
         }
     }
 
+    /// Writes a whole used descriptor at `i` (id, length and flags; the address is reserved in a
+    /// used descriptor and written as 0) in one 16-byte write: for a position the driver does
+    /// not read before an earlier one's flags say used (see [`PackedQueue`]'s write-back).
+    #[inline(always)]
+    pub fn set_used_whole(&self, i: u16, id: u16, len: u32, flags: u16) {
+        // SAFETY: slot < size inside the checked, 16-aligned table.
+        unsafe { self.desc.add(self.slot(i)).write_volatile(PackedDesc { addr: 0, len, id, flags }) };
+    }
+
     /// Sets the flags of descriptor `i`; `publish`: with a Release store (everything written
     /// before becomes visible to a driver that sees these flags), else Relaxed (made visible by a
     /// later Release store on a position the driver reads first).
@@ -277,6 +286,10 @@ pub struct PackedQueue {
     nshadow: usize,
     /// Descriptors consumed in this burst (at most a ring).
     taken: u32,
+    /// IN_ORDER guest TX: descriptors consumed but not yet returned, and the last buffer id
+    /// among them (returned together as one used descriptor, see [`PackedQueue::flush_held`]).
+    held: u32,
+    held_id: u16,
 }
 
 /// Position after `pos` (below `size`) moved by `n`, wrapping and flipping `wrap` at each pass
@@ -426,6 +439,8 @@ impl PackedQueue {
             shadow: vec![Shadow::default(); ring.size() as usize].into_boxed_slice(),
             nshadow: 0,
             taken: 0,
+            held: 0,
+            held_id: 0,
         }
     }
 
@@ -490,18 +505,67 @@ impl PackedQueue {
         (self.avail, self.avail_wrap) = advance(self.avail, self.avail_wrap, ndesc as u32, self.ring.size());
     }
 
-    /// Descriptors available from our position on, up to `max`, their lines prefetched.
+    /// IN_ORDER guest TX: consumes a chain whose return is held back (see
+    /// [`PackedQueue::flush_held`]).
     #[inline(always)]
-    fn ready(&self, max: usize) -> usize {
+    fn hold(&mut self, id: u16, ndesc: u16) {
+        self.held += ndesc as u32;
+        self.held_id = id;
+        self.taken += ndesc as u32;
+        (self.avail, self.avail_wrap) = advance(self.avail, self.avail_wrap, ndesc as u32, self.ring.size());
+    }
+
+    /// Held guest TX descriptors that trigger a write-back: half a ring.
+    #[inline(always)]
+    fn hold_max(&self) -> u32 {
+        (self.ring.size() as u32 / 2).max(1)
+    }
+
+    /// IN_ORDER guest TX: returns every held chain as **one** used descriptor carrying the last
+    /// buffer's id (virtio 1.1, 2.8.20: the driver frees every buffer up to it), with a Release
+    /// store of its flags, then calls the driver if it asked for it. Guest TX buffers come back
+    /// without a length, so one descriptor says all; and writing it rarely keeps us off the
+    /// cache lines the driver is filling with its next packets. Called when half a ring is held,
+    /// when a poll finds nothing new (so an idle guest gets everything back within one poll),
+    /// when the queue breaks, and before the lcore lets the queue go (new configuration, stop:
+    /// GET_VRING_BASE then finds nothing in flight).
+    pub fn flush_held(&mut self, st: &VringStats) {
+        let n = self.held;
+        if n == 0 {
+            return;
+        }
+        let (first, first_wrap) = (self.used, self.used_wrap);
+        self.ring.set_used(first, self.held_id, 0);
+        self.ring.set_flags(first, used_flags(first_wrap), true);
+        (self.used, self.used_wrap) = advance(first, first_wrap, n, self.ring.size());
+        self.held = 0;
+        self.notify(n, st);
+    }
+
+    /// Descriptors available from our position on, up to `max`; the next line of the ring and
+    /// the first buffer lines of those descriptors are prefetched, so that the copies of the
+    /// burst find them in cache instead of waiting for each in turn (every one was just written
+    /// by the driver's core). The buffer prefetches are hints: a bad address is skipped here and
+    /// caught by the checked walk.
+    #[inline(always)]
+    fn ready(&self, mem: &GuestMemory, max: usize) -> usize {
         let size = self.ring.size();
         let (mut pos, mut wrap) = (self.avail, self.avail_wrap);
         let max = max.min(size as usize);
         let mut n = 0;
         while n < max && is_avail(self.ring.flags(pos), wrap) {
+            let d = self.ring.desc(pos);
+            if d.flags & VIRTQ_DESC_F_INDIRECT == 0 {
+                if let Some(p) = mem.gpa_ptr(d.addr, 64.min(d.len as u64)) {
+                    prefetch(p);
+                    // The second line of a header + minimum frame (an address for a hint only).
+                    prefetch(p.wrapping_add(64));
+                }
+            }
             n += 1;
             (pos, wrap) = advance(pos, wrap, 1, size);
-            prefetch(self.ring.desc_ptr(pos));
         }
+        prefetch(self.ring.desc_ptr(pos));
         n
     }
 
@@ -526,8 +590,10 @@ impl PackedQueue {
             return (0, 0);
         }
         // At least one packet per available descriptor is the most this burst can take.
-        let n = self.ready(room);
+        let n = self.ready(mem, room);
         if n == 0 {
+            // Idle: return what an in-order burst held back.
+            self.flush_held(st);
             return (0, 0);
         }
         let start = batch.len();
@@ -536,6 +602,7 @@ impl PackedQueue {
             return (0, 0);
         }
         self.taken = 0;
+        let in_order = self.feat.in_order;
         let (mut w, mut bytes) = (0usize, 0u64);
         for _ in 0..n {
             if !self.head_ready() {
@@ -559,10 +626,20 @@ impl PackedQueue {
                     break;
                 }
             }
-            self.consume(id, ndesc, 0);
+            if in_order {
+                self.hold(id, ndesc);
+            } else {
+                self.consume(id, ndesc, 0);
+            }
         }
         cache.free_tail(batch, start + w);
-        self.flush(st, self.feat.in_order);
+        if in_order {
+            if self.held >= self.hold_max() || self.broken.is_some() {
+                self.flush_held(st);
+            }
+        } else {
+            self.flush(st);
+        }
         (w, bytes)
     }
 
@@ -584,7 +661,7 @@ impl PackedQueue {
         if !self.head_ready() {
             return (0, 0);
         }
-        self.ready(batch.len());
+        self.ready(mem, batch.len());
         let (mut done, mut sent, mut bytes) = (0usize, 0usize, 0u64);
         while done < batch.len() && self.head_ready() {
             let Some(hdr) = guest_rx_hdr(&mut batch[done], self.feat.bits, st) else {
@@ -624,7 +701,7 @@ impl PackedQueue {
                 cache.free(m);
             }
         }
-        self.flush(st, false);
+        self.flush(st);
         (sent, bytes)
     }
 
@@ -719,41 +796,32 @@ impl PackedQueue {
     }
 
     /// Writes the burst's used descriptors back (the first one's flags last, Release: the
-    /// publish) and calls the driver if it asked for it. `in_order_batch`: one used descriptor
-    /// for the whole burst (IN_ORDER negotiated, buffers without a length).
+    /// publish) and calls the driver if it asked for it.
     #[inline(always)]
-    fn flush(&mut self, st: &VringStats, in_order_batch: bool) {
+    fn flush(&mut self, st: &VringStats) {
         let n = self.nshadow;
         if n == 0 {
             return;
         }
         let size = self.ring.size();
-        let mut moved = 0u32;
         let (first, first_wrap) = (self.used, self.used_wrap);
-        let (mut pos, mut wrap) = (self.used, self.used_wrap);
-        if in_order_batch {
-            // IN_ORDER: one used descriptor for the whole batch, carrying the last buffer's id;
-            // the driver frees every buffer up to it (virtio 1.1, 2.8.20). Only for buffers
-            // returned without a length (guest TX).
-            let mut last = 0;
-            for s in &self.shadow[..n] {
-                moved += s.ndesc as u32;
-                last = s.id;
-            }
-            self.ring.set_used(first, last, 0);
-            (pos, wrap) = advance(pos, wrap, moved, size);
-        } else {
-            for (k, s) in self.shadow[..n].iter().enumerate() {
-                self.ring.set_used(pos, s.id, s.len);
-                if k > 0 {
-                    self.ring.set_flags(pos, used_flags(wrap), false);
-                }
-                (pos, wrap) = advance(pos, wrap, s.ndesc as u32, size);
-                moved += s.ndesc as u32;
-            }
+        // Where the burst ends, then the entries written backwards: the driver polls the first
+        // position's cache line (waiting for its flags), so that line is written last and with
+        // as few stores as possible (each store there costs a cache-line round trip while the
+        // driver spins on it): one 16-byte store per entry after the first, then the first's id
+        // and length, then its flags (Release: everything before becomes visible with them).
+        let moved: u32 = self.shadow[..n].iter().map(|s| s.ndesc as u32).sum();
+        let (end, end_wrap) = advance(first, first_wrap, moved, size);
+        let mut back = moved;
+        for s in self.shadow[1..n].iter().rev() {
+            back -= s.ndesc as u32;
+            let (pos, wrap) = advance(first, first_wrap, back, size);
+            self.ring.set_used_whole(pos, s.id, s.len, used_flags(wrap));
         }
+        let s0 = self.shadow[0];
+        self.ring.set_used(first, s0.id, s0.len);
         self.ring.set_flags(first, used_flags(first_wrap), true);
-        (self.used, self.used_wrap) = (pos, wrap);
+        (self.used, self.used_wrap) = (end, end_wrap);
         self.nshadow = 0;
         self.notify(moved, st);
     }

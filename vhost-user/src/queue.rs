@@ -703,6 +703,13 @@ impl VirtQueue {
         }
     }
 
+    /// Returns what the queue holds back (packed IN_ORDER guest TX) before the lcore lets it go.
+    pub fn flush_held(&mut self, st: &VringStats) {
+        if let VirtQueue::Packed(q) = self {
+            q.flush_held(st);
+        }
+    }
+
     /// Continues from our own used state and keeps a guest error in force.
     pub fn resume(&mut self, used: u16, broken: Option<GuestError>) {
         match self {

@@ -292,7 +292,9 @@ impl Cursor {
             Arc::from_raw(p)
         };
         let restart = cfg.start_gen != self.start_gen;
-        if let Some(q) = &self.queue {
+        if let Some(q) = &mut self.queue {
+            // Nothing stays in flight across a change: the old memory table is still ours here.
+            q.flush_held(&self.shared.stats);
             self.saved = Some((q.last_avail(), q.last_used(), q.broken()));
         }
         if restart {
@@ -326,7 +328,8 @@ impl Cursor {
 
 impl Drop for Cursor {
     fn drop(&mut self) {
-        if let Some(q) = &self.queue {
+        if let Some(q) = &mut self.queue {
+            q.flush_held(&self.shared.stats);
             // Release: read by the control thread after it sees us detached.
             self.shared.last_avail.store(q.last_avail() as u32, Ordering::Release);
         }

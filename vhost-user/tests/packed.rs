@@ -276,32 +276,51 @@ fn packed_indirect_descriptors_both_ways() {
 }
 
 #[test]
-fn packed_in_order_guest_tx_returns_one_used_descriptor_per_burst() {
-    // IN_ORDER: a burst of guest TX chains comes back as one used descriptor carrying the last
-    // buffer's id; guest RX keeps one per chain (the driver needs each length).
-    let mut rig = Rig::new(8, feats(net::VIRTIO_F_IN_ORDER));
+fn packed_in_order_guest_tx_is_returned_in_one_used_descriptor_when_idle_or_half_a_ring() {
+    // IN_ORDER: guest TX chains are held back and returned as one used descriptor carrying the
+    // last buffer's id: when a poll finds nothing new, or once half a ring is held. Guest RX
+    // keeps one used descriptor per chain (the driver needs each length).
+    let efd = eventfd();
+    let mut rig = Rig::with_call(8, feats(net::VIRTIO_F_IN_ORDER), 0, true, Some(efd.as_raw_fd()));
     rig.r.tx_one(&rig.g, 3, BUF, &[0u8; 12], &frame(64, 0));
     rig.g.write(BUF + 0x1000, &[0u8; 12]);
     rig.g.write(BUF + 0x1100, &frame(64, 1));
     rig.r.post(&rig.g, 1, &[rd(BUF + 0x1000, 12), rd(BUF + 0x1100, 64)]);
-    rig.r.tx_one(&rig.g, 6, BUF + 0x2000, &[0u8; 12], &frame(64, 2));
     let mut b = Batch::new();
-    assert_eq!(rig.dequeue(&mut b), 3);
-    assert_eq!(rig.r.used_written(&rig.g, 4), 1, "one used descriptor for the burst");
-    assert_eq!(rig.r.take_used(&rig.g), vec![(3, 0), (1, 0), (6, 0)]);
-    assert_eq!(rig.q.last_used(), state(4, true));
-    // Around the ring's end several times, still one per burst.
+    assert_eq!(rig.dequeue(&mut b), 2);
+    assert_eq!(rig.r.used_written(&rig.g, 3), 0, "3 descriptors held (less than half the ring)");
+    assert_eq!(read_count(&efd), 0, "no call before anything is returned");
+    assert_eq!(rig.dequeue(&mut b), 0);
+    assert_eq!(rig.r.used_written(&rig.g, 3), 1, "an idle poll returns them: one used descriptor");
+    assert_eq!(read_count(&efd), 1);
+    assert_eq!(rig.r.take_used(&rig.g), vec![(3, 0), (1, 0)]);
+    assert_eq!(rig.q.last_used(), state(3, true));
+    // Half a ring (4 descriptors) in one burst: returned at once. Around the ring many times.
     for round in 0..10u16 {
-        for i in 0..3u16 {
+        for i in 0..4u16 {
             rig.r.tx_one(&rig.g, i, BUF + 0x1000 * i as u64, &[0u8; 12], &frame(64, round as u8));
         }
-        assert_eq!(rig.dequeue(&mut b), 3);
-        assert_eq!(rig.r.used_written(&rig.g, 3), 1);
-        assert_eq!(rig.r.take_used(&rig.g).len(), 3);
+        assert_eq!(rig.dequeue(&mut b), 4);
+        assert_eq!(rig.r.used_written(&rig.g, 4), 1, "round {round}");
+        assert_eq!(rig.r.take_used(&rig.g).len(), 4);
         rig.cache.free_batch(&mut b);
     }
+    assert_eq!(read_count(&efd), 10, "one call per write-back (the eventfd sums them)");
+    assert_eq!(rig.st.calls.get(), 11);
     assert_eq!(rig.q.last_avail(), rig.r.base());
+    assert_eq!(rig.q.last_used(), rig.r.base());
     rig.finish(&mut b);
+
+    // A chain that breaks the queue: what was held before it is returned at once.
+    let mut rig = Rig::new(8, feats(net::VIRTIO_F_IN_ORDER));
+    rig.r.tx_one(&rig.g, 2, BUF, &[0u8; 12], &frame(64, 0));
+    rig.r.tx_one(&rig.g, 9, BUF + 0x1000, &[0u8; 12], &frame(64, 1));
+    let mut b = Batch::new();
+    assert_eq!(rig.dequeue(&mut b), 1);
+    assert_eq!(rig.q.broken(), Some(GuestError::DescIndex));
+    assert_eq!(rig.r.take_used(&rig.g), vec![(2, 0)]);
+    rig.finish(&mut b);
+
     let mut rig = Rig::new(8, feats(net::VIRTIO_F_IN_ORDER));
     rig.r.rx_one(&rig.g, 0, BUF, 2048);
     rig.r.rx_one(&rig.g, 1, BUF + 2048, 2048);
@@ -312,6 +331,58 @@ fn packed_in_order_guest_tx_returns_one_used_descriptor_per_burst() {
     assert_eq!(rig.r.used_written(&rig.g, 2), 2, "receive keeps a used descriptor (and length) per chain");
     assert_eq!(rig.r.take_used(&rig.g), vec![(0, 112), (1, 72)]);
     rig.finish(&mut b);
+}
+
+#[test]
+fn packed_in_order_held_descriptors_are_returned_before_a_stop() {
+    // The lcore holds 3 guest TX descriptors; the control thread stops the ring (GET_VRING_BASE):
+    // the lcore returns them before it lets the queue go, so the state it reports has nothing in
+    // flight.
+    let g = FakeGuest::new(RAM);
+    let mut r = FakePackedRing::new(&g, GPA_BASE, 16);
+    let addrs = r.addrs();
+    let f = feats(net::VIRTIO_F_IN_ORDER);
+    let (pool, mut b) = (pool(), Batch::new());
+    let mut cache = pool.cache();
+    let mut publisher = Publisher::new("test:q1".into());
+    let cfg = |mem: &Arc<fastpath_vhost_user::mem::GuestMemory>, live: bool| VringConfig {
+        mem: mem.clone(),
+        ring: live.then(|| Ring::Packed(fastpath_vhost_user::packed::PackedRing::new(mem, addrs, 16).unwrap())),
+        base: 0x8000,
+        start_gen: 1,
+        feat: f,
+        call: None,
+    };
+    let mem = g.map_table();
+    publisher.publish(cfg(&mem, true));
+    let mut cursor = Cursor::new(publisher.shared().clone());
+    for i in 0..3u16 {
+        r.tx_one(&g, i, BUF + 0x1000 * i as u64, &[0u8; 12], &frame(64, i as u8));
+    }
+    {
+        let (q, m, st) = cursor.live().expect("live");
+        assert_eq!(q.dequeue_burst(m, &mut cache, &mut b, 32, (0, 0), st).0, 3);
+        cursor.progress();
+    }
+    cache.free_batch(&mut b);
+    assert!(r.take_used(&g).is_empty(), "held");
+    publisher.publish(cfg(&mem, false));
+    assert!(cursor.live().is_none());
+    assert!(publisher.wait_ack(std::time::Duration::from_secs(1)));
+    assert_eq!(r.take_used(&g), vec![(0, 0), (1, 0), (2, 0)], "returned before the stop");
+    assert_eq!(publisher.last_avail(), state(3, true));
+    // And when the lcore goes away holding some.
+    publisher.publish(cfg(&mem, true));
+    r.tx_one(&g, 5, BUF, &[0u8; 12], &frame(64, 9));
+    {
+        let (q, m, st) = cursor.live().expect("live");
+        assert_eq!(q.dequeue_burst(m, &mut cache, &mut b, 32, (0, 0), st).0, 1);
+    }
+    cache.free_batch(&mut b);
+    drop(cursor);
+    assert_eq!(r.take_used(&g), vec![(5, 0)], "returned when the lcore lets go");
+    drop(cache);
+    assert_eq!(pool.available(), pool.capacity());
 }
 
 fn eventfd() -> std::fs::File {
