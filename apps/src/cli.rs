@@ -20,6 +20,7 @@ Port SPEC forms:
   null[,size=BYTES][,queues=N][,no-rx=on]         DPDK net_null: rx allocates frames, tx frees
   ring:NAME[,peer=NAME][,size=SLOTS][,fill=N]      in-memory ring (rx from NAME, tx to peer)
   pcap:rx=FILE[,tx=FILE] | pcap:tx=FILE            read / write a pcap file
+  tap:NAME[,vnet-hdr=on][,queues=N]                TAP interface (kernel exception path); vnet-hdr: offloads
 Stage SPEC forms:
   io | macswap | drop";
 

@@ -228,6 +228,16 @@ impl Mempool {
         m.as_ptr() as usize - self.region().base() as usize
     }
 
+    /// A handle to the pool that `m` belongs to.
+    pub fn of(m: &Mbuf) -> Mempool {
+        // SAFETY: a live mbuf's chunk points to its pool's control block, which is never freed
+        // while a chunk is out (it is leaked instead), so it is valid to take a new handle on it.
+        let inner = unsafe { NonNull::new_unchecked((*m.as_ptr()).pool.cast_mut()) };
+        // SAFETY: as above.
+        unsafe { inner.as_ref() }.handles.fetch_add(1, Ordering::Relaxed);
+        Mempool { inner }
+    }
+
     /// A new per-core cache for this pool.
     pub fn cache(&self) -> PoolCache {
         PoolCache::new(self.clone())
@@ -283,8 +293,12 @@ pub struct PoolCache {
     objs: Box<ArrayVec<RawMbuf, CACHE_CAP>>,
     published: Arc<CachePadded<AtomicUsize>>,
     pool: Mempool,
-    pool_id: u32,
+    pool_ptr: *const PoolInner,
 }
+
+// SAFETY: pool_ptr is only compared, never dereferenced through the cache; the rest is owned data
+// and a Mempool handle (Send).
+unsafe impl Send for PoolCache {}
 
 impl fmt::Debug for PoolCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -296,8 +310,8 @@ impl PoolCache {
     fn new(pool: Mempool) -> PoolCache {
         let published = Arc::new(CachePadded::new(AtomicUsize::new(0)));
         pool.inner().caches.lock().unwrap_or_else(|e| e.into_inner()).push(published.clone());
-        let pool_id = pool.id();
-        PoolCache { objs: Box::new(ArrayVec::new()), published, pool, pool_id }
+        let pool_ptr = pool.inner.as_ptr().cast_const();
+        PoolCache { objs: Box::new(ArrayVec::new()), published, pool, pool_ptr }
     }
 
     /// The pool behind this cache.
@@ -368,8 +382,8 @@ impl PoolCache {
 
     #[inline(always)]
     fn take_back(&mut self, c: NonNull<MbufHeader>) {
-        // SAFETY: released chunks carry their pool pointer.
-        if unsafe { (*(*c.as_ptr()).pool).id } == self.pool_id {
+        // SAFETY: released chunks carry their pool pointer (compared, not dereferenced).
+        if unsafe { (*c.as_ptr()).pool } == self.pool_ptr {
             if self.objs.is_full() {
                 self.flush();
             }

@@ -103,14 +103,21 @@ impl Region {
                 Err(e) => log::info!("mempool region: hugepages refused ({e}), using 4 KiB pages"),
             }
         }
-        let slen = len.next_multiple_of(4096);
-        let base = Self::map(slen, 0).map_err(|e| Error::Os {
+        // 4 KiB pages: map 2 MiB-aligned, advise transparent hugepages *before* the pages are
+        // touched (with THP in "madvise" mode, faulting first would pin 4 KiB pages), then fault
+        // everything in so the fast path never page-faults.
+        let slen = len.next_multiple_of(HUGEPAGE_SIZE);
+        let base = Self::map_aligned(slen).map_err(|e| Error::Os {
             what: "mmap",
             err: e,
             fix: "lower the pool size (--mbufs) or raise the memory limit",
         })?;
         // SAFETY: base..base+slen is the mapping just created and owned by us.
         let rc = unsafe { libc::madvise(base.as_ptr().cast(), slen, libc::MADV_HUGEPAGE) };
+        for off in (0..slen).step_by(4096) {
+            // SAFETY: inside our fresh read/write mapping; a volatile write faults the page in.
+            unsafe { base.as_ptr().add(off).write_volatile(0) };
+        }
         log::info!(
             "mempool region: {} KiB on 4 KiB pages{}",
             slen >> 10,
@@ -119,7 +126,31 @@ impl Region {
         Ok(Region { base, len: slen, kind: PageKind::Small4K })
     }
 
+    /// Maps `len` bytes (a multiple of 2 MiB) at a 2 MiB-aligned address, without populating.
+    fn map_aligned(len: usize) -> Result<NonNull<u8>, std::io::Error> {
+        let raw = Self::map_flags(len + HUGEPAGE_SIZE, 0, false)?;
+        let a = raw.as_ptr() as usize;
+        let aligned = a.next_multiple_of(HUGEPAGE_SIZE);
+        let head = aligned - a;
+        let tail = HUGEPAGE_SIZE - head;
+        // SAFETY: both trimmed ranges lie inside the mapping we just made and are not used.
+        unsafe {
+            if head > 0 {
+                libc::munmap(raw.as_ptr().cast(), head);
+            }
+            if tail > 0 {
+                libc::munmap((aligned + len) as *mut libc::c_void, tail);
+            }
+        }
+        NonNull::new(aligned as *mut u8).ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOMEM))
+    }
+
     fn map(len: usize, extra: libc::c_int) -> Result<NonNull<u8>, std::io::Error> {
+        Self::map_flags(len, extra, true)
+    }
+
+    fn map_flags(len: usize, extra: libc::c_int, populate: bool) -> Result<NonNull<u8>, std::io::Error> {
+        let populate = if populate { libc::MAP_POPULATE } else { 0 };
         // SAFETY: an anonymous private mapping with a null hint has no preconditions; the result
         // is checked against MAP_FAILED before use.
         let p = unsafe {
@@ -127,7 +158,7 @@ impl Region {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE | extra,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | populate | extra,
                 -1,
                 0,
             )
@@ -182,10 +213,10 @@ mod tests {
     #[test]
     fn small_region_is_zeroed_and_aligned() {
         let r = Region::new(10_000, PagePolicy::Small).unwrap();
-        assert_eq!(r.len(), 12288);
-        assert_eq!(r.base() as usize % 4096, 0);
+        assert_eq!(r.len(), HUGEPAGE_SIZE);
+        assert_eq!(r.base() as usize % HUGEPAGE_SIZE, 0);
         assert_eq!(r.page_kind(), PageKind::Small4K);
-        // SAFETY: the region is 12288 bytes long and mapped read/write.
+        // SAFETY: the region is r.len() bytes long and mapped read/write.
         let bytes = unsafe { std::slice::from_raw_parts(r.base(), r.len()) };
         assert!(bytes.iter().all(|&b| b == 0));
         assert!(r.contains(r.base()));

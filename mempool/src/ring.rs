@@ -18,6 +18,76 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use arrayvec::ArrayVec;
 use crossbeam_utils::CachePadded;
 
+/// Moves `n` items from `src` into the slots starting at free-running index `idx`, in at most two
+/// contiguous copies.
+///
+/// # Safety
+/// The `n` slots must be reserved for the caller and free; `src` must hold `n` initialised items
+/// that the caller gives up (they must not be dropped by the caller afterwards).
+#[inline(always)]
+unsafe fn copy_in<T>(slots: &[UnsafeCell<MaybeUninit<T>>], mask: u32, idx: u32, src: *const T, n: usize) {
+    let cap = mask as usize + 1;
+    let start = (idx & mask) as usize;
+    let first = n.min(cap - start);
+    // UnsafeCell<MaybeUninit<T>> has the layout of T; the slice is `cap` slots long.
+    let base = slots.as_ptr() as *mut T;
+    // SAFETY: per the contract; start + first <= cap and n - first <= start, so both copies stay
+    // inside the slot array and do not overlap the source (a different allocation).
+    unsafe {
+        std::ptr::copy_nonoverlapping(src, base.add(start), first);
+        std::ptr::copy_nonoverlapping(src.add(first), base, n - first);
+    }
+}
+
+/// Moves `n` items out of the slots starting at free-running index `idx` into `dst`.
+///
+/// # Safety
+/// The `n` slots must be reserved for the caller and hold initialised items, which the caller now
+/// owns (the slots count as empty afterwards); `dst` must have room for `n` items.
+#[inline(always)]
+unsafe fn copy_out<T>(slots: &[UnsafeCell<MaybeUninit<T>>], mask: u32, idx: u32, dst: *mut T, n: usize) {
+    let cap = mask as usize + 1;
+    let start = (idx & mask) as usize;
+    let first = n.min(cap - start);
+    let base = slots.as_ptr() as *const T;
+    // SAFETY: per the contract; bounds as in copy_in.
+    unsafe {
+        std::ptr::copy_nonoverlapping(base.add(start), dst, first);
+        std::ptr::copy_nonoverlapping(base, dst.add(first), n - first);
+    }
+}
+
+/// Moves the first `n` items of `src` out through `f` (which takes ownership of them) and shifts
+/// the rest to the front.
+#[inline(always)]
+fn take_front<T, const N: usize>(src: &mut ArrayVec<T, N>, n: usize, f: impl FnOnce(*const T)) {
+    let len = src.len();
+    debug_assert!(n <= len);
+    // SAFETY: the length drops to 0 first so that nothing is dropped twice if `f` panicked; `f`
+    // takes the first n items by bitwise copy, the remaining len - n are moved down (overlapping
+    // copy), and the length is set to cover exactly them.
+    unsafe {
+        src.set_len(0);
+        let p = src.as_mut_ptr();
+        f(p);
+        std::ptr::copy(p.add(n), p, len - n);
+        src.set_len(len - n);
+    }
+}
+
+/// Appends `n` items to `dst` written by `f` into its spare room.
+#[inline(always)]
+fn fill_back<T, const N: usize>(dst: &mut ArrayVec<T, N>, n: usize, f: impl FnOnce(*mut T)) {
+    let len = dst.len();
+    debug_assert!(n <= N - len);
+    // SAFETY: n <= remaining capacity; `f` initialises exactly n items at len.., then they are
+    // counted.
+    unsafe {
+        f(dst.as_mut_ptr().add(len));
+        dst.set_len(len + n);
+    }
+}
+
 #[derive(Default)]
 struct HeadTail {
     head: AtomicU32,
@@ -170,11 +240,11 @@ impl<T> Ring<T> {
         if n == 0 {
             return 0;
         }
-        for (i, item) in src.drain(..n as usize).enumerate() {
+        take_front(src, n as usize, |p| {
             // SAFETY: slots start..start+n were reserved for this thread alone by reserve_prod and
-            // are free (consumers released them), so writing without dropping is correct.
-            unsafe { (*self.slot(start.wrapping_add(i as u32))).write(item) };
-        }
+            // are free (consumers released them); take_front hands us n items to give up.
+            unsafe { copy_in(&self.slots, self.mask, start, p, n as usize) }
+        });
         self.publish_prod(start, n);
         n as usize
     }
@@ -185,13 +255,12 @@ impl<T> Ring<T> {
             return 0;
         }
         let (start, n) = self.reserve_cons(want, fixed);
-        for i in 0..n {
+        fill_back(dst, n as usize, |p| {
             // SAFETY: slots start..start+n were reserved for this thread by reserve_cons and hold
             // items published by a producer's Release store (seen by our Acquire load); each is
-            // read exactly once and becomes free when publish_cons runs.
-            let item = unsafe { (*self.slot(start.wrapping_add(i))).assume_init_read() };
-            dst.push(item);
-        }
+            // moved out once and the slots become free when publish_cons runs; n <= dst's room.
+            unsafe { copy_out(&self.slots, self.mask, start, p, n as usize) }
+        });
         if n > 0 {
             self.publish_cons(start, n);
         }
@@ -363,11 +432,12 @@ pub mod spsc {
             if n == 0 {
                 return 0;
             }
-            for (i, item) in src.drain(..n as usize).enumerate() {
-                // SAFETY: the slot is outside [tail, head): the consumer does not touch it, and we
-                // are the only producer.
-                unsafe { (*self.shared.slot(self.head.wrapping_add(i as u32))).write(item) };
-            }
+            let (head, mask) = (self.head, self.shared.mask);
+            take_front(src, n as usize, |p| {
+                // SAFETY: the slots are outside [tail, head): the consumer does not touch them, and
+                // we are the only producer; take_front hands us n items to give up.
+                unsafe { copy_in(&self.shared.slots, mask, head, p, n as usize) }
+            });
             self.head = self.head.wrapping_add(n);
             // Release: publishes the slot writes to the consumer's Acquire load of head.
             self.shared.head.store(self.head, Ordering::Release);
@@ -428,11 +498,12 @@ pub mod spsc {
             } else {
                 want
             };
-            for i in 0..n {
-                // SAFETY: the slot is inside [tail, head) published by the producer; read once.
-                let item = unsafe { (*self.shared.slot(self.tail.wrapping_add(i))).assume_init_read() };
-                dst.push(item);
-            }
+            let (tail, mask) = (self.tail, self.shared.mask);
+            fill_back(dst, n as usize, |p| {
+                // SAFETY: the slots are inside [tail, head) published by the producer; each is
+                // moved out once; n <= dst's room.
+                unsafe { copy_out(&self.shared.slots, mask, tail, p, n as usize) }
+            });
             if n > 0 {
                 self.tail = self.tail.wrapping_add(n);
                 // Release: our reads finish before the producer reuses these slots.
@@ -537,22 +608,23 @@ mod tests {
                 })
             })
             .collect();
+        let consumed = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let consumers: Vec<_> = (0..2)
             .map(|_| {
                 let r = r.clone();
+                let consumed = consumed.clone();
                 std::thread::spawn(move || {
                     let mut seen = Vec::new();
                     let mut last = [None::<u64>; 2];
                     let mut buf: ArrayVec<u64, 32> = ArrayVec::new();
-                    let mut idle = 0;
-                    while idle < 2_000_000 {
+                    while consumed.load(std::sync::atomic::Ordering::Relaxed) < 2 * PER {
                         buf.clear();
-                        if r.dequeue_burst(&mut buf, 32) == 0 {
-                            idle += 1;
+                        let n = r.dequeue_burst(&mut buf, 32);
+                        if n == 0 {
                             std::thread::yield_now();
                             continue;
                         }
-                        idle = 0;
+                        consumed.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                         for &v in &buf {
                             let (p, s) = ((v >> 32) as usize, v & 0xffff_ffff);
                             if let Some(l) = last[p] {
@@ -560,9 +632,6 @@ mod tests {
                             }
                             last[p] = Some(s);
                             seen.push(v);
-                        }
-                        if seen.len() as u64 == 2 * PER {
-                            break;
                         }
                     }
                     seen
@@ -572,11 +641,8 @@ mod tests {
         for p in producers {
             p.join().unwrap();
         }
-        // Consumers may each have stopped early; drain what remains.
         let mut all: Vec<u64> = consumers.into_iter().flat_map(|c| c.join().unwrap()).collect();
-        while let Some(v) = r.dequeue() {
-            all.push(v);
-        }
+        assert!(r.is_empty());
         all.sort_unstable();
         let want: Vec<u64> = (0..2u64).flat_map(|p| (0..PER).map(move |s| (p << 32) | s)).collect();
         assert_eq!(all.len(), want.len());

@@ -58,35 +58,41 @@ impl Ctx {
         self.caches.first_mut()
     }
 
-    /// Frees every mbuf of `batch` (into this lcore's cache; mbufs of pools without a cache go
-    /// straight back to their pool).
+    /// The cache that frees go to: the first one, made from the pool of `m` when there is none
+    /// yet (an lcore that only receives from rings allocates nothing but still frees).
+    #[inline(always)]
+    fn free_cache(&mut self, m: &Mbuf) -> &mut PoolCache {
+        if self.caches.is_empty() {
+            self.add_cache(&Mempool::of(m));
+        }
+        &mut self.caches[0]
+    }
+
+    /// Frees every mbuf of `batch` into this lcore's cache (mbufs of another pool go straight
+    /// back to their own pool's ring).
     #[inline]
     pub fn free_batch(&mut self, batch: &mut Batch) {
         if batch.is_empty() {
             return;
         }
-        match self.caches.first_mut() {
-            Some(c) => c.free_batch(batch),
-            None => drop(batch.drain_all()),
-        }
+        let c = self.free_cache(&batch[0]);
+        c.free_batch(batch);
     }
 
     /// Frees the mbufs of `batch` from index `from` on.
     #[inline]
     pub fn free_tail(&mut self, batch: &mut Batch, from: usize) {
-        match self.caches.first_mut() {
-            Some(c) => c.free_tail(batch, from),
-            None => drop(batch.drain_from(from)),
+        if from >= batch.len() {
+            return;
         }
+        let c = self.free_cache(&batch[from]);
+        c.free_tail(batch, from);
     }
 
     /// Frees one mbuf.
     #[inline]
     pub fn free(&mut self, m: Mbuf) {
-        match self.caches.first_mut() {
-            Some(c) => c.free(m),
-            None => drop(m),
-        }
+        self.free_cache(&m).free(m);
     }
 
     /// Frees what stages put in [`Ctx::drops`].

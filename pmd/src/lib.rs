@@ -4,7 +4,7 @@
 //!   `tx_burst` sends from the front and leaves the unsent ones), offload capabilities
 //!   ([`Offloads`]) and per-queue counters ([`QueueStats`]).
 //! - Drivers: [`drivers::null`] (DPDK net_null's work), [`drivers::ring`] (in-memory),
-//!   [`drivers::pcap`] (files).
+//!   [`drivers::pcap`] (files), [`drivers::tap`] (the kernel's TAP interfaces).
 //! - [`Ctx`]: what an lcore owns for the fast path (pool caches, scratch batch).
 //! - [`lcore`]: pinned busy-poll threads, clean stop, per-lcore busy/idle counters.
 //! - [`Spec`]: the text form of ports and stages, with errors that name the bad part.
@@ -17,9 +17,10 @@ pub mod port;
 pub mod signal;
 pub mod spec;
 pub mod stats;
-pub mod time;
+pub mod sys;
 #[cfg(feature = "test-utils")]
 pub mod testutil;
+pub mod time;
 
 pub use ctx::Ctx;
 pub use lcore::{IdleMode, LcoreSpec, LcoreStats, Passthrough, Processor, Runtime, RuntimeConfig, Task};
@@ -100,7 +101,7 @@ impl From<fastpath_mempool::Error> for Error {
 }
 
 /// The port forms this crate opens, one per line.
-pub const PORT_FORMS: &[&str] = &[drivers::null::FORM, drivers::ring::FORM, drivers::pcap::FORM];
+pub const PORT_FORMS: &[&str] = &[drivers::null::FORM, drivers::ring::FORM, drivers::pcap::FORM, drivers::tap::FORM];
 
 /// Opens a port of one of this crate's drivers from its spec, as port `id`.
 ///
@@ -120,6 +121,10 @@ pub fn open_port(id: u16, spec: &str, pool: &Mempool) -> Result<Option<Box<dyn P
         "pcap" => {
             s = s.accepting(drivers::pcap::FORM);
             Box::new(drivers::pcap::PcapPort::from_spec(id, &mut s, pool)?)
+        }
+        "tap" => {
+            s = s.accepting(drivers::tap::FORM);
+            Box::new(drivers::tap::TapPort::from_spec(id, &mut s, pool)?)
         }
         _ => return Ok(None),
     };

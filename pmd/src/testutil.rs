@@ -16,9 +16,7 @@ pub fn in_ci() -> bool {
 
 /// True when `cmd` is on the PATH.
 pub fn have_cmd(cmd: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
-        .unwrap_or(false)
+    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file())).unwrap_or(false)
 }
 
 /// Checks a test's preconditions: `root` when it needs root, and the commands it runs.

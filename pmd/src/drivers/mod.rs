@@ -3,3 +3,4 @@
 pub mod null;
 pub mod pcap;
 pub mod ring;
+pub mod tap;

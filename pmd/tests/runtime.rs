@@ -1,0 +1,166 @@
+//! The lcore runtime over in-memory ports: forwarding, chaining lcores, stop, counters, and that
+//! every mbuf comes back.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fastpath_mempool::{Batch, Mempool, PagePolicy, PoolConfig};
+use fastpath_pmd::drivers::null::{NullConfig, NullPort};
+use fastpath_pmd::drivers::ring::RingPort;
+use fastpath_pmd::{Ctx, IdleMode, LcoreSpec, Passthrough, Port, Processor, Runtime, RuntimeConfig, Task};
+
+fn pool(n: u32) -> Mempool {
+    Mempool::new("rt", &PoolConfig { mbufs: n, chunk_size: 2048, pages: PagePolicy::Small }).unwrap()
+}
+
+fn wait_for(mut f: impl FnMut() -> bool, secs: f64) -> bool {
+    let t = Instant::now();
+    while t.elapsed().as_secs_f64() < secs {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    f()
+}
+
+#[test]
+fn null_io_forwards_and_returns_every_mbuf() {
+    let p = pool(4096);
+    let mut a = NullPort::new(0, &p, NullConfig::default());
+    let mut b = NullPort::new(1, &p, NullConfig::default());
+    let mut l = LcoreSpec::default();
+    l.tasks.push(Task { rx: a.rx_queue(0).unwrap(), processor: Box::new(Passthrough), default_out: 1 });
+    l.tasks.push(Task { rx: b.rx_queue(0).unwrap(), processor: Box::new(Passthrough), default_out: 0 });
+    l.set_tx(0, a.tx_queue(0).unwrap());
+    l.set_tx(1, b.tx_queue(0).unwrap());
+    let rt = Runtime::launch(vec![l], RuntimeConfig::default()).unwrap();
+    assert!(wait_for(|| rt.stats()[0].tx_packets.get() > 100_000, 10.0));
+    let st = rt.stats()[0].clone();
+    rt.join().unwrap();
+    let (sa, sb) = (a.stats(), b.stats());
+    assert_eq!(sa.rx_packets, sb.tx_packets, "everything a received went out of b");
+    assert_eq!(sb.rx_packets, sa.tx_packets);
+    assert_eq!(sa.rx_bytes, sa.rx_packets * 64);
+    assert_eq!(st.tx_packets.get(), sa.tx_packets + sb.tx_packets);
+    assert!(st.busy_polls.get() > 0);
+    drop((a, b));
+    assert_eq!(p.available(), p.capacity());
+}
+
+/// Stamps a sequence number into each frame so the far end can check order and completeness.
+struct Stamp(u64);
+impl Processor for Stamp {
+    fn process(&mut self, batch: &mut Batch, _ctx: &mut Ctx) {
+        for m in batch.iter_mut() {
+            m.data_mut()[..8].copy_from_slice(&self.0.to_le_bytes());
+            self.0 += 1;
+        }
+    }
+}
+
+/// Checks that sequence numbers only grow (drops at the ring are allowed and counted).
+struct Check {
+    last: Option<u64>,
+    seen: Arc<AtomicU64>,
+}
+impl Processor for Check {
+    fn process(&mut self, batch: &mut Batch, _ctx: &mut Ctx) {
+        for m in batch.iter() {
+            let v = u64::from_le_bytes(m.data()[..8].try_into().unwrap());
+            if let Some(l) = self.last {
+                assert!(v > l, "sequence went backwards between lcores: {v} after {l}");
+            }
+            self.last = Some(v);
+        }
+        self.seen.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn two_lcores_chained_by_a_ring_keep_order() {
+    let cpus = fastpath_pmd::lcore::available_cores();
+    let p = pool(8192);
+    // lcore 0: null rx -> stamp -> ring port 1; lcore 1: ring port 2 rx -> check -> null sink.
+    let mut src = NullPort::new(0, &p, NullConfig::default());
+    let (mut r1, mut r2) = RingPort::pair(1, 2, 512);
+    let mut sink = NullPort::new(3, &p, NullConfig { no_rx: true, ..Default::default() });
+    let seen = Arc::new(AtomicU64::new(0));
+    let mut l0 = LcoreSpec { core: cpus.first().copied(), ..Default::default() };
+    l0.tasks.push(Task { rx: src.rx_queue(0).unwrap(), processor: Box::new(Stamp(0)), default_out: 1 });
+    l0.set_tx(1, r1.tx_queue(0).unwrap());
+    let mut l1 = LcoreSpec { core: cpus.last().copied(), ..Default::default() };
+    l1.tasks.push(Task {
+        rx: r2.rx_queue(0).unwrap(),
+        processor: Box::new(Check { last: None, seen: seen.clone() }),
+        default_out: 3,
+    });
+    l1.set_tx(3, sink.tx_queue(0).unwrap());
+    let rt = Runtime::launch(vec![l0, l1], RuntimeConfig::default()).unwrap();
+    assert!(wait_for(|| seen.load(Ordering::Relaxed) > 200_000, 20.0));
+    rt.join().unwrap();
+    // Packets the ring did not take were dropped at the ring's tx queue: counted, not lost.
+    let (s_src, s_r1, s_r2, s_sink) = (src.stats(), r1.stats(), r2.stats(), sink.stats());
+    assert_eq!(s_src.rx_packets, s_r1.tx_packets + s_r1.tx_drops);
+    assert_eq!(s_r2.rx_packets, s_sink.tx_packets);
+    assert_eq!(s_sink.tx_packets, seen.load(Ordering::Relaxed));
+    drop((src, r1, r2, sink));
+    assert_eq!(p.available(), p.capacity(), "mbufs left in the ring went back when it was dropped");
+}
+
+#[test]
+fn unrouted_packets_are_freed_and_counted() {
+    let p = pool(1024);
+    let mut a = NullPort::new(0, &p, NullConfig::default());
+    let mut l = LcoreSpec::default();
+    // default_out 5 has no tx queue on this lcore.
+    l.tasks.push(Task { rx: a.rx_queue(0).unwrap(), processor: Box::new(Passthrough), default_out: 5 });
+    let rt = Runtime::launch(vec![l], RuntimeConfig::default()).unwrap();
+    assert!(wait_for(|| rt.stats()[0].no_route.get() > 1000, 10.0));
+    let st = rt.stats()[0].clone();
+    rt.join().unwrap();
+    assert_eq!(st.no_route.get(), a.stats().rx_packets);
+    drop(a);
+    assert_eq!(p.available(), p.capacity());
+}
+
+#[test]
+fn adaptive_idle_lcore_counts_idle_polls_and_stops_promptly() {
+    let p = pool(256);
+    let mut a = NullPort::new(0, &p, NullConfig { no_rx: true, ..Default::default() });
+    let mut l = LcoreSpec::default();
+    l.tasks.push(Task { rx: a.rx_queue(0).unwrap(), processor: Box::new(Passthrough), default_out: 0 });
+    l.set_tx(0, a.tx_queue(0).unwrap());
+    let cfg = RuntimeConfig { idle: IdleMode::Adaptive { max_sleep_us: 200 }, ..Default::default() };
+    let rt = Runtime::launch(vec![l], cfg).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let st = rt.stats()[0].clone();
+    let t = Instant::now();
+    rt.join().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(1), "stop is prompt even while backing off");
+    assert!(st.idle_polls.get() > 0);
+    assert_eq!(st.busy_polls.get(), 0);
+    assert_eq!(st.utilisation(), 0.0);
+}
+
+#[test]
+fn bad_runtime_settings_are_errors() {
+    let e = Runtime::launch(vec![LcoreSpec { core: Some(100_000), ..Default::default() }], RuntimeConfig::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("core 100000 is not available"), "{e}");
+    let e = Runtime::launch(vec![], RuntimeConfig { burst: 0, ..Default::default() }).unwrap_err().to_string();
+    assert!(e.contains("burst 0 is out of range"), "{e}");
+}
+
+#[test]
+fn queues_are_taken_once_and_must_exist() {
+    let p = pool(64);
+    let mut a = NullPort::new(0, &p, NullConfig { queues: 2, ..Default::default() });
+    assert!(a.rx_queue(0).is_ok());
+    let e = a.rx_queue(0).err().unwrap().to_string();
+    assert!(e.contains("already owned"), "{e}");
+    let e = a.tx_queue(2).err().unwrap().to_string();
+    assert!(e.contains("does not exist (the port has 2 tx queues)"), "{e}");
+}

@@ -1,0 +1,365 @@
+//! TAP port against the real kernel: the kernel pings an address behind the port (ARP and ICMP
+//! answered through it), and with `vnet-hdr=on` checksum and TSO/USO offloads go through the
+//! kernel's forwarding path (which segments and checksums in software for a plain tap) and come
+//! back from the kernel as partial-checksum and GSO frames. Needs root; CI runs it.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use fastpath_mempool::offload::*;
+use fastpath_mempool::{Batch, Mbuf, Mempool, PagePolicy, PoolConfig};
+use fastpath_pmd::drivers::tap::{TapConfig, TapPort};
+use fastpath_pmd::testutil::require;
+use fastpath_pmd::{Ctx, Port, RxQueue};
+
+fn pool(name: &str) -> Mempool {
+    Mempool::new(name, &PoolConfig { mbufs: 2048, chunk_size: 2048, pages: PagePolicy::Small }).unwrap()
+}
+
+const OUR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x77, 0x02];
+
+/// Turns an ARP request or ICMP echo request for `ip` into its reply, in place.
+fn answer(m: &mut Mbuf, ip: [u8; 4]) -> bool {
+    let d = m.data_mut();
+    if d.len() >= 42 && d[12..14] == [0x08, 0x06] && d[20..22] == [0, 1] && d[38..42] == ip {
+        let (sha, spa): ([u8; 6], [u8; 4]) = (d[22..28].try_into().unwrap(), d[28..32].try_into().unwrap());
+        d[0..6].copy_from_slice(&sha);
+        d[6..12].copy_from_slice(&OUR_MAC);
+        d[21] = 2;
+        d[22..28].copy_from_slice(&OUR_MAC);
+        d[28..32].copy_from_slice(&ip);
+        d[32..38].copy_from_slice(&sha);
+        d[38..42].copy_from_slice(&spa);
+        return true;
+    }
+    if d.len() >= 42 && d[12..14] == [0x08, 0x00] && d[23] == 1 && d[30..34] == ip && d[34] == 8 {
+        let ihl = (d[14] & 0xf) as usize * 4;
+        let tot = u16::from_be_bytes([d[16], d[17]]) as usize;
+        let src: [u8; 6] = d[6..12].try_into().unwrap();
+        d[0..6].copy_from_slice(&src);
+        d[6..12].copy_from_slice(&OUR_MAC);
+        let sip: [u8; 4] = d[26..30].try_into().unwrap();
+        d[26..30].copy_from_slice(&ip);
+        d[30..34].copy_from_slice(&sip);
+        d[22] = 64;
+        d[24..26].copy_from_slice(&[0, 0]);
+        let c = checksum(&d[14..14 + ihl], 0);
+        d[24..26].copy_from_slice(&c.to_be_bytes());
+        let icmp = &mut d[14 + ihl..14 + tot];
+        icmp[0] = 0;
+        icmp[2..4].copy_from_slice(&[0, 0]);
+        let c = checksum(icmp, 0);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        return true;
+    }
+    false
+}
+
+#[test]
+fn tap_answers_the_kernels_ping() {
+    if !require("tap_answers_the_kernels_ping", true, &["ip", "ping"]) {
+        return;
+    }
+    let pool = pool("tap-ping");
+    let ns = Netns::new("fptp");
+    let name = unique("fptp");
+    let mut port = TapPort::open(0, &TapConfig { name: name.clone(), vnet_hdr: false, queues: 1 }, &pool).unwrap();
+    assert_eq!(port.info().driver, "tap");
+    run(&["ip", "link", "set", &name, "netns", &ns.name]);
+    ns.exec(&["ip", "addr", "add", "10.77.0.1/24", "dev", &name]);
+    ns.exec(&["ip", "link", "set", &name, "up"]);
+
+    let (mut rx, mut tx) = (port.rx_queue(0).unwrap(), port.tx_queue(0).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    let p2 = pool.clone();
+    let responder = std::thread::spawn(move || {
+        let mut ctx = Ctx::new(0, &p2);
+        let (mut b, mut out) = (Batch::new(), Batch::new());
+        let mut answered = 0u64;
+        // Relaxed: a stop request carrying no data.
+        while !st.load(Ordering::Relaxed) {
+            if rx.rx_burst(&mut ctx, &mut b, 32) == 0 {
+                std::thread::sleep(Duration::from_micros(200));
+                continue;
+            }
+            for mut m in b.drain_all() {
+                if answer(&mut m, [10, 77, 0, 2]) {
+                    answered += 1;
+                    let _ = out.push(m);
+                } else {
+                    ctx.free(m);
+                }
+            }
+            tx.tx_burst(&mut ctx, &mut out);
+            ctx.free_batch(&mut out);
+        }
+        answered
+    });
+    let out = ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.77.0.2"]);
+    stop.store(true, Ordering::Relaxed);
+    let answered = responder.join().unwrap();
+    assert!(out.contains("3 received"), "{out}");
+    // At least one ARP reply and the three echo replies.
+    assert!(answered >= 4, "answered {answered}");
+    let s = port.stats();
+    assert!(s.rx_packets >= 4 && s.tx_packets >= 4, "{s:?}");
+    drop(port);
+    assert_eq!(pool.available(), pool.capacity());
+}
+
+/// An mbuf (chained when needed) holding `bytes`.
+fn mbuf_of(pool: &Mempool, bytes: &[u8]) -> Mbuf {
+    let mut head: Option<Mbuf> = None;
+    for chunk in bytes.chunks(pool.data_room()) {
+        let mut m = pool.alloc().unwrap();
+        m.append(chunk.len()).unwrap().copy_from_slice(chunk);
+        match head.as_mut() {
+            None => head = Some(m),
+            Some(h) => h.chain(m).unwrap(),
+        }
+    }
+    head.unwrap()
+}
+
+fn fold(s: u32) -> u16 {
+    !checksum(&[], s)
+}
+
+const A_IP: [u8; 4] = [10, 78, 1, 2];
+const B_IP: [u8; 4] = [10, 78, 2, 2];
+
+fn tcp_tso_frame(dst_mac: [u8; 6], payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 54];
+    f[0..6].copy_from_slice(&dst_mac);
+    f[6..12].copy_from_slice(&OUR_MAC);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&((40 + payload.len()) as u16).to_be_bytes());
+    f[18..20].copy_from_slice(&7u16.to_be_bytes());
+    f[22] = 64;
+    f[23] = 6;
+    f[26..30].copy_from_slice(&A_IP);
+    f[30..34].copy_from_slice(&B_IP);
+    f[34..36].copy_from_slice(&4000u16.to_be_bytes());
+    f[36..38].copy_from_slice(&5000u16.to_be_bytes());
+    f[38..42].copy_from_slice(&1000u32.to_be_bytes());
+    f[42..46].copy_from_slice(&1u32.to_be_bytes());
+    f[46] = 0x50;
+    f[47] = 0x18;
+    f[48..50].copy_from_slice(&512u16.to_be_bytes());
+    // Pseudo-header sum without the length (the TSO convention).
+    f[50..52].copy_from_slice(&fold(pseudo4(A_IP, B_IP, 6, 0)).to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Polls `rx` until `want` frames matching `keep` arrived (or 3 s passed).
+/// A received frame: bytes, ol_flags, l2, l3, l4 lengths, tso_segsz, segments.
+type Got = (Vec<u8>, u64, u16, u16, u8, u16, u16);
+
+fn collect(rx: &mut dyn RxQueue, ctx: &mut Ctx, want: usize, keep: impl Fn(&Mbuf) -> bool) -> Vec<Got> {
+    let mut got = Vec::new();
+    let mut b = Batch::new();
+    let end = Instant::now() + Duration::from_secs(3);
+    while got.len() < want && Instant::now() < end {
+        if rx.rx_burst(ctx, &mut b, 32) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for m in b.drain_all() {
+            if keep(&m) {
+                got.push((
+                    m.to_vec(),
+                    m.ol_flags(),
+                    m.l2_len() as u16,
+                    m.l3_len(),
+                    m.l4_len(),
+                    m.tso_segsz(),
+                    m.nb_segs() as u16,
+                ));
+            }
+            ctx.free(m);
+        }
+    }
+    got
+}
+
+#[test]
+fn tap_vnet_hdr_offloads_through_the_kernel() {
+    if !require("tap_vnet_hdr_offloads_through_the_kernel", true, &["ip", "sysctl"]) {
+        return;
+    }
+    let pool = pool("tap-vnet");
+    let ns = Netns::new("fptv");
+    ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    ns.exec(&["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"]);
+    ns.exec(&["sysctl", "-qw", "net.ipv4.conf.default.rp_filter=0"]);
+    let (na, nb) = (unique("fpva"), unique("fpvb"));
+    let mut a = TapPort::open(0, &TapConfig { name: na.clone(), vnet_hdr: true, queues: 1 }, &pool).unwrap();
+    let mut b = TapPort::open(1, &TapConfig { name: nb.clone(), vnet_hdr: false, queues: 1 }, &pool).unwrap();
+    use fastpath_pmd::Offloads as O;
+    let ao = a.info().offloads;
+    eprintln!("tap {na} offloads: {ao:?}");
+    assert!(ao.contains(O::TX_TCP_TSO | O::TX_UDP_CKSUM | O::TX_IPV4_CKSUM | O::TX_MULTI_SEGS), "{ao:?}");
+    let a_mac = a.info().mac.unwrap();
+    for (n, addr) in [(&na, "10.78.1.1/24"), (&nb, "10.78.2.1/24")] {
+        run(&["ip", "link", "set", n, "netns", &ns.name]);
+        ns.exec(&["ip", "addr", "add", addr, "dev", n]);
+        ns.exec(&["ip", "link", "set", n, "up"]);
+    }
+    ns.exec(&["ip", "neigh", "replace", "10.78.2.2", "lladdr", "02:00:00:00:78:b2", "dev", &nb, "nud", "permanent"]);
+    ns.exec(&["ip", "neigh", "replace", "10.78.1.2", "lladdr", "02:00:00:00:77:02", "dev", &na, "nud", "permanent"]);
+
+    let mut ctx = Ctx::new(0, &pool);
+    let (mut arx, mut atx, mut brx) = (a.rx_queue(0).unwrap(), a.tx_queue(0).unwrap(), b.rx_queue(0).unwrap());
+
+    // --- transmit offloads: A (vnet) -> kernel forwarding -> B (plain, software GSO + checksum)
+    let payload: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut out = Batch::new();
+    let mut m = mbuf_of(&pool, &tcp_tso_frame(a_mac, &payload));
+    assert!(m.nb_segs() >= 2);
+    m.set_ol_flags(TX_IPV4 | TX_IP_CKSUM | TX_TCP_SEG);
+    m.set_l2_len(14);
+    m.set_l3_len(20);
+    m.set_l4_len(20);
+    m.set_tso_segsz(1000);
+    out.push(m).unwrap();
+
+    let upay = &payload[..2500];
+    let mut uf = udp4_frame(a_mac, OUR_MAC, A_IP, B_IP, 4001, 5001, upay);
+    uf[24..26].copy_from_slice(&[0, 0]);
+    uf[40..42].copy_from_slice(&fold(pseudo4(A_IP, B_IP, 17, 0)).to_be_bytes());
+    let mut m = mbuf_of(&pool, &uf);
+    m.set_ol_flags(TX_IPV4 | TX_IP_CKSUM | TX_UDP_SEG);
+    m.set_l2_len(14);
+    m.set_l3_len(20);
+    m.set_l4_len(8);
+    m.set_tso_segsz(1000);
+    let uso = ao.contains(O::TX_UDP_TSO);
+    if uso {
+        out.push(m).unwrap();
+    } else {
+        drop(m);
+    }
+
+    let mut cf = udp4_frame(a_mac, OUR_MAC, A_IP, B_IP, 4002, 5002, &payload[..200]);
+    cf[40..42].copy_from_slice(&fold(pseudo4(A_IP, B_IP, 17, 208)).to_be_bytes());
+    let mut m = mbuf_of(&pool, &cf);
+    m.set_ol_flags(TX_IPV4 | TX_UDP_CKSUM);
+    m.set_l2_len(14);
+    m.set_l3_len(20);
+    out.push(m).unwrap();
+    let n = out.len();
+    assert_eq!(atx.tx_burst(&mut ctx, &mut out), n);
+
+    let want = 3 + if uso { 3 } else { 0 } + 1;
+    let got = collect(brx.as_mut(), &mut ctx, want, |m| {
+        let d = m.data();
+        d.len() > 34 && d[12..14] == [0x08, 0x00] && d[30..34] == B_IP
+    });
+    assert_eq!(got.len(), want, "frames forwarded to B");
+    let mut tcp_seqs = Vec::new();
+    let mut udp_lens = Vec::new();
+    for (f, ..) in &got {
+        assert!(l4_checksums_ok(f), "bad checksum in a forwarded frame: {:02x?}", &f[..54]);
+        assert_eq!(f[22], 63, "forwarded TTL");
+        match f[23] {
+            6 => {
+                let seq = u32::from_be_bytes(f[38..42].try_into().unwrap());
+                let off = (seq - 1000) as usize;
+                assert_eq!(&f[54..], &payload[off..off + 1000]);
+                tcp_seqs.push(seq);
+            }
+            17 => {
+                let sport = u16::from_be_bytes([f[34], f[35]]);
+                udp_lens.push((sport, f.len() - 42));
+            }
+            p => panic!("unexpected protocol {p}"),
+        }
+    }
+    tcp_seqs.sort();
+    assert_eq!(tcp_seqs, vec![1000, 2000, 3000]);
+    udp_lens.sort();
+    let mut want_udp = vec![(4002, 200)];
+    if uso {
+        want_udp.extend([(4001, 500), (4001, 1000), (4001, 1000)]);
+        want_udp.sort();
+    }
+    assert_eq!(udp_lens, want_udp);
+
+    // --- receive offloads: a kernel socket sends to an address behind A: partial checksum,
+    // and with UDP_SEGMENT one GSO frame.
+    ns.enter(|| {
+        // SAFETY: plain socket calls on a descriptor we own, with valid buffers.
+        unsafe {
+            let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+            assert!(s >= 0);
+            let mut sa: libc::sockaddr_in = std::mem::zeroed();
+            sa.sin_family = libc::AF_INET as u16;
+            sa.sin_port = 7000u16.to_be();
+            sa.sin_addr.s_addr = u32::from_ne_bytes(A_IP);
+            let sap = &sa as *const libc::sockaddr_in as *const libc::sockaddr;
+            let sl = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            let buf = vec![0x5au8; 3000];
+            assert_eq!(libc::sendto(s, buf.as_ptr().cast(), 300, 0, sap, sl), 300);
+            let seg: libc::c_int = 1000;
+            // UDP_SEGMENT (103): send one GSO datagram of 3000 bytes in 1000-byte segments.
+            assert_eq!(libc::setsockopt(s, libc::SOL_UDP, 103, &seg as *const libc::c_int as *const _, 4), 0);
+            assert_eq!(libc::sendto(s, buf.as_ptr().cast(), 3000, 0, sap, sl), 3000);
+            libc::close(s);
+        }
+    });
+    let rx_uso = a.info().offloads.contains(O::TX_UDP_TSO);
+    let want = if rx_uso { 2 } else { 4 };
+    let got = collect(arx.as_mut(), &mut ctx, want, |m| {
+        let d = m.data();
+        d.len() > 34 && d[12..14] == [0x08, 0x00] && d[30..34] == A_IP && d[23] == 17
+    });
+    assert_eq!(got.len(), want, "frames the kernel sent to A");
+    let (f, fl, l2, l3, _, _, _) = &got[0];
+    assert_eq!(f.len(), 14 + 20 + 8 + 300);
+    assert_eq!(fl & (RX_L4_CKSUM_PARTIAL | TX_UDP_CKSUM | TX_IPV4), RX_L4_CKSUM_PARTIAL | TX_UDP_CKSUM | TX_IPV4);
+    assert_eq!((*l2, *l3), (14, 20));
+    // Completing the partial checksum gives a valid frame.
+    let mut f = f.clone();
+    let c = checksum(&f[34..], 0);
+    f[40..42].copy_from_slice(&c.to_be_bytes());
+    assert!(l4_checksums_ok(&f));
+    if rx_uso {
+        let (f, fl, l2, l3, l4, segsz, segs) = &got[1];
+        assert_eq!(f.len(), 14 + 20 + 8 + 3000);
+        assert!(*segs >= 2, "a 3 KB frame arrives as a chain");
+        assert_eq!(fl & (TX_UDP_SEG | TX_IPV4), TX_UDP_SEG | TX_IPV4);
+        assert_eq!((*l2, *l3, *l4, *segsz), (14, 20, 8, 1000));
+        // Pseudo-header sum without the length, as for an mbuf asking for USO.
+        let src: [u8; 4] = f[26..30].try_into().unwrap();
+        assert_eq!(u16::from_be_bytes([f[40], f[41]]), fold(pseudo4(src, A_IP, 17, 0)));
+    }
+    let xs = a.xstats();
+    assert!(xs.iter().all(|(_, v)| *v == 0), "{xs:?}");
+    drop((arx, atx, brx, ctx));
+    drop((a, b));
+    assert_eq!(pool.available(), pool.capacity());
+}
+
+#[test]
+fn tap_spec_errors_name_the_bad_part() {
+    let pool = pool("tap-spec");
+    for (spec, want) in [
+        ("tap", "interface name is missing"),
+        ("tap:abcdefghijklmnopq", "1 to 15 characters"),
+        ("tap:fpx0,vnet-hdr=maybe", "expected on or off"),
+        ("tap:fpx0,bogus=1", "unknown key 'bogus'"),
+        ("tap:fpx0,queues=0", "queues=0 is not a number in 1..=256"),
+    ] {
+        let e = match fastpath_pmd::open_port(0, spec, &pool) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{spec} was accepted"),
+        };
+        assert!(e.contains(want) && e.contains("tap:NAME[,vnet-hdr=on]"), "{spec}: {e}");
+    }
+}
