@@ -48,7 +48,84 @@ pub fn pipelines() -> Vec<BenchPipeline> {
             frame: Some(Arc::from(&example_frame(64)[..])),
             byte_metrics: false,
         },
+        BenchPipeline {
+            name: "vxlan-encap",
+            about: "VXLAN/IPv4 encap of 64-byte frames",
+            stages: vec![VXLAN_ENCAP.into()],
+            frame: Some(Arc::from(&example_frame(64)[..])),
+            byte_metrics: false,
+        },
+        BenchPipeline {
+            name: "vxlan-decap",
+            about: "VXLAN/IPv4 decap of 114-byte frames (64-byte inner frames)",
+            stages: vec![VXLAN_DECAP.into()],
+            frame: Some(Arc::from(&encapsulated_frame(VXLAN_ENCAP, 64)[..])),
+            byte_metrics: false,
+        },
+        BenchPipeline {
+            name: "vxlan-roundtrip",
+            about: "VXLAN/IPv4 encap then decap of 64-byte frames",
+            stages: vec![VXLAN_ENCAP.into(), VXLAN_DECAP.into()],
+            frame: Some(Arc::from(&example_frame(64)[..])),
+            byte_metrics: false,
+        },
+        BenchPipeline {
+            name: "geneve-roundtrip",
+            about: "GENEVE/IPv4 encap then decap of 64-byte frames",
+            stages: vec![GENEVE_ENCAP.into(), GENEVE_DECAP.into()],
+            frame: Some(Arc::from(&example_frame(64)[..])),
+            byte_metrics: false,
+        },
+        BenchPipeline {
+            name: "nvgre-roundtrip",
+            about: "NVGRE/IPv4 encap then decap of 64-byte frames",
+            stages: vec![NVGRE_ENCAP.into(), NVGRE_DECAP.into()],
+            frame: Some(Arc::from(&example_frame(64)[..])),
+            byte_metrics: false,
+        },
+        BenchPipeline {
+            name: "checksum",
+            about: "IPv4 header + UDP checksum of 1500-byte frames (checksum,mode=fill)",
+            stages: vec!["checksum,mode=fill".into()],
+            frame: Some(Arc::from(&example_frame(1500)[..])),
+            byte_metrics: true,
+        },
     ]
+}
+
+/// The VXLAN encap stage of the bench pipelines.
+pub const VXLAN_ENCAP: &str = "vxlan-encap,vni=42,local=192.0.2.1,remote=192.0.2.2";
+/// The VXLAN decap stage of the bench pipelines.
+pub const VXLAN_DECAP: &str = "vxlan-decap,vni=42";
+/// The GENEVE encap stage of the bench pipelines.
+pub const GENEVE_ENCAP: &str = "geneve-encap,vni=42,local=192.0.2.1,remote=192.0.2.2";
+/// The GENEVE decap stage of the bench pipelines.
+pub const GENEVE_DECAP: &str = "geneve-decap,vni=42";
+/// The NVGRE encap stage of the bench pipelines.
+pub const NVGRE_ENCAP: &str = "nvgre-encap,vni=42,local=192.0.2.1,remote=192.0.2.2";
+/// The NVGRE decap stage of the bench pipelines.
+pub const NVGRE_DECAP: &str = "nvgre-decap,vni=42";
+
+/// `example_frame(inner_len)` run through the encap stage `encap_spec` (the input of decap
+/// pipelines and benches).
+pub fn encapsulated_frame(encap_spec: &str, inner_len: usize) -> Vec<u8> {
+    use fastpath_mempool::Batch;
+    use fastpath_pmd::Ctx;
+    let pool = Mempool::new("encap-frame", &PoolConfig { mbufs: 64, chunk_size: 2048, pages: PagePolicy::Auto })
+        .expect("a 64-mbuf pool");
+    let env = BuildEnv { pool: pool.clone(), ports: vec![] };
+    let mut stage = fastpath_pipeline::make_stage(encap_spec, &env).expect("a valid encap spec");
+    let mut ctx = Ctx::new(0, &pool);
+    let mut b = Batch::new();
+    let mut m = pool.alloc().expect("an mbuf");
+    let f = example_frame(inner_len);
+    assert!(m.set_len(f.len()));
+    m.data_mut().copy_from_slice(&f);
+    let _ = b.push(m);
+    stage.process(&mut b, &mut ctx);
+    let out = b.first().map(|m| m.to_vec()).expect("encap keeps the frame");
+    ctx.free_batch(&mut b);
+    out
 }
 
 /// A UDP/IPv4 Ethernet frame of `len` bytes (>= 42) with valid headers and checksums.

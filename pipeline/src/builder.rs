@@ -11,10 +11,22 @@ use fastpath_mempool::{Batch, Mempool};
 use fastpath_pmd::{Ctx, Error, PortInfo, Processor, Spec};
 
 use crate::stage::{Stage, StageCounters};
-use crate::stages::basic;
+use crate::stages::{basic, checksum, ptype, tunnel};
 
 /// The stage forms, one per line (shown in errors and `--help`).
-pub const STAGE_FORMS: &[&str] = &["io", "macswap", "drop"];
+pub const STAGE_FORMS: &[&str] = &[
+    "io",
+    "macswap",
+    "drop",
+    tunnel::ENCAP_FORMS[0],
+    tunnel::ENCAP_FORMS[1],
+    tunnel::ENCAP_FORMS[2],
+    tunnel::DECAP_FORMS[0],
+    tunnel::DECAP_FORMS[1],
+    tunnel::DECAP_FORMS[2],
+    checksum::FORM,
+    ptype::FORM,
+];
 
 /// What stages may need to know when built.
 #[derive(Debug, Clone)]
@@ -27,7 +39,7 @@ pub struct BuildEnv {
 
 /// Builds one stage from its spec.
 pub fn make_stage(spec: &str, _env: &BuildEnv) -> Result<Box<dyn Stage>, Error> {
-    let s = Spec::parse_stage(spec)?.accepting(&STAGE_FORMS.join(" | "));
+    let mut s = Spec::parse_stage(spec)?.accepting(&STAGE_FORMS.join(" | "));
     let stage: Box<dyn Stage> = match s.name.as_str() {
         "io" => {
             s.finish(false)?;
@@ -41,9 +53,35 @@ pub fn make_stage(spec: &str, _env: &BuildEnv) -> Result<Box<dyn Stage>, Error> 
             s.finish(false)?;
             Box::new(basic::DropAll::new())
         }
+        "vxlan-encap" | "geneve-encap" | "nvgre-encap" => {
+            let kind = tunnel_kind(&s.name);
+            s = s.accepting(tunnel::ENCAP_FORMS[kind as usize]);
+            tunnel::encap_from_spec(kind, &mut s)?
+        }
+        "vxlan-decap" | "geneve-decap" | "nvgre-decap" => {
+            let kind = tunnel_kind(&s.name);
+            s = s.accepting(tunnel::DECAP_FORMS[kind as usize]);
+            tunnel::decap_from_spec(kind, &mut s)?
+        }
+        "checksum" => {
+            s = s.accepting(checksum::FORM);
+            Box::new(checksum::ChecksumStage::from_spec(&mut s)?)
+        }
+        "ptype" => {
+            s = s.accepting(ptype::FORM);
+            Box::new(ptype::Ptype::from_spec(&mut s)?)
+        }
         other => return Err(s.error(&format!("unknown stage '{other}'"), None)),
     };
     Ok(stage)
+}
+
+fn tunnel_kind(name: &str) -> u8 {
+    match name.split('-').next() {
+        Some("vxlan") => tunnel::VXLAN,
+        Some("geneve") => tunnel::GENEVE,
+        _ => tunnel::NVGRE,
+    }
 }
 
 /// A checked list of stage specs.

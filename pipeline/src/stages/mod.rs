@@ -1,3 +1,6 @@
 //! The stages.
 
 pub mod basic;
+pub mod checksum;
+pub mod ptype;
+pub mod tunnel;

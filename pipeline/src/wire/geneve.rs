@@ -298,7 +298,8 @@ mod tests {
     use super::*;
 
     // VNI 0x123456, Ethernet payload, one critical option class 0x0102 type 0x80 with 4 bytes.
-    static HDR: [u8; 16] = [0x02, 0x40, 0x65, 0x58, 0x12, 0x34, 0x56, 0x00, 0x01, 0x02, 0x80, 0x01, 0xde, 0xad, 0xbe, 0xef];
+    static HDR: [u8; 16] =
+        [0x02, 0x40, 0x65, 0x58, 0x12, 0x34, 0x56, 0x00, 0x01, 0x02, 0x80, 0x01, 0xde, 0xad, 0xbe, 0xef];
 
     #[test]
     fn golden_parse_and_emit() {
@@ -328,7 +329,12 @@ mod tests {
         long[11] = 2;
         let p = Packet::new_checked(&long[..]).unwrap();
         assert_eq!(p.options().last().unwrap().unwrap_err(), Error::Truncated);
-        let r = Repr { vni: 1, protocol: 0x6558, oam: false, options: vec![OptionRepr { class: 1, type_: 1, data: vec![1] }] };
+        let r = Repr {
+            vni: 1,
+            protocol: 0x6558,
+            oam: false,
+            options: vec![OptionRepr { class: 1, type_: 1, data: vec![1] }],
+        };
         assert_eq!(r.check().unwrap_err(), Error::Malformed);
     }
 }

@@ -47,7 +47,8 @@ pub struct UpperLayer {
     pub offset: usize,
     /// At least one extension header was present.
     pub has_ext: bool,
-    /// A fragment header was present: `Some(offset_in_bytes)`.
+    /// The packet is a fragment (not an atomic one): `Some(fragment offset in bytes)`. The walk
+    /// stops behind the fragment header then.
     pub fragment: Option<u16>,
 }
 
@@ -174,7 +175,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
 pub fn walk_ext(d: &[u8], mut nh: u8) -> Result<UpperLayer> {
     let mut off = 0usize;
     let mut has_ext = false;
-    let mut fragment = None;
     for _ in 0..=MAX_EXT_HEADERS {
         let len = match nh {
             ip_proto::HOPOPTS
@@ -194,17 +194,16 @@ pub fn walk_ext(d: &[u8], mut nh: u8) -> Result<UpperLayer> {
                 if d.len() < off + 8 {
                     return Err(Error::Truncated);
                 }
-                fragment = Some(get_u16(d, off + 2) & 0xfff8);
+                let f = get_u16(d, off + 2) & 0xfff8;
                 let more = d[off + 3] & 1 != 0;
-                if fragment != Some(0) || more {
+                if f != 0 || more {
                     // A fragment (the first one included): what follows is not a whole L4.
-                    let f = fragment.unwrap_or(0);
                     return Ok(UpperLayer { protocol: d[off], offset: off + 8, has_ext: true, fragment: Some(f) });
                 }
                 // An atomic fragment (offset 0, M clear, RFC 6946): carry on.
                 8
             }
-            _ => return Ok(UpperLayer { protocol: nh, offset: off, has_ext, fragment }),
+            _ => return Ok(UpperLayer { protocol: nh, offset: off, has_ext, fragment: None }),
         };
         if d.len() < off + len {
             return Err(Error::Truncated);
@@ -317,8 +316,8 @@ mod tests {
 
     // fe80::1 -> ff02::1, UDP, 8 bytes of payload, hop limit 255, TC 0, flow 0x12345.
     static HEADER: [u8; 40] = [
-        0x60, 0x01, 0x23, 0x45, 0x00, 0x08, 0x11, 0xff, 0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0x02,
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+        0x60, 0x01, 0x23, 0x45, 0x00, 0x08, 0x11, 0xff, 0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff,
+        0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
     ];
 
     #[test]
@@ -352,7 +351,7 @@ mod tests {
         // An atomic fragment goes on to UDP.
         let f = [ip_proto::UDP, 0, 0, 0, 0, 0, 0, 1];
         let u = walk_ext(&f, ip_proto::FRAGMENT).unwrap();
-        assert_eq!((u.protocol, u.offset, u.fragment), (ip_proto::UDP, 8, Some(0)));
+        assert_eq!((u.protocol, u.offset, u.fragment), (ip_proto::UDP, 8, None));
         // Truncated and endless chains.
         assert_eq!(walk_ext(&d[..20], ip_proto::HOPOPTS).unwrap_err(), Error::Truncated);
         let endless: Vec<u8> = [ip_proto::DSTOPTS, 0, 0, 0, 0, 0, 0, 0].repeat(12);
