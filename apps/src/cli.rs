@@ -22,7 +22,11 @@ Port SPEC forms:
   pcap:rx=FILE[,tx=FILE] | pcap:tx=FILE            read / write a pcap file
   tap:NAME[,vnet-hdr=on][,queues=N]                TAP interface (kernel exception path); vnet-hdr: offloads
 Stage SPEC forms:
-  io | macswap | drop";
+  io | macswap | drop
+  lso[,mss=N][,mtu=N]                              TSO/USO in software, plain or tunnelled; mss/mtu also cut by size
+  gro[,max=BYTES]                                  merge in-order TCP segments of a burst into one TSO packet
+  tx-offload                                       software fallback for offloads the output port lacks
+                                                   (appended by itself when some port lacks one)";
 
 /// Subcommands.
 #[derive(Subcommand, Debug)]
