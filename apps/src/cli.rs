@@ -23,6 +23,12 @@ Port SPEC forms:
   tap:NAME[,vnet-hdr=on][,queues=N]                TAP interface (kernel exception path); vnet-hdr: offloads
 Stage SPEC forms:
   io | macswap | drop
+  vxlan-encap,vni=N,local=IP,remote=IP[,src-mac=M][,dst-mac=M][,port=4789][,ttl=N][,df=on][,udp-csum=on]
+  geneve-encap,...                                 the vxlan-encap keys (port=6081), plus option=CLASS:TYPE:HEX...
+  nvgre-encap,vni=VSID,local=IP,remote=IP[,src-mac=M][,dst-mac=M][,ttl=N][,df=on]
+  vxlan-decap[,vni=N][,port=4789] | geneve-decap[,vni=N][,port=6081][,option=CLASS:TYPE]... | nvgre-decap[,vni=VSID]
+  checksum[,mode=verify|fill|offload][,drop=on|off]   software checksums (verify flags and drops bad ones)
+  ptype[,vxlan-port=4789][,geneve-port=6081]         fill packet type and header lengths
   lso[,mss=N][,mtu=N]                              TSO/USO in software, plain or tunnelled; mss/mtu also cut by size
   gro[,max=BYTES]                                  merge in-order TCP segments of a burst into one TSO packet
   tx-offload                                       software fallback for offloads the output port lacks

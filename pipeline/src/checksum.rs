@@ -139,7 +139,8 @@ mod x86 {
                 p = unsafe { p.add(128) };
             }
             left -= steps * 128;
-            total += lanes256(a0) + lanes256(a1) + lanes256(a2) + lanes256(a3);
+            // Each lane is below steps * 2^17 <= 2^29: the four sum without overflow.
+            total += lanes256(_mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_add_epi32(a2, a3)));
         }
         // SAFETY: p .. p + left is the unread rest of d.
         let rest = unsafe { std::slice::from_raw_parts(p, left) };
@@ -187,7 +188,8 @@ mod x86 {
                 p = unsafe { p.add(256) };
             }
             left -= steps * 256;
-            total += lanes512(a0) + lanes512(a1) + lanes512(a2) + lanes512(a3);
+            // Each lane is below steps * 2^17 <= 2^29: the four sum without overflow.
+            total += lanes512(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)));
         }
         // Up to 255 bytes: whole vectors, then one masked load (bytes past the end read as zero).
         let mut acc = _mm512_setzero_si512();
@@ -515,8 +517,8 @@ mod tests {
                 }
             }
         }
-        // All 0xff: the lane accumulators at their largest.
-        let ones = vec![0xffu8; 300_000];
+        // All 0xff: the lane accumulators at their largest, over more than two widening blocks.
+        let ones = vec![0xffu8; 2_500_000];
         for k in Kernel::supported() {
             assert_eq!(k.sum(&ones), reference(&ones), "{k:?}");
         }

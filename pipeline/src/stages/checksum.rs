@@ -215,9 +215,12 @@ fn l4_proto(nibble: u32) -> Option<u8> {
     }
 }
 
+/// An IP header and its L4 protocol when TCP or UDP.
+type Layer = (Ip, Option<u8>);
+
 /// The IP layers of a parsed frame: (outer or only, inner), each with its L4 protocol if TCP/UDP.
 #[inline]
-fn layers(m: &Mbuf, p: &Parsed) -> Result<[Option<(Ip, Option<u8>)>; 2], u8> {
+fn layers(m: &Mbuf, p: &Parsed) -> Result<[Option<Layer>; 2], u8> {
     let mut out = [None, None];
     if p.ptype & ptype::L3_MASK == 0 {
         return Ok(out);

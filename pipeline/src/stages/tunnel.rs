@@ -165,7 +165,7 @@ fn parse_option(s: &str, with_data: bool) -> Result<GeneveOptionRepr, String> {
     let mut data = Vec::new();
     if with_data {
         let h = parts[2].strip_prefix("0x").unwrap_or(parts[2]);
-        if h.len() % 8 != 0 || h.len() / 2 > geneve::MAX_OPTION_DATA {
+        if !h.len().is_multiple_of(8) || h.len() / 2 > geneve::MAX_OPTION_DATA {
             return Err(format!("HEX must be whole 4-byte words, at most {} bytes", geneve::MAX_OPTION_DATA));
         }
         for i in (0..h.len()).step_by(2) {
@@ -364,6 +364,14 @@ fn le32(d: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([d[at], d[at + 1], d[at + 2], d[at + 3]])
 }
 
+/// IPv4 source and destination at `at`, as one word: a 32-bit and two 16-bit loads, so that no
+/// load straddles a 32-byte boundary of the frame (where the copy into the mbuf may have split
+/// its stores, which would stall store-to-load forwarding).
+#[inline(always)]
+fn v4_addrs(d: &[u8], at: usize) -> u64 {
+    le32(d, at) as u64 | (get_u16(d, at + 4) as u64) << 32 | (get_u16(d, at + 6) as u64) << 48
+}
+
 /// The inner nibbles for a frame's own L2/L3/L4 nibbles.
 #[inline(always)]
 fn to_inner(t: u32) -> u32 {
@@ -392,18 +400,18 @@ pub fn inner_info(d: &[u8]) -> InnerInfo {
 /// [`inner_info`], with the hash only when `HASH`.
 #[inline(always)]
 fn frame_info<const HASH: bool>(d: &[u8]) -> InnerInfo {
-    if d.len() >= 54 && get_u16(d, 12) == ethertype::IPV4 && d[14] == 0x45 && get_u16(d, 20) & 0x3fff == 0 {
+    if d.len() >= 42 && get_u16(d, 12) == ethertype::IPV4 && d[14] == 0x45 && get_u16(d, 20) & 0x3fff == 0 {
         let proto = d[23];
         let l4 = match proto {
             ip_proto::UDP => Some((ptype::L4_UDP, 8u16)),
-            ip_proto::TCP if d[46] >> 4 >= 5 && d.len() >= 34 + (d[46] >> 4) as usize * 4 => {
+            ip_proto::TCP if d.len() >= 54 && d[46] >> 4 >= 5 && d.len() >= 34 + (d[46] >> 4) as usize * 4 => {
                 Some((ptype::L4_TCP, (d[46] >> 4) as u16 * 4))
             }
             _ => None,
         };
         if let Some((t, l4_len)) = l4 {
             let hash =
-                if HASH { finish(mix(mix(K, le64(d, 26)), le32(d, 34) as u64 | (proto as u64) << 32)) } else { 0 };
+                if HASH { finish(mix(mix(K, v4_addrs(d, 26)), le32(d, 34) as u64 | (proto as u64) << 32)) } else { 0 };
             let pt = ptype::L2_ETHER | ptype::L3_IPV4 | t;
             return InnerInfo { l2_len: 14, l3_len: 20, l4_len, ptype: pt, inner_ptype: to_inner(pt), hash };
         }
@@ -436,7 +444,7 @@ fn inner_info_slow(d: &[u8]) -> InnerInfo {
                 let a = l2 + 8;
                 mix(mix(mix(mix(K, le64(d, a)), le64(d, a + 8)), le64(d, a + 16)), le64(d, a + 24))
             } else {
-                mix(K, le64(d, l2 + 12))
+                mix(K, v4_addrs(d, l2 + 12))
             };
             if t == ptype::L4_TCP || t == ptype::L4_UDP {
                 h = mix(h, le32(d, l2 + l3.len) as u64 | (l3.proto as u64) << 32);
@@ -553,7 +561,11 @@ impl<const KIND: u8, const V6: bool> EncapCore<KIND, V6> {
         } else {
             h[16..18].copy_from_slice(&(ip_total as u16).to_be_bytes());
             h[18..20].copy_from_slice(&ident.to_be_bytes());
-            let c = !checksum::fold(self.ip_sum as u64 + ip_total as u64 + ident as u64);
+            // Template sum + two words: under 2^18, so two folds suffice.
+            let mut c = self.ip_sum + ip_total as u32 + ident as u32;
+            c = (c & 0xffff) + (c >> 16);
+            c = (c & 0xffff) + (c >> 16);
+            let c = !(c as u16);
             h[24..26].copy_from_slice(&c.to_be_bytes());
             if pending & offload::TX_SEG_MASK != 0 {
                 flags |= offload::TX_OUTER_IP_CKSUM;

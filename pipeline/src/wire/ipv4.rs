@@ -377,7 +377,7 @@ mod tests {
         assert_eq!(p.src_addr(), Ipv4Addr::new(192, 168, 0, 1));
         assert_eq!(p.payload().len(), 0x73 - 20);
         let r = Repr::parse(&p).unwrap();
-        let mut buf = vec![0xa5u8; 0x73];
+        let mut buf = [0xa5u8; 0x73];
         r.emit(&mut Packet::new_unchecked(&mut buf[..]));
         assert_eq!(&buf[..20], &HEADER[..]);
     }

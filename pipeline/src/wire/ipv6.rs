@@ -330,7 +330,7 @@ mod tests {
         assert_eq!(p.src_addr(), "fe80::1".parse::<Ipv6Addr>().unwrap());
         assert_eq!(p.upper_layer().unwrap(), UpperLayer { protocol: 17, offset: 40, has_ext: false, fragment: None });
         let r = Repr::parse(&p).unwrap();
-        let mut out = vec![0xa5u8; 48];
+        let mut out = [0xa5u8; 48];
         r.emit(&mut Packet::new_unchecked(&mut out[..]));
         assert_eq!(&out[..40], &HEADER[..]);
         assert_eq!(Packet::new_checked(&b[..47]).unwrap_err(), Error::Truncated);

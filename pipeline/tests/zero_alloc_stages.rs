@@ -1,0 +1,90 @@
+//! The tunnel, checksum and ptype stages allocate nothing per packet: checked with a counting
+//! global allocator (one test in this binary, so that nothing else allocates while it counts).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use fastpath_mempool::{Batch, Mempool, PagePolicy, PoolConfig};
+use fastpath_pipeline::{make_stage, BuildEnv};
+use fastpath_pmd::Ctx;
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // Relaxed: a statistic read after the work, on the same thread.
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        // Relaxed: as above.
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn stages_allocate_nothing_per_packet() {
+    let pool = Mempool::new("za", &PoolConfig { mbufs: 1024, chunk_size: 2048, pages: PagePolicy::Small }).unwrap();
+    let env = BuildEnv { pool: pool.clone(), ports: vec![] };
+    let pipelines: &[&[&str]] = &[
+        &["vxlan-encap,vni=1,local=10.0.0.1,remote=10.0.0.2,udp-csum=on", "checksum", "vxlan-decap,vni=1", "ptype"],
+        &[
+            "geneve-encap,vni=2,local=2001:db8::1,remote=2001:db8::2,option=0x0102:0x80:00000001",
+            "geneve-decap,option=0x0102:0x80",
+        ],
+        &["nvgre-encap,vni=3,local=10.0.0.1,remote=10.0.0.2", "checksum,mode=fill", "nvgre-decap,vni=3"],
+        // Drops too: decap of plain frames.
+        &["vxlan-decap", "checksum,mode=offload"],
+    ];
+    let frame = {
+        let mut f = vec![0u8; 100];
+        f[12] = 0x08;
+        f[14] = 0x45;
+        f[17] = 86;
+        f[22] = 64;
+        f[23] = 17;
+        f[39] = 66;
+        f
+    };
+    for specs in pipelines {
+        let mut stages: Vec<_> = specs.iter().map(|s| make_stage(s, &env).unwrap()).collect();
+        let mut ctx = Ctx::new(0, &pool);
+        let mut batch = Batch::new();
+        let mut run = |ctx: &mut Ctx, batch: &mut Batch| {
+            for _ in 0..32 {
+                let mut m = ctx.cache(&pool).alloc().unwrap();
+                assert!(m.set_len(frame.len()));
+                m.data_mut().copy_from_slice(&frame);
+                batch.push(m).unwrap();
+            }
+            for s in stages.iter_mut() {
+                s.process(batch, ctx);
+            }
+            ctx.free_batch(batch);
+        };
+        for _ in 0..100 {
+            run(&mut ctx, &mut batch);
+        }
+        // Relaxed: read on this thread after the work.
+        let before = ALLOCS.load(Ordering::Relaxed);
+        for _ in 0..10_000 {
+            run(&mut ctx, &mut batch);
+        }
+        assert_eq!(ALLOCS.load(Ordering::Relaxed) - before, 0, "{specs:?} allocated");
+        drop(ctx);
+    }
+    assert_eq!(pool.available(), pool.capacity());
+}
