@@ -63,6 +63,8 @@ use crate::wire::{ethertype, get_u16, get_u32, ip_proto, set_u16, set_u32};
 
 /// Largest header stack (outer and inner, through the L4 header) a packet may have.
 pub const MAX_HDR: usize = 512;
+/// Bytes of the next input segment prefetched (the hardware prefetcher streams the rest).
+const PREFETCH_BYTES: usize = 512;
 /// Smallest segment payload accepted (from a spec or a packet's `tso_segsz`).
 pub const MIN_SEGSZ: usize = 64;
 
@@ -379,11 +381,23 @@ impl Active {
         if let Some(s) = self.seg.take() {
             cache.free(s);
         }
+        self.next_input();
+    }
+
+    /// Takes the next input segment off `rest`. Input is often cold (written by a device or
+    /// another core): the data of the segment after it and the header of the one after that
+    /// are prefetched, so that neither the chain walk nor the payload waits on memory.
+    #[inline(always)]
+    fn next_input(&mut self) {
         self.seg = self.rest.take();
         if let Some(s) = self.seg.as_mut() {
             self.rest = s.split_first();
         }
         self.off = 0;
+        if let Some(r) = self.rest.as_ref() {
+            r.prefetch_data(PREFETCH_BYTES);
+            r.prefetch_next();
+        }
     }
 
     /// Skips the header bytes left in front of the payload, freeing segments that held only
@@ -416,11 +430,7 @@ impl Active {
             let piece = if n == avail {
                 // Every byte left in this input segment goes here: move it.
                 let mut p = self.seg.take().ok_or(E_MALFORMED)?;
-                self.seg = self.rest.take();
-                if let Some(s) = self.seg.as_mut() {
-                    self.rest = s.split_first();
-                }
-                self.off = 0;
+                self.next_input();
                 p.set_window(start, n);
                 p
             } else {
@@ -855,6 +865,10 @@ impl Segmenter {
     fn start(&mut self, plan: Plan, mut m: Mbuf) {
         self.counters.stat(S_SEGMENTED, 1);
         let rest = m.split_first();
+        if let Some(r) = rest.as_ref() {
+            r.prefetch_data(PREFETCH_BYTES);
+            r.prefetch_next();
+        }
         self.active = Some(Active { plan, seg: Some(m), rest, off: 0, skip: plan.hdr_len, next: 0 });
     }
 

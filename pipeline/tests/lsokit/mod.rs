@@ -168,7 +168,7 @@ impl Pkt {
 
     /// The frame, starting with Ethernet.
     pub fn build(&self) -> Vec<u8> {
-        assert!(self.opts.len() % 4 == 0);
+        assert!(self.opts.len().is_multiple_of(4));
         let mut f = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01];
         if let Some(t) = self.vlan {
             f.extend_from_slice(&[0x81, 0x00]);
