@@ -21,6 +21,12 @@ Port SPEC forms:
   ring:NAME[,peer=NAME][,size=SLOTS][,fill=N]      in-memory ring (rx from NAME, tx to peer)
   pcap:rx=FILE[,tx=FILE] | pcap:tx=FILE            read / write a pcap file
   tap:NAME[,vnet-hdr=on][,queues=N]                TAP interface (kernel exception path); vnet-hdr: offloads
+  af_xdp:IFACE[,queues=N][,start-queue=Q][,mode=native|skb|auto][,bind=copy|zerocopy|auto][,busy-poll=on]
+        [,ring-size=N][,replace=on][,attach=link|netlink]
+                                                   AF_XDP sockets on a kernel interface (root)
+  vhost-user:PATH[,client][,queues=N][,reconnect=SECS]
+                                                   virtio-net for QEMU / DPDK virtio-user on a unix socket
+                                                   (we listen on PATH; with client we connect to it)
 Stage SPEC forms:
   io | macswap | drop
   vxlan-encap,vni=N,local=IP,remote=IP[,src-mac=M][,dst-mac=M][,port=4789][,ttl=N][,df=on][,udp-csum=on]
@@ -42,6 +48,9 @@ pub enum Cmd {
     L2fwd(L2fwdArgs),
     /// Measure pipelines over null ports on 1..N cores (core scaling).
     Bench(BenchArgs),
+    /// Generate UDP traffic on a port; report loss and latency of the frames that come back.
+    #[command(after_help = PORT_HELP)]
+    Pktgen(PktgenArgs),
 }
 
 /// `fastpath l2fwd`.
@@ -100,6 +109,59 @@ pub struct BenchArgs {
     /// List the pipelines and exit.
     #[arg(long)]
     pub list: bool,
+}
+
+/// `fastpath pktgen`.
+#[derive(Args, Debug)]
+pub struct PktgenArgs {
+    /// The port to send on (and receive the frames back from): see the forms below.
+    #[arg(long, value_name = "SPEC")]
+    pub port: String,
+    /// Frame size in bytes, without FCS (60..=1664).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Flows: UDP source ports 1024..1024+N, in turn.
+    #[arg(long, default_value_t = 1)]
+    pub flows: u32,
+    /// Frames per second (k/m suffixes), or max.
+    #[arg(long, value_name = "PPS|max", default_value = "max")]
+    pub rate: String,
+    /// Seconds to send (default: until SIGINT).
+    #[arg(long, value_name = "S")]
+    pub duration: Option<f64>,
+    /// Source MAC (default: the port's, else 02:00:00:00:00:01).
+    #[arg(long, value_name = "MAC")]
+    pub src_mac: Option<String>,
+    /// Destination MAC.
+    #[arg(long, value_name = "MAC", default_value = "02:00:00:00:00:02")]
+    pub dst_mac: String,
+    /// Source IPv4 address.
+    #[arg(long, value_name = "IP", default_value = "198.18.0.1")]
+    pub src_ip: String,
+    /// Destination IPv4 address.
+    #[arg(long, value_name = "IP", default_value = "198.18.0.2")]
+    pub dst_ip: String,
+    /// Destination UDP port (returning frames are recognised by it and a payload signature).
+    #[arg(long, default_value_t = 9)]
+    pub dst_port: u16,
+    /// CPUs for the lcores; one generator each (default: the first CPU this process may use).
+    #[arg(long, value_name = "LIST")]
+    pub cores: Option<String>,
+    /// Frames per burst (1..=256).
+    #[arg(long, default_value_t = 32)]
+    pub burst: usize,
+    /// Mbufs in the pool.
+    #[arg(long, default_value_t = 16384)]
+    pub mbufs: u32,
+    /// Milliseconds to keep receiving after sending stops (frames in flight).
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub drain_ms: u64,
+    /// Print the transmit rate every second (to stderr).
+    #[arg(long)]
+    pub stats: bool,
+    /// Print one JSON object instead of the text report.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Parses a CPU or count list: `0`, `0,1`, `0-3`, `1-3,5`.

@@ -3,6 +3,7 @@
 mod bench;
 mod cli;
 mod l2fwd;
+mod pktgen;
 mod ports;
 
 use std::fmt;
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
     let r = match &cli.cmd {
         cli::Cmd::L2fwd(a) => l2fwd::run(a),
         cli::Cmd::Bench(a) => bench::run_bench(a),
+        cli::Cmd::Pktgen(a) => pktgen::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

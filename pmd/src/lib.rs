@@ -4,7 +4,8 @@
 //!   `tx_burst` sends from the front and leaves the unsent ones), offload capabilities
 //!   ([`Offloads`]) and per-queue counters ([`QueueStats`]).
 //! - Drivers: [`drivers::null`] (DPDK net_null's work), [`drivers::ring`] (in-memory),
-//!   [`drivers::pcap`] (files), [`drivers::tap`] (the kernel's TAP interfaces).
+//!   [`drivers::pcap`] (files), [`drivers::tap`] (the kernel's TAP interfaces), [`drivers::af_xdp`]
+//!   (AF_XDP sockets on real interfaces, pure Rust: no libbpf).
 //! - [`Ctx`]: what an lcore owns for the fast path (pool caches, scratch batch).
 //! - [`lcore`]: pinned busy-poll threads, clean stop, per-lcore busy/idle counters.
 //! - [`Spec`]: the text form of ports and stages, with errors that name the bad part.
@@ -101,7 +102,8 @@ impl From<fastpath_mempool::Error> for Error {
 }
 
 /// The port forms this crate opens, one per line.
-pub const PORT_FORMS: &[&str] = &[drivers::null::FORM, drivers::ring::FORM, drivers::pcap::FORM, drivers::tap::FORM];
+pub const PORT_FORMS: &[&str] =
+    &[drivers::null::FORM, drivers::ring::FORM, drivers::pcap::FORM, drivers::tap::FORM, drivers::af_xdp::FORM];
 
 /// Opens a port of one of this crate's drivers from its spec, as port `id`.
 ///
@@ -121,6 +123,10 @@ pub fn open_port(id: u16, spec: &str, pool: &Mempool) -> Result<Option<Box<dyn P
         "pcap" => {
             s = s.accepting(drivers::pcap::FORM);
             Box::new(drivers::pcap::PcapPort::from_spec(id, &mut s, pool)?)
+        }
+        "af_xdp" => {
+            s = s.accepting(drivers::af_xdp::FORM);
+            Box::new(drivers::af_xdp::AfXdpPort::from_spec(id, &mut s, pool)?)
         }
         "tap" => {
             s = s.accepting(drivers::tap::FORM);

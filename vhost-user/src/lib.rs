@@ -1,9 +1,39 @@
-//! fastpath's vhost-user backend (a virtio-net device served over a unix socket).
+//! fastpath's vhost-user backend: a virtio-net device served to QEMU and DPDK virtio-user over a
+//! unix socket, as the `vhost-user:PATH[,client][,queues=N][,reconnect=SECS]` port.
 //!
-//! The port, protocol and virtqueue data path are tracked by the vhost-user issue; until then
-//! this crate only reserves its place in the workspace and its spec form, so that the CLI can
-//! name it in errors as not yet available.
+//! - [`mem`]: the guest memory table (the one place that forms pointers into guest memory).
+//! - [`ring`]: the split virtqueue layout and raw ring access.
+//! - [`queue`]: the poll-mode data path (dequeue: guest TX -> mbufs, enqueue: mbufs -> guest RX)
+//!   with the hostile-guest checks, drops per reason and guest errors that stop one queue.
+//! - [`net`]: virtio-net features and the header <-> mbuf offload mapping.
+//! - [`shared`]: lock-free hand-over of vring configurations from the control thread to the lcore.
+//! - [`device`]: the vhost-user messages (through rust-vmm's `vhost` crate) applied to our vrings.
+//! - [`conn`]: the control thread (server / client mode, reconnect, kick counting).
+//! - [`port`]: the [`fastpath_pmd::Port`] over all of it.
 #![deny(missing_docs)]
 
-/// The port form this crate will accept.
-pub const FORM: &str = "vhost-user:PATH[,client][,queues=N][,reconnect=SECS]";
+pub mod conn;
+pub mod device;
+pub mod mem;
+pub mod net;
+pub mod port;
+pub mod queue;
+pub mod ring;
+pub mod shared;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testutil;
+
+pub use port::{VhostUserConfig, VhostUserPort, FORM};
+
+use fastpath_mempool::Mempool;
+use fastpath_pmd::{Error, Port, Spec};
+
+/// Opens `spec` as port `id` when it names the `vhost-user` driver; `Ok(None)` otherwise.
+pub fn open_port(id: u16, spec: &str, pool: &Mempool) -> Result<Option<Box<dyn Port>>, Error> {
+    let s = Spec::parse_port(spec)?;
+    if s.name != "vhost-user" {
+        return Ok(None);
+    }
+    let mut s = s.accepting(FORM);
+    Ok(Some(Box::new(VhostUserPort::from_spec(id, &mut s, pool)?)))
+}

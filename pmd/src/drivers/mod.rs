@@ -1,5 +1,6 @@
 //! Port drivers.
 
+pub mod af_xdp;
 pub mod null;
 pub mod pcap;
 pub mod ring;

@@ -7,6 +7,44 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+/// Tests that busy-poll cores take this lock: one at a time, so that they do not starve each
+/// other (and their traffic) on a 2-core machine.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static M: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    M.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A child process killed on drop (when the test failed before waiting for it).
+#[derive(Debug)]
+pub struct Reap(pub Option<std::process::Child>);
+
+impl Reap {
+    /// Its pid.
+    pub fn pid(&self) -> i32 {
+        self.0.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// Sends it a signal.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill() on our own child's pid.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Waits for it and collects its output.
+    pub fn wait(&mut self) -> std::process::Output {
+        self.0.take().expect("already waited").wait_with_output().expect("wait")
+    }
+}
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// A name unique to this process and call: `{prefix}{pid % 10000}x{n}` (at most 15 bytes).
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

@@ -1,0 +1,427 @@
+//! The control plane: the vhost-user messages of one connection, applied to our vrings.
+//!
+//! Message framing, header validation before dispatch, fd passing (SCM_RIGHTS), REPLY_ACK and
+//! the protocol-feature checks are rust-vmm's `vhost` crate (`BackendReqHandler`, pinned in the
+//! workspace); this module is the device behind it ([`Device`] implements its
+//! `VhostUserBackendReqHandlerMut`). Every message that changes a vring ends in
+//! [`Device::republish`], which hands a fresh snapshot to the lcore (see [`crate::shared`]).
+//!
+//! A vring is *live* when it has a size, addresses that translate through the current memory
+//! table, a kick fd (it was started), was not stopped by GET_VRING_BASE, and is not disabled.
+//!
+//! Enabling: the specification says that with PROTOCOL_FEATURES a ring starts disabled until
+//! SET_VRING_ENABLE(1). QEMU 7.2 sends its SET_VRING_ENABLE messages *before* SET_FEATURES, and
+//! the `vhost` crate refuses those (it checks the acked features) without passing them on, so a
+//! strict backend would never see the ring enabled. We therefore treat a started ring as enabled
+//! until the frontend explicitly disables it with a SET_VRING_ENABLE(0) that reaches us (DPDK's
+//! vhost library accepts the early messages and ends in the same state). Every SET_VRING_ENABLE
+//! that reaches us is obeyed.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use vhost::vhost_user::message::{
+    VhostTransferStateDirection, VhostTransferStatePhase, VhostUserConfigFlags, VhostUserInflight, VhostUserLog,
+    VhostUserMemoryRegion, VhostUserProtocolFeatures, VhostUserShMemConfig, VhostUserSharedMsg,
+    VhostUserSingleMemoryRegion, VhostUserVringAddrFlags, VhostUserVringState,
+};
+use vhost::vhost_user::{Error as VuError, GpuBackend, Result as VuResult, VhostUserBackendReqHandlerMut};
+use vhost::VhostUserMemoryRegionBase;
+
+use crate::mem::{GuestMemory, RegionDesc};
+use crate::net::{OFFERED_FEATURES, VHOST_USER_F_PROTOCOL_FEATURES};
+use crate::queue::QueueFeatures;
+use crate::ring::{RingAddrs, SplitRing};
+use crate::shared::{Publisher, VringConfig};
+
+/// How long a stop (GET_VRING_BASE) waits for the lcore to acknowledge. An lcore that polls
+/// acknowledges within a burst; one that gets no traffic does not touch the ring anyway, and its
+/// published avail index is then exact.
+pub const ACK_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Status of the device readable from any thread (port info, xstats).
+#[derive(Debug, Default)]
+pub struct DeviceStatus {
+    /// A frontend is connected.
+    pub connected: AtomicBool,
+    /// Feature bits the frontend acked (0 when none is connected).
+    pub features: AtomicU64,
+    /// Connections accepted or made so far.
+    pub connections: AtomicU64,
+    /// Memory tables mapped so far.
+    pub mem_tables: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Vring {
+    size: u32,
+    addrs: Option<RingAddrs>,
+    base: u16,
+    start_gen: u64,
+    kick: Option<File>,
+    call: Option<Arc<File>>,
+    err: Option<File>,
+    started: bool,
+    /// What the last SET_VRING_ENABLE that reached us said (`None`: none did).
+    enabled: Option<bool>,
+    publisher: Publisher,
+}
+
+/// One vhost-user virtio-net device: `2 * queues` vrings (RX of pair q = 2q, TX = 2q + 1).
+#[derive(Debug)]
+pub struct Device {
+    name: String,
+    queues: u16,
+    vrings: Vec<Vring>,
+    features: u64,
+    protocol: u64,
+    mem: Arc<GuestMemory>,
+    status: Arc<DeviceStatus>,
+}
+
+fn bad(what: &'static str) -> VuError {
+    VuError::InvalidOperation(what)
+}
+
+impl Device {
+    /// A device named `name` (for logs) with `queues` queue pairs.
+    pub fn new(name: &str, queues: u16) -> Device {
+        let vrings = (0..2 * queues as usize)
+            .map(|i| Vring {
+                size: 0,
+                addrs: None,
+                base: 0,
+                start_gen: 0,
+                kick: None,
+                call: None,
+                err: None,
+                started: false,
+                enabled: None,
+                publisher: Publisher::new(format!(
+                    "{name}:q{}:{}",
+                    i / 2,
+                    if i % 2 == 0 { "guest-rx" } else { "guest-tx" }
+                )),
+            })
+            .collect();
+        Device {
+            name: name.to_string(),
+            queues,
+            vrings,
+            features: 0,
+            protocol: 0,
+            mem: Arc::new(GuestMemory::empty()),
+            status: Arc::default(),
+        }
+    }
+
+    /// The status block.
+    pub fn status(&self) -> &Arc<DeviceStatus> {
+        &self.status
+    }
+
+    /// The publisher of vring `i`.
+    pub fn publisher(&self, i: usize) -> &Publisher {
+        &self.vrings[i].publisher
+    }
+
+    /// Number of vrings.
+    pub fn vrings(&self) -> usize {
+        self.vrings.len()
+    }
+
+    /// Kick fds by vring, for the control thread to count kicks.
+    pub fn kick_fds(&self) -> Vec<(usize, RawFd)> {
+        self.vrings.iter().enumerate().filter_map(|(i, v)| v.kick.as_ref().map(|f| (i, f.as_raw_fd()))).collect()
+    }
+
+    /// Memory regions mapped now.
+    pub fn mem_regions(&self) -> usize {
+        self.mem.regions()
+    }
+
+    fn vring(&mut self, index: u32) -> VuResult<&mut Vring> {
+        self.vrings.get_mut(index as usize).ok_or(VuError::InvalidParam)
+    }
+
+    /// Builds and publishes vring `i`'s snapshot from the current state.
+    pub fn republish(&mut self, i: usize) {
+        let proto = self.features & VHOST_USER_F_PROTOCOL_FEATURES != 0;
+        let (mem, feat) = (self.mem.clone(), QueueFeatures::from_bits(self.features));
+        let v = &mut self.vrings[i];
+        // See the module doc: without PROTOCOL_FEATURES a started ring is enabled; with it, it
+        // is enabled unless a SET_VRING_ENABLE(0) reached us.
+        let enabled = if proto { v.enabled.unwrap_or(true) } else { true };
+        let ring = match v.addrs {
+            Some(a) if v.started && enabled && v.size > 0 => match SplitRing::new(&mem, a, v.size) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    log::warn!("{}: vring {i} cannot start: {e}", self.name);
+                    None
+                }
+            },
+            _ => None,
+        };
+        log::debug!(
+            "{}: vring {i}: size {} started {} enabled {} addrs {} -> {}",
+            self.name,
+            v.size,
+            v.started,
+            enabled,
+            v.addrs.is_some(),
+            if ring.is_some() { "live" } else { "idle" }
+        );
+        let cfg = VringConfig { mem, ring, base: v.base, start_gen: v.start_gen, feat, call: v.call.clone() };
+        v.publisher.publish(cfg);
+    }
+
+    fn republish_all(&mut self) {
+        for i in 0..self.vrings.len() {
+            self.republish(i);
+        }
+    }
+
+    /// Forgets the frontend: every vring idle, the memory table unmapped once no lcore uses it.
+    pub fn reset(&mut self) {
+        self.features = 0;
+        self.protocol = 0;
+        self.mem = Arc::new(GuestMemory::empty());
+        for v in self.vrings.iter_mut() {
+            v.size = 0;
+            v.addrs = None;
+            v.kick = None;
+            v.call = None;
+            v.err = None;
+            v.started = false;
+            v.enabled = None;
+            v.start_gen += 1;
+            v.base = 0;
+        }
+        // Old snapshots (and the memory table) are freed by `reap` as the lcores acknowledge.
+        self.republish_all();
+        // Relaxed: status for readers; nothing is published through it.
+        self.status.features.store(0, Ordering::Relaxed);
+    }
+
+    /// Frees retired snapshots whose acknowledgement arrived (called by the control loop).
+    pub fn reap(&mut self) {
+        for v in self.vrings.iter_mut() {
+            v.publisher.reap();
+        }
+    }
+}
+
+impl VhostUserBackendReqHandlerMut for Device {
+    fn set_owner(&mut self) -> VuResult<()> {
+        Ok(())
+    }
+
+    fn reset_owner(&mut self) -> VuResult<()> {
+        self.reset();
+        Ok(())
+    }
+
+    fn reset_device(&mut self) -> VuResult<()> {
+        self.reset();
+        Ok(())
+    }
+
+    fn get_features(&mut self) -> VuResult<u64> {
+        Ok(OFFERED_FEATURES)
+    }
+
+    fn set_features(&mut self, features: u64) -> VuResult<()> {
+        if features & !OFFERED_FEATURES != 0 {
+            log::warn!(
+                "{}: frontend acked features {:#x} that were not offered",
+                self.name,
+                features & !OFFERED_FEATURES
+            );
+            return Err(VuError::FeatureMismatch);
+        }
+        self.features = features;
+        // Relaxed: status for readers.
+        self.status.features.store(features, Ordering::Relaxed);
+        log::info!("{}: features {features:#x}", self.name);
+        self.republish_all();
+        Ok(())
+    }
+
+    fn set_mem_table(
+        &mut self,
+        ctx: &[VhostUserMemoryRegion],
+        files: Vec<File>,
+        _postcopy_listening: Option<bool>,
+    ) -> VuResult<Option<Vec<VhostUserMemoryRegionBase>>> {
+        let descs: Vec<RegionDesc> = ctx
+            .iter()
+            .map(|r| RegionDesc {
+                gpa: r.guest_phys_addr,
+                size: r.memory_size,
+                uva: r.user_addr,
+                mmap_offset: r.mmap_offset,
+            })
+            .collect();
+        let mem = GuestMemory::map(&descs, &files).map_err(|e| {
+            log::error!("{}: SET_MEM_TABLE refused: {e}", self.name);
+            VuError::InvalidParam
+        })?;
+        log::info!("{}: memory table of {} regions mapped", self.name, mem.regions());
+        self.mem = Arc::new(mem);
+        // Relaxed: a statistic.
+        self.status.mem_tables.fetch_add(1, Ordering::Relaxed);
+        self.republish_all();
+        Ok(None)
+    }
+
+    fn set_vring_num(&mut self, index: u32, num: u32) -> VuResult<()> {
+        if num == 0 || num > crate::ring::MAX_QUEUE_SIZE as u32 || !num.is_power_of_two() {
+            return Err(VuError::InvalidParam);
+        }
+        self.vring(index)?.size = num;
+        self.republish(index as usize);
+        Ok(())
+    }
+
+    fn set_vring_addr(
+        &mut self,
+        index: u32,
+        _flags: VhostUserVringAddrFlags,
+        descriptor: u64,
+        used: u64,
+        available: u64,
+        _log: u64,
+    ) -> VuResult<()> {
+        self.vring(index)?.addrs = Some(RingAddrs { desc: descriptor, avail: available, used });
+        self.republish(index as usize);
+        Ok(())
+    }
+
+    fn set_vring_base(&mut self, index: u32, base: u32) -> VuResult<()> {
+        if base > u16::MAX as u32 {
+            return Err(VuError::InvalidParam);
+        }
+        let v = self.vring(index)?;
+        v.base = base as u16;
+        v.start_gen += 1;
+        self.republish(index as usize);
+        Ok(())
+    }
+
+    fn get_vring_base(&mut self, index: u32) -> VuResult<VhostUserVringState> {
+        let name = self.name.clone();
+        let v = self.vring(index)?;
+        v.started = false;
+        v.kick = None;
+        self.republish(index as usize);
+        let v = self.vring(index)?;
+        if !v.publisher.wait_ack(ACK_TIMEOUT) {
+            log::debug!("{name}: vring {index}: stopped while its lcore is idle; using its last published index");
+        }
+        let last = v.publisher.last_avail();
+        Ok(VhostUserVringState::new(index, last as u32))
+    }
+
+    fn set_vring_kick(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        let v = self.vring(index as u32)?;
+        v.kick = fd;
+        v.started = true;
+        self.republish(index as usize);
+        Ok(())
+    }
+
+    fn set_vring_call(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        self.vring(index as u32)?.call = fd.map(Arc::new);
+        self.republish(index as usize);
+        Ok(())
+    }
+
+    fn set_vring_err(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        self.vring(index as u32)?.err = fd;
+        Ok(())
+    }
+
+    fn get_protocol_features(&mut self) -> VuResult<VhostUserProtocolFeatures> {
+        Ok(VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK)
+    }
+
+    fn set_protocol_features(&mut self, features: u64) -> VuResult<()> {
+        self.protocol = features;
+        Ok(())
+    }
+
+    fn get_queue_num(&mut self) -> VuResult<u64> {
+        Ok(self.queues as u64)
+    }
+
+    fn set_vring_enable(&mut self, index: u32, enable: bool) -> VuResult<()> {
+        self.vring(index)?.enabled = Some(enable);
+        self.republish(index as usize);
+        Ok(())
+    }
+
+    fn get_config(&mut self, _offset: u32, _size: u32, _flags: VhostUserConfigFlags) -> VuResult<Vec<u8>> {
+        Err(bad("GET_CONFIG: the frontend owns virtio-net's config space"))
+    }
+
+    fn set_config(&mut self, _offset: u32, _buf: &[u8], _flags: VhostUserConfigFlags) -> VuResult<()> {
+        Err(bad("SET_CONFIG is not supported"))
+    }
+
+    fn set_gpu_socket(&mut self, _gpu_backend: GpuBackend) -> VuResult<()> {
+        Err(bad("not a GPU device"))
+    }
+
+    fn get_shared_object(&mut self, _uuid: VhostUserSharedMsg) -> VuResult<File> {
+        Err(bad("shared objects are not supported"))
+    }
+
+    fn get_inflight_fd(&mut self, _inflight: &VhostUserInflight) -> VuResult<(VhostUserInflight, File)> {
+        Err(bad("INFLIGHT_SHMFD is not offered"))
+    }
+
+    fn set_inflight_fd(&mut self, _inflight: &VhostUserInflight, _file: File) -> VuResult<()> {
+        Err(bad("INFLIGHT_SHMFD is not offered"))
+    }
+
+    fn get_max_mem_slots(&mut self) -> VuResult<u64> {
+        Err(bad("CONFIGURE_MEM_SLOTS is not offered"))
+    }
+
+    fn add_mem_region(
+        &mut self,
+        _region: &VhostUserSingleMemoryRegion,
+        _fd: File,
+        _postcopy_listening: Option<bool>,
+    ) -> VuResult<Option<VhostUserMemoryRegionBase>> {
+        Err(bad("CONFIGURE_MEM_SLOTS is not offered"))
+    }
+
+    fn remove_mem_region(&mut self, _region: &VhostUserSingleMemoryRegion) -> VuResult<()> {
+        Err(bad("CONFIGURE_MEM_SLOTS is not offered"))
+    }
+
+    fn set_device_state_fd(
+        &mut self,
+        _direction: VhostTransferStateDirection,
+        _phase: VhostTransferStatePhase,
+        _fd: File,
+    ) -> VuResult<Option<File>> {
+        Err(bad("DEVICE_STATE is not offered"))
+    }
+
+    fn check_device_state(&mut self) -> VuResult<()> {
+        Err(bad("DEVICE_STATE is not offered"))
+    }
+
+    fn get_shmem_config(&mut self) -> VuResult<VhostUserShMemConfig> {
+        Err(bad("SHMEM is not offered"))
+    }
+
+    fn set_log_base(&mut self, _log: &VhostUserLog, _file: File) -> VuResult<()> {
+        Err(bad("LOG_SHMFD (live migration) is not offered"))
+    }
+}
