@@ -41,3 +41,51 @@ pub fn require(test: &str, root: bool, cmds: &[&str]) -> bool {
     eprintln!("SKIPPED {why}");
     false
 }
+
+/// A global allocator that counts allocations (and reallocations), for tests that prove a path
+/// allocates nothing: `#[global_allocator] static A: CountingAlloc = CountingAlloc::new();`, then
+/// compare [`CountingAlloc::count`] before and after. Keep one such test per test binary, so
+/// that no other test allocates while it counts.
+#[derive(Debug)]
+pub struct CountingAlloc(std::sync::atomic::AtomicU64);
+
+impl CountingAlloc {
+    /// A counter at zero.
+    pub const fn new() -> CountingAlloc {
+        CountingAlloc(std::sync::atomic::AtomicU64::new(0))
+    }
+
+    /// Allocations so far.
+    pub fn count(&self) -> u64 {
+        // Relaxed: a statistic, read after the work on the thread that did it.
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Default for CountingAlloc {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; only a counter is added.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        // Relaxed: see count().
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller upholds GlobalAlloc::alloc's contract, which System's is.
+        unsafe { std::alloc::System.alloc(l) }
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        // SAFETY: p was allocated by System with layout l (every allocation went there).
+        unsafe { std::alloc::System.dealloc(p, l) }
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, n: usize) -> *mut u8 {
+        // Relaxed: see count().
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: as in dealloc, and the caller upholds realloc's contract.
+        unsafe { std::alloc::System.realloc(p, l, n) }
+    }
+}
