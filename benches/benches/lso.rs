@@ -35,6 +35,7 @@ fn port(offloads: Offloads) -> PortInfo {
         rx_queues: 1,
         tx_queues: 1,
         offloads,
+        live: None,
         max_frame: 262_144,
         mac: None,
     }

@@ -12,7 +12,17 @@ use fastpath_pmd::{Ctx, Offloads, PortInfo};
 static ALLOCS: CountingAlloc = CountingAlloc::new();
 
 fn port(offloads: Offloads) -> PortInfo {
-    PortInfo { id: 0, driver: "t", name: String::new(), rx_queues: 1, tx_queues: 1, offloads, max_frame: 0, mac: None }
+    PortInfo {
+        id: 0,
+        driver: "t",
+        name: String::new(),
+        rx_queues: 1,
+        tx_queues: 1,
+        offloads,
+        live: None,
+        max_frame: 0,
+        mac: None,
+    }
 }
 
 /// `f` as a chain from the cache (no heap: built from the back, segment by segment).

@@ -485,6 +485,51 @@ fn tx_offload_leaves_what_the_port_can_do_and_does_the_rest() {
     assert_eq!(pool.available(), pool.capacity());
 }
 
+/// A port whose offloads depend on its peer (vhost-user: what the guest negotiated) is asked
+/// again at each burst: a TSO packet goes whole while the peer takes TSO, in segments once it
+/// does not, and whole again when it does.
+#[test]
+fn tx_offload_follows_a_ports_live_offloads() {
+    let pool = pool(4096);
+    let mut ctx = Ctx::new(0, &pool);
+    let tso = MULTI | Offloads::TX_TCP_CKSUM | Offloads::TX_TCP_TSO;
+    let live = fastpath_pmd::LiveOffloads::new(tso);
+    let mut p0 = port(0, tso);
+    p0.live = Some(live.clone());
+    let envr = BuildEnv { pool: pool.clone(), ports: vec![p0] };
+    let ps = PipelineSpec::parse(&[], &envr).unwrap();
+    assert_eq!(ps.stages(), ["tx-offload"], "the port lacks TX_IPV4_CKSUM: the fallback is there");
+    let mut pipe = ps.build(&envr).unwrap();
+    let p = big_tcp(true, false, 10_000, ACK | PSH);
+    let f = p.build();
+    let mk = || {
+        let mut m = chain_of(&pool, &f, None);
+        m.set_out_port(0);
+        m.set_ol_flags(TX_TCP_SEG | TX_TCP_CKSUM | TX_IPV6);
+        m.set_l2_len(14);
+        m.set_l3_len(40);
+        m.set_l4_len(p.l4_len() as u8);
+        m.set_tso_segsz(1400);
+        m
+    };
+    for (caps, whole) in [(tso, true), (Offloads::NONE, false), (MULTI, false), (tso, true)] {
+        live.set(caps);
+        let out = run_all(&mut pipe, &mut ctx, vec![mk()]);
+        if whole {
+            assert_eq!(out.len(), 1, "{caps:?}");
+            assert_eq!(out[0].to_vec(), f);
+            assert_ne!(out[0].ol_flags() & TX_TCP_SEG, 0);
+        } else {
+            let segs: Vec<Vec<u8>> = out.iter().map(Mbuf::to_vec).collect();
+            check_tcp_segments(&f, &segs, 14, 54, 1400, None);
+            assert!(out.iter().all(|m| m.ol_flags() & (TX_SEG_MASK | TX_CKSUM_MASK) == 0), "{caps:?}");
+        }
+        free_all(&mut ctx, out);
+    }
+    drop(ctx);
+    assert_eq!(pool.available(), pool.capacity());
+}
+
 #[test]
 fn bad_specs_name_the_accepted_form() {
     let pool = pool(64);

@@ -53,7 +53,7 @@ use std::sync::Arc;
 
 use fastpath_mempool::offload::{self, ptype};
 use fastpath_mempool::{Batch, Mbuf, Mempool, PoolCache};
-use fastpath_pmd::{Ctx, Offloads, PortInfo};
+use fastpath_pmd::{Ctx, LiveOffloads, Offloads, PortInfo};
 
 use crate::checksum::{self, Sum};
 use crate::parse::{self, TunnelPorts};
@@ -490,6 +490,8 @@ impl Active {
 pub struct Segmenter {
     mode: Mode,
     caps: Box<[Offloads]>,
+    /// Ports whose offloads change while they run: `caps` is refreshed from them per burst.
+    live: Box<[(usize, LiveOffloads)]>,
     ports: TunnelPorts,
     backlog: Batch,
     active: Option<Active>,
@@ -543,7 +545,8 @@ impl Stage for SegmentStage {
     }
 }
 
-/// The capability table: `Offloads` by port id (ports not listed can do nothing).
+/// The capability table: `Offloads` by port id (ports not listed can do nothing); a port with
+/// live offloads starts at what it can do at best and is refreshed per burst.
 pub fn capability_table(ports: &[PortInfo]) -> Box<[Offloads]> {
     let n = ports.iter().map(|p| p.id as usize + 1).max().unwrap_or(0);
     let mut t = vec![Offloads::NONE; n];
@@ -569,6 +572,7 @@ impl Segmenter {
         Segmenter {
             mode,
             caps: capability_table(ports),
+            live: ports.iter().filter_map(|p| Some((p.id as usize, p.live.clone()?))).collect(),
             ports: TunnelPorts::default(),
             backlog: Batch::new(),
             active: None,
@@ -632,6 +636,12 @@ impl Segmenter {
     }
 
     fn fill(&mut self, out: &mut Batch, ctx: &mut Ctx) {
+        // What ports with live offloads (a vhost-user guest) take now: once per burst of work.
+        for (id, l) in self.live.iter() {
+            if let Some(c) = self.caps.get_mut(*id) {
+                *c = l.get();
+            }
+        }
         while out.remaining_capacity() > 0 {
             if self.active.is_some() {
                 self.emit(out, ctx);

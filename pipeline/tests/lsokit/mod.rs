@@ -21,6 +21,7 @@ pub fn port(id: u16, offloads: Offloads) -> PortInfo {
         rx_queues: 1,
         tx_queues: 1,
         offloads,
+        live: None,
         max_frame: 262_144,
         mac: None,
     }

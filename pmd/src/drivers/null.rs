@@ -89,6 +89,7 @@ impl NullPort {
                 rx_queues: cfg.queues,
                 tx_queues: cfg.queues,
                 offloads: cfg.offloads,
+                live: None,
                 max_frame: pool.data_room() as u32,
                 mac: None,
             },
