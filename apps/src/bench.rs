@@ -77,7 +77,10 @@ pub fn run_bench(a: &BenchArgs) -> Result<(), AppError> {
             } else {
                 let mut extra = String::new();
                 if let (Some(g), Some(c)) = (pt.gbps, pt.cycles_per_byte) {
-                    extra = format!("  {g:.1} Gbps, {c:.3} cycles/byte");
+                    extra = match pt.rx_mpps {
+                        Some(r) => format!("  {g:.1} Gbps of payload, {c:.3} cycles/payload byte, {r:.3} Mpps in"),
+                        None => format!("  {g:.1} Gbps, {c:.3} cycles/byte"),
+                    };
                 }
                 println!(
                     "{:<18} {:>5} {:>9.2} {:>13.2} {:>10.3} {:>5.0}%{extra}",

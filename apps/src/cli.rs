@@ -34,7 +34,11 @@ Stage SPEC forms:
   nvgre-encap,vni=VSID,local=IP,remote=IP[,src-mac=M][,dst-mac=M][,ttl=N][,df=on]
   vxlan-decap[,vni=N][,port=4789] | geneve-decap[,vni=N][,port=6081][,option=CLASS:TYPE]... | nvgre-decap[,vni=VSID]
   checksum[,mode=verify|fill|offload][,drop=on|off]   software checksums (verify flags and drops bad ones)
-  ptype[,vxlan-port=4789][,geneve-port=6081]         fill packet type and header lengths";
+  ptype[,vxlan-port=4789][,geneve-port=6081]         fill packet type and header lengths
+  lso[,mss=N][,mtu=N]                              TSO/USO in software, plain or tunnelled; mss/mtu also cut by size
+  gro[,max=BYTES]                                  merge in-order TCP segments of a burst into one TSO packet
+  tx-offload                                       software fallback for offloads the output port lacks
+                                                   (appended by itself when some port lacks one)";
 
 /// Subcommands.
 #[derive(Subcommand, Debug)]

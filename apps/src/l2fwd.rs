@@ -150,7 +150,12 @@ pub fn run(a: &L2fwdArgs) -> Result<(), AppError> {
         }
         for (i, s) in stages.iter().enumerate() {
             let drops: serde_json::Map<_, _> = s.drops.iter().map(|(r, n)| (r.to_string(), json!(n))).collect();
-            let _ = writeln!(out, "{}", json!({"stage": s.stage, "index": i, "packets": s.packets, "drops": drops}));
+            let mut o = json!({"stage": s.stage, "index": i, "packets": s.packets, "drops": drops});
+            if !s.stats.is_empty() {
+                o["stats"] =
+                    s.stats.iter().map(|(r, n)| (r.to_string(), json!(n))).collect::<serde_json::Map<_, _>>().into();
+            }
+            let _ = writeln!(out, "{o}");
         }
         let _ = writeln!(
             out,
@@ -189,11 +194,13 @@ pub fn run(a: &L2fwdArgs) -> Result<(), AppError> {
         }
         for s in &stages {
             let d: Vec<String> = s.drops.iter().filter(|d| d.1 > 0).map(|(r, n)| format!("{r}={n}")).collect();
+            let st: Vec<String> = s.stats.iter().map(|(r, n)| format!("{r}={n}")).collect();
             let _ = writeln!(
                 out,
-                "stage {}: {} packets{}",
+                "stage {}: {} packets{}{}",
                 s.stage,
                 s.packets,
+                if st.is_empty() { String::new() } else { format!(", {}", st.join(" ")) },
                 if d.is_empty() { String::new() } else { format!(", drops {}", d.join(" ")) }
             );
         }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use fastpath_mempool::{Mempool, PagePolicy, PoolConfig};
 use fastpath_pipeline::{BuildEnv, PipelineSpec};
 use fastpath_pmd::drivers::null::{NullConfig, NullPort};
-use fastpath_pmd::{Error, LcoreSpec, Port, Runtime, RuntimeConfig, Task};
+use fastpath_pmd::{Error, LcoreSpec, Offloads, Port, Runtime, RuntimeConfig, Task};
 use serde::Serialize;
 
 /// A named benchmark pipeline: the stages and the frames the null ports produce.
@@ -29,6 +29,31 @@ pub struct BenchPipeline {
     pub frame: Option<Arc<[u8]>>,
     /// Report `gbps` and `cycles_per_byte` over the frame bytes processed.
     pub byte_metrics: bool,
+    /// Frames received in turn, one per mbuf, cycling (overrides `frame`): the positions of a
+    /// flow for GRO, or a 64 KiB frame that arrives as a chain for LSO (see
+    /// [`NullConfig::frames`]).
+    pub frames: Option<Arc<[Arc<[u8]>]>>,
+    /// Offloads the null ports claim (e.g. TSO, so that GRO's output is not cut again).
+    pub offloads: Offloads,
+    /// Payload bytes per received packet: report `gbps` of payload, `cycles_per_byte` of
+    /// payload and `rx_mpps` from the packets received (for pipelines whose output count
+    /// differs from their input count).
+    pub payload_per_rx: Option<usize>,
+}
+
+impl Default for BenchPipeline {
+    fn default() -> Self {
+        BenchPipeline {
+            name: "",
+            about: "",
+            stages: Vec::new(),
+            frame: None,
+            byte_metrics: false,
+            frames: None,
+            offloads: Offloads::NONE,
+            payload_per_rx: None,
+        }
+    }
 }
 
 /// The pipelines `fastpath bench` knows.
@@ -40,6 +65,7 @@ pub fn pipelines() -> Vec<BenchPipeline> {
             stages: vec![],
             frame: None,
             byte_metrics: false,
+            ..BenchPipeline::default()
         },
         BenchPipeline {
             name: "macswap",
@@ -47,6 +73,7 @@ pub fn pipelines() -> Vec<BenchPipeline> {
             stages: vec!["macswap".into()],
             frame: Some(Arc::from(&example_frame(64)[..])),
             byte_metrics: false,
+            ..BenchPipeline::default()
         },
         BenchPipeline {
             name: "vxlan-encap",
@@ -54,6 +81,7 @@ pub fn pipelines() -> Vec<BenchPipeline> {
             stages: vec![VXLAN_ENCAP.into()],
             frame: Some(Arc::from(&example_frame(64)[..])),
             byte_metrics: false,
+            ..BenchPipeline::default()
         },
         BenchPipeline {
             name: "vxlan-decap",
@@ -61,6 +89,7 @@ pub fn pipelines() -> Vec<BenchPipeline> {
             stages: vec![VXLAN_DECAP.into()],
             frame: Some(Arc::from(&encapsulated_frame(VXLAN_ENCAP, 64)[..])),
             byte_metrics: false,
+            ..BenchPipeline::default()
         },
         BenchPipeline {
             name: "vxlan-roundtrip",
@@ -68,6 +97,7 @@ pub fn pipelines() -> Vec<BenchPipeline> {
             stages: vec![VXLAN_ENCAP.into(), VXLAN_DECAP.into()],
             frame: Some(Arc::from(&example_frame(64)[..])),
             byte_metrics: false,
+            ..BenchPipeline::default()
         },
         BenchPipeline {
             name: "geneve-roundtrip",
@@ -75,6 +105,7 @@ pub fn pipelines() -> Vec<BenchPipeline> {
             stages: vec![GENEVE_ENCAP.into(), GENEVE_DECAP.into()],
             frame: Some(Arc::from(&example_frame(64)[..])),
             byte_metrics: false,
+            ..BenchPipeline::default()
         },
         BenchPipeline {
             name: "nvgre-roundtrip",
@@ -82,6 +113,7 @@ pub fn pipelines() -> Vec<BenchPipeline> {
             stages: vec![NVGRE_ENCAP.into(), NVGRE_DECAP.into()],
             frame: Some(Arc::from(&example_frame(64)[..])),
             byte_metrics: false,
+            ..BenchPipeline::default()
         },
         BenchPipeline {
             name: "checksum",
@@ -89,8 +121,88 @@ pub fn pipelines() -> Vec<BenchPipeline> {
             stages: vec!["checksum,mode=fill".into()],
             frame: Some(Arc::from(&example_frame(1500)[..])),
             byte_metrics: true,
+            ..BenchPipeline::default()
+        },
+        BenchPipeline {
+            name: "lso",
+            about:
+                "64 KiB TCP/IPv4 (a chain) cut to MSS 1448, checksums in software, copied into one frame per segment",
+            stages: vec!["lso,mss=1448".into()],
+            frames: Some(Arc::from([Arc::from(&tcp4_frame(LSO_PAYLOAD, 1, 1, false)[..])])),
+            payload_per_rx: Some(LSO_PAYLOAD),
+            ..BenchPipeline::default()
+        },
+        BenchPipeline {
+            name: "lso-chain",
+            about: "as lso, to a port that takes chains: the payload is attached, not copied",
+            stages: vec!["lso,mss=1448".into()],
+            frames: Some(Arc::from([Arc::from(&tcp4_frame(LSO_PAYLOAD, 1, 1, false)[..])])),
+            offloads: Offloads::TX_MULTI_SEGS,
+            payload_per_rx: Some(LSO_PAYLOAD),
+            ..BenchPipeline::default()
+        },
+        BenchPipeline {
+            name: "gro",
+            about: "in-order 1448-byte TCP/IPv4 segments of a flow merged (checksums verified) for a TSO port",
+            stages: vec!["gro".into()],
+            frames: Some(gro_flow(GRO_FLOW_LEN)),
+            offloads: Offloads::TX_MULTI_SEGS | Offloads::TX_TCP_TSO | Offloads::TX_TCP_CKSUM | Offloads::TX_IPV4_CKSUM,
+            payload_per_rx: Some(1448),
+            ..BenchPipeline::default()
         },
     ]
+}
+
+/// TCP payload of the `lso` pipelines' frame: a 65535-byte IPv4 packet.
+pub const LSO_PAYLOAD: usize = 65535 - 20 - 20;
+/// Segments of the flow the `gro` pipeline receives, cycled.
+pub const GRO_FLOW_LEN: usize = 32;
+
+/// `n` in-order segments of one TCP/IPv4 flow, 1448 bytes of payload each, with timestamps.
+pub fn gro_flow(n: usize) -> Arc<[Arc<[u8]>]> {
+    (0..n).map(|i| Arc::from(&tcp4_frame(1448, 1 + (i * 1448) as u32, i as u16, true)[..])).collect()
+}
+
+/// A TCP/IPv4 Ethernet frame (ACK, DF) with `payload` bytes, sequence number `seq`, IPv4
+/// identification `id`, optionally the timestamps option, and valid checksums.
+pub fn tcp4_frame(payload: usize, seq: u32, id: u16, timestamps: bool) -> Vec<u8> {
+    use fastpath_pipeline::checksum;
+    let thl = if timestamps { 32 } else { 20 };
+    let mut f = vec![0u8; 14 + 20 + thl + payload];
+    f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x02]);
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip_len = (20 + thl + payload) as u16;
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&ip_len.to_be_bytes());
+    f[18..20].copy_from_slice(&id.to_be_bytes());
+    f[20] = 0x40;
+    f[22] = 64;
+    f[23] = 6;
+    f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+    f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+    let c = checksum::checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+    f[36..38].copy_from_slice(&5201u16.to_be_bytes());
+    f[38..42].copy_from_slice(&seq.to_be_bytes());
+    f[42..46].copy_from_slice(&1u32.to_be_bytes());
+    f[46] = ((thl / 4) << 4) as u8;
+    f[47] = 0x10;
+    f[48..50].copy_from_slice(&512u16.to_be_bytes());
+    if timestamps {
+        f[54..58].copy_from_slice(&[1, 1, 8, 10]);
+        f[58..62].copy_from_slice(&1000u32.to_be_bytes());
+        f[62..66].copy_from_slice(&2000u32.to_be_bytes());
+    }
+    for (i, b) in f[34 + thl..].iter_mut().enumerate() {
+        *b = (i * 7 + 3) as u8;
+    }
+    let tcp_len = (thl + payload) as u32;
+    let mut s = checksum::Sum::new(checksum::pseudo_v4([10, 0, 0, 1], [10, 0, 0, 2], 6, tcp_len));
+    s.add_bytes(&f[34..]);
+    f[50..52].copy_from_slice(&s.checksum().to_be_bytes());
+    f
 }
 
 /// The VXLAN encap stage of the bench pipelines.
@@ -224,6 +336,10 @@ pub struct ScalingPoint {
     /// TSC cycles per frame byte, per core (pipelines with byte metrics).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cycles_per_byte: Option<f64>,
+    /// Packets received per second, millions (pipelines measured by payload, whose output
+    /// count differs from their input count: `mpps` counts what was transmitted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rx_mpps: Option<f64>,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -261,7 +377,12 @@ pub fn run_point(
             &format!("bench{i}"),
             &PoolConfig { mbufs: cfg.mbufs, chunk_size: 2048, pages: PagePolicy::Auto },
         )?;
-        let ncfg = NullConfig { frame: p.frame.clone(), ..NullConfig::default() };
+        let ncfg = NullConfig {
+            frame: p.frame.clone(),
+            frames: p.frames.clone(),
+            offloads: p.offloads,
+            ..NullConfig::default()
+        };
         let mut a = NullPort::new(0, &pool, ncfg.clone());
         let mut b = NullPort::new(1, &pool, ncfg);
         let env = BuildEnv { pool: pool.clone(), ports: vec![a.info().clone(), b.info().clone()] };
@@ -277,11 +398,12 @@ pub fn run_point(
     }
     let rt = Runtime::launch(lcores, RuntimeConfig { burst: cfg.burst, ..Default::default() })?;
     let total = |rt: &Runtime| rt.stats().iter().map(|s| s.tx_packets.get()).sum::<u64>();
+    let received = |rt: &Runtime| rt.stats().iter().map(|s| s.rx_packets.get()).sum::<u64>();
     let cycles = |rt: &Runtime| rt.stats().iter().map(|s| s.busy_cycles.get() + s.idle_cycles.get()).sum::<u64>();
     std::thread::sleep(cfg.warmup);
     let start = Instant::now();
     let (mut last_t, mut last_n) = (Instant::now(), total(&rt));
-    let (first_n, first_c) = (last_n, cycles(&rt));
+    let (first_n, first_c, first_rx) = (last_n, cycles(&rt), received(&rt));
     let mut samples = Vec::new();
     while start.elapsed().as_secs_f64() < cfg.seconds {
         std::thread::sleep(cfg.sample);
@@ -300,7 +422,7 @@ pub fn run_point(
         (last_t, last_n) = (t, n);
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let (pkts, cyc) = (total(&rt) - first_n, cycles(&rt) - first_c);
+    let (pkts, cyc, rx) = (total(&rt) - first_n, cycles(&rt) - first_c, received(&rt) - first_rx);
     let utilisation = rt.stats().iter().map(|s| s.utilisation()).sum::<f64>() / cores as f64;
     rt.join()?;
     for (i, pool) in pools.iter().enumerate() {
@@ -317,12 +439,18 @@ pub fn run_point(
         log::warn!("bench {}: {drops} packets dropped by stages", p.name);
     }
     let mpps = median(&mut samples.clone());
-    let frame_bytes = p.frame.as_ref().map_or(64, |f| f.len());
-    let (gbps, cpb) = if p.byte_metrics {
+    let frame_bytes = match (&p.frames, &p.frame) {
+        (Some(fs), _) => fs.first().map_or(64, |f| f.len()),
+        (None, f) => f.as_ref().map_or(64, |f| f.len()),
+    };
+    let (gbps, cpb, rx_mpps) = if let Some(payload) = p.payload_per_rx {
+        let bytes = rx as f64 * payload as f64;
+        (Some(bytes * 8.0 / elapsed / 1e9), Some(cyc as f64 / bytes), Some(rx as f64 / elapsed / 1e6))
+    } else if p.byte_metrics {
         let bytes = pkts as f64 * frame_bytes as f64;
-        (Some(bytes * 8.0 / elapsed / 1e9), Some(cyc as f64 / bytes))
+        (Some(bytes * 8.0 / elapsed / 1e9), Some(cyc as f64 / bytes), None)
     } else {
-        (None, None)
+        (None, None, None)
     };
     Ok(ScalingPoint {
         pipeline: p.name.to_string(),
@@ -337,6 +465,7 @@ pub fn run_point(
         frame_bytes,
         gbps,
         cycles_per_byte: cpb,
+        rx_mpps,
     })
 }
 
@@ -490,6 +619,7 @@ mod tests {
             frame_bytes: 64,
             gbps: None,
             cycles_per_byte: None,
+            rx_mpps: None,
         };
         let svg =
             svg_plot(&[pt("io", 1, 40.0), pt("io", 2, 78.0), pt("macswap", 1, 30.0), pt("macswap", 2, 59.0)], "t");

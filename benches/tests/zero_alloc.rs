@@ -3,8 +3,6 @@
 //! This test binary holds a single test so that nothing else allocates while it counts: the
 //! lcore loop runs on its own thread, the test thread only sleeps between two readings.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use fastpath_mempool::{Batch, Mempool, PagePolicy, PoolConfig};
@@ -12,35 +10,14 @@ use fastpath_pipeline::{BuildEnv, PipelineSpec};
 use fastpath_pmd::drivers::null::{NullConfig, NullPort};
 use fastpath_pmd::drivers::ring::RingPort;
 use fastpath_pmd::lcore::{transmit, LcoreStats};
+use fastpath_pmd::testutil::CountingAlloc;
 use fastpath_pmd::{Ctx, LcoreSpec, Port, Processor, Runtime, RuntimeConfig, Task};
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static ALLOCS: CountingAlloc = CountingAlloc::new();
 
 fn allocs() -> u64 {
-    ALLOCS.load(Ordering::Relaxed)
+    ALLOCS.count()
 }
 
 #[test]

@@ -642,12 +642,59 @@ impl Mbuf {
         true
     }
 
+    /// Asks the CPU to start loading the first `bytes` bytes of this segment's data window into
+    /// the cache: a hint that never faults and changes nothing (DPDK's `rte_prefetch0`). For
+    /// code about to read data that is likely cold, such as the next segment of a chain: a few
+    /// lines are enough to start the hardware's own stream prefetcher on the rest, and asking
+    /// for more only fills the line-fill buffers.
+    #[inline(always)]
+    pub fn prefetch_data(&self, bytes: usize) {
+        let (p, n) = (self.data_addr(), self.data_len().min(bytes));
+        let mut off = 0;
+        while off < n {
+            // p + off stays inside the data window (off < data_len).
+            prefetch0(p.wrapping_add(off));
+            off += 64;
+        }
+    }
+
+    /// Asks the CPU to start loading the header (both cache lines) of the segment after this
+    /// one, when there is one, so that walking and freeing a chain does not wait for each
+    /// header in turn.
+    #[inline(always)]
+    pub fn prefetch_next(&self) {
+        // SAFETY: live header owned by this handle; `next` is read, not followed.
+        let next = unsafe { (*self.h()).next };
+        if !next.is_null() {
+            prefetch_header(next);
+        }
+    }
+
     /// Address of the first data byte (for drivers that hand it to a device).
     #[inline(always)]
     pub fn data_addr(&self) -> *const u8 {
         // SAFETY: inside the buffer by invariant.
         unsafe { (*self.h()).buf_addr.add((*self.h()).data_off as usize) }
     }
+}
+
+/// Prefetches both cache lines of the header at `h` (a hint: any address is fine).
+#[inline(always)]
+pub(crate) fn prefetch_header(h: *const MbufHeader) {
+    prefetch0(h.cast::<u8>());
+    prefetch0(h.cast::<u8>().wrapping_add(64));
+}
+
+/// Prefetches the cache line at `p` into every cache level (a hint: any address is fine).
+#[inline(always)]
+pub(crate) fn prefetch0(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is a hint: it never faults, whatever the address, and writes nothing.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 impl Drop for Mbuf {

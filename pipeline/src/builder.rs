@@ -3,15 +3,26 @@
 //! A [`PipelineSpec`] is parsed and checked once (every stage is built once, so that a bad spec
 //! fails before anything starts); each lcore then builds its own [`Pipeline`] from it, because
 //! stages keep per-lcore state. Counters of the instances are summed by [`PipelineStats`].
+//!
+//! Software offload is the fallback, never a surprise: when some port of the application lacks
+//! a transmit offload that a packet may ask for (checksums, TSO/USO, outer checksums, tunnel
+//! TSO), [`PipelineSpec::parse`] appends the `tx-offload` stage ([`txoffload`]) after the
+//! stages given, unless the last one already is `tx-offload`. It does, for each packet, only
+//! what the packet's output port cannot do itself, and costs one flag test for a packet that
+//! asks for nothing. When every port can do everything (or no port is known) nothing is added.
+//!
+//! A stage may make more packets than it is given (`lso`, `tx-offload`): it hands the surplus
+//! out through [`Stage::resume`]; [`Pipeline::resume`] runs the later stages over it, and the
+//! runtime transmits each such batch (see [`fastpath_pmd::Processor::resume`]).
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use fastpath_mempool::{Batch, Mempool};
-use fastpath_pmd::{Ctx, Error, PortInfo, Processor, Spec};
+use fastpath_pmd::{Ctx, Error, Offloads, PortInfo, Processor, Spec};
 
 use crate::stage::{Stage, StageCounters};
-use crate::stages::{basic, checksum, ptype, tunnel};
+use crate::stages::{basic, checksum, gro, lso, ptype, tunnel, txoffload};
 
 /// The stage forms, one per line (shown in errors and `--help`).
 pub const STAGE_FORMS: &[&str] = &[
@@ -26,7 +37,25 @@ pub const STAGE_FORMS: &[&str] = &[
     tunnel::DECAP_FORMS[2],
     checksum::FORM,
     ptype::FORM,
+    lso::FORM,
+    gro::FORM,
+    txoffload::FORM,
 ];
+
+/// The transmit offloads a packet may ask of a port; a port lacking any of them gets the
+/// `tx-offload` fallback.
+pub const TX_OFFLOADS: Offloads = Offloads(
+    Offloads::TX_IPV4_CKSUM.0
+        | Offloads::TX_TCP_CKSUM.0
+        | Offloads::TX_UDP_CKSUM.0
+        | Offloads::TX_TCP_TSO.0
+        | Offloads::TX_UDP_TSO.0
+        | Offloads::TX_OUTER_IPV4_CKSUM.0
+        | Offloads::TX_OUTER_UDP_CKSUM.0
+        | Offloads::TX_VXLAN_TNL_TSO.0
+        | Offloads::TX_GENEVE_TNL_TSO.0
+        | Offloads::TX_GRE_TNL_TSO.0,
+);
 
 /// What stages may need to know when built.
 #[derive(Debug, Clone)]
@@ -38,7 +67,7 @@ pub struct BuildEnv {
 }
 
 /// Builds one stage from its spec.
-pub fn make_stage(spec: &str, _env: &BuildEnv) -> Result<Box<dyn Stage>, Error> {
+pub fn make_stage(spec: &str, env: &BuildEnv) -> Result<Box<dyn Stage>, Error> {
     let mut s = Spec::parse_stage(spec)?.accepting(&STAGE_FORMS.join(" | "));
     let stage: Box<dyn Stage> = match s.name.as_str() {
         "io" => {
@@ -71,6 +100,18 @@ pub fn make_stage(spec: &str, _env: &BuildEnv) -> Result<Box<dyn Stage>, Error> 
             s = s.accepting(ptype::FORM);
             Box::new(ptype::Ptype::from_spec(&mut s)?)
         }
+        "lso" => {
+            s = s.accepting(lso::FORM);
+            Box::new(lso::from_spec(&mut s, &env.ports)?)
+        }
+        "gro" => {
+            s = s.accepting(gro::FORM);
+            Box::new(gro::Gro::from_spec(&mut s)?)
+        }
+        "tx-offload" => {
+            s = s.accepting(txoffload::FORM);
+            Box::new(txoffload::from_spec(&mut s, &env.ports)?)
+        }
         other => return Err(s.error(&format!("unknown stage '{other}'"), None)),
     };
     Ok(stage)
@@ -84,6 +125,11 @@ fn tunnel_kind(name: &str) -> u8 {
     }
 }
 
+/// True when some port lacks a transmit offload a packet may ask for.
+pub fn needs_fallback(ports: &[PortInfo]) -> bool {
+    ports.iter().any(|p| !p.offloads.contains(TX_OFFLOADS))
+}
+
 /// A checked list of stage specs.
 #[derive(Debug, Clone, Default)]
 pub struct PipelineSpec {
@@ -92,15 +138,22 @@ pub struct PipelineSpec {
 }
 
 impl PipelineSpec {
-    /// Parses and checks every stage spec (building each once).
+    /// Parses and checks every stage spec (building each once), and appends `tx-offload` when
+    /// some port lacks a transmit offload (see the module doc).
     pub fn parse(stages: &[String], env: &BuildEnv) -> Result<PipelineSpec, Error> {
         for s in stages {
             make_stage(s, env)?;
         }
-        Ok(PipelineSpec { stages: stages.to_vec(), stats: PipelineStats::new(stages.len()) })
+        let mut stages = stages.to_vec();
+        let last_is_fallback = stages.last().is_some_and(|s| s.trim() == txoffload::FORM);
+        if needs_fallback(&env.ports) && !last_is_fallback {
+            stages.push(txoffload::FORM.to_string());
+        }
+        let n = stages.len();
+        Ok(PipelineSpec { stages, stats: PipelineStats::new(n) })
     }
 
-    /// The stage specs.
+    /// The stage specs, with the `tx-offload` fallback when it was appended.
     pub fn stages(&self) -> &[String] {
         &self.stages
     }
@@ -139,6 +192,8 @@ pub struct StageSummary {
     pub packets: u64,
     /// Drops by reason.
     pub drops: Vec<(&'static str, u64)>,
+    /// The stage's own named counters (segments made, bytes copied, packets merged, ...).
+    pub stats: Vec<(&'static str, u64)>,
 }
 
 impl PipelineStats {
@@ -163,14 +218,18 @@ impl PipelineStats {
             .filter_map(|inst| {
                 let first = inst.first()?;
                 let mut drops: Vec<(&'static str, u64)> = first.drops().iter().map(|(r, _)| (*r, 0)).collect();
+                let mut stats: Vec<(&'static str, u64)> = first.stats().iter().map(|(r, _)| (*r, 0)).collect();
                 let mut packets = 0;
                 for c in inst {
                     packets += c.packets.get();
                     for (slot, (_, n)) in drops.iter_mut().zip(c.drops()) {
                         slot.1 += n;
                     }
+                    for (slot, (_, n)) in stats.iter_mut().zip(c.stats()) {
+                        slot.1 += n;
+                    }
                 }
-                Some(StageSummary { stage: first.stage, packets, drops })
+                Some(StageSummary { stage: first.stage, packets, drops, stats })
             })
             .collect()
     }
@@ -203,15 +262,35 @@ impl Pipeline {
         &self.stages
     }
 
-    /// Runs every stage over the batch (stops early when it is empty).
+    /// Runs every stage over the batch (stops early when it is empty). A stage that made more
+    /// packets than fit holds the rest: call [`Pipeline::resume`] until it returns false.
     #[inline]
     pub fn run(&mut self, batch: &mut Batch, ctx: &mut Ctx) {
-        for s in self.stages.iter_mut() {
+        Self::run_stages(&mut self.stages, batch, ctx);
+    }
+
+    #[inline]
+    fn run_stages(stages: &mut [Box<dyn Stage>], batch: &mut Batch, ctx: &mut Ctx) {
+        for s in stages.iter_mut() {
             if batch.is_empty() {
                 return;
             }
             s.process(batch, ctx);
         }
+    }
+
+    /// Fills the empty `batch` with the next packets a stage holds, run through the stages after
+    /// it; false when no stage holds anything. The last stage that holds something goes first,
+    /// so that a stage never gets new input while it still holds output.
+    #[inline]
+    pub fn resume(&mut self, batch: &mut Batch, ctx: &mut Ctx) -> bool {
+        for i in (0..self.stages.len()).rev() {
+            if self.stages[i].resume(batch, ctx) {
+                Self::run_stages(&mut self.stages[i + 1..], batch, ctx);
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -219,5 +298,10 @@ impl Processor for Pipeline {
     #[inline]
     fn process(&mut self, batch: &mut Batch, ctx: &mut Ctx) {
         self.run(batch, ctx)
+    }
+
+    #[inline]
+    fn resume(&mut self, batch: &mut Batch, ctx: &mut Ctx) -> bool {
+        Pipeline::resume(self, batch, ctx)
     }
 }

@@ -211,6 +211,56 @@ mod x86 {
         total + lanes512(acc)
     }
 
+    /// AVX-512BW copy of `src` into `dst` (the same length) that sums what it copies: one pass
+    /// instead of a copy and a sum.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F and AVX-512BW; `dst.len() == src.len()`.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn copy_raw_avx512(dst: &mut [u8], src: &[u8]) -> u64 {
+        debug_assert_eq!(dst.len(), src.len());
+        let mask = _mm512_set1_epi32(0xffff);
+        let mut total: u64 = 0;
+        let (mut s, mut d) = (src.as_ptr(), dst.as_mut_ptr());
+        let mut left = src.len().min(dst.len());
+        while left >= 128 {
+            let steps = (left / 128).min(BLOCK / 2);
+            let (mut a0, mut a1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+            for _ in 0..steps {
+                // SAFETY: 128 bytes are left from s and from d (same length); unaligned loads
+                // and stores; the two slices do not overlap (&mut and & borrows).
+                unsafe {
+                    let v0 = _mm512_loadu_si512(s.cast());
+                    let v1 = _mm512_loadu_si512(s.add(64).cast());
+                    _mm512_storeu_si512(d.cast(), v0);
+                    _mm512_storeu_si512(d.add(64).cast(), v1);
+                    a0 = _mm512_add_epi32(a0, _mm512_add_epi32(_mm512_and_si512(v0, mask), _mm512_srli_epi32(v0, 16)));
+                    a1 = _mm512_add_epi32(a1, _mm512_add_epi32(_mm512_and_si512(v1, mask), _mm512_srli_epi32(v1, 16)));
+                    s = s.add(128);
+                    d = d.add(128);
+                }
+            }
+            left -= steps * 128;
+            total += lanes512(_mm512_add_epi32(a0, a1));
+        }
+        let mut acc = _mm512_setzero_si512();
+        while left > 0 {
+            let n = left.min(64);
+            let k: __mmask64 = if n == 64 { !0 } else { (1u64 << n) - 1 };
+            // SAFETY: the masked load and store touch only the `n` bytes left in src and dst
+            // (masked-off lanes are not accessed and cannot fault).
+            unsafe {
+                let v = _mm512_maskz_loadu_epi8(k, s.cast());
+                _mm512_mask_storeu_epi8(d.cast(), k, v);
+                acc = _mm512_add_epi32(acc, _mm512_add_epi32(_mm512_and_si512(v, mask), _mm512_srli_epi32(v, 16)));
+                s = s.add(n);
+                d = d.add(n);
+            }
+            left -= n;
+        }
+        total + lanes512(acc)
+    }
+
     #[target_feature(enable = "avx512f")]
     fn lanes512(a: __m512i) -> u64 {
         let lo = _mm512_cvtepu32_epi64(_mm512_castsi512_si256(a));
@@ -333,6 +383,23 @@ pub fn sum_ipv4_header(h: &[u8]) -> u16 {
         Ok(a) => sum20(a),
         Err(_) => sum(h),
     }
+}
+
+/// Copies `src` into `dst` (the same length; the shorter length otherwise) and returns the
+/// one's-complement sum of the bytes copied (host order, as [`sum`]): with AVX-512 one pass
+/// reads, writes and sums, else a copy then a sum. For segmentation, which copies a payload
+/// and needs its checksum.
+#[inline]
+pub fn copy_sum(dst: &mut [u8], src: &[u8]) -> u16 {
+    let n = dst.len().min(src.len());
+    let (dst, src) = (&mut dst[..n], &src[..n]);
+    #[cfg(target_arch = "x86_64")]
+    if n >= SMALL && Kernel::detect() == Kernel::Avx512 {
+        // SAFETY: detect() found AVX-512F and AVX-512BW; the lengths are equal.
+        return to_host(fold(unsafe { x86::copy_raw_avx512(dst, src) }));
+    }
+    dst.copy_from_slice(src);
+    sum(dst)
 }
 
 /// The Internet checksum of `d` (the value a header field holds): `!sum(d)`.
@@ -545,6 +612,17 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn copy_sum_copies_and_sums(d in proptest::collection::vec(any::<u8>(), 0..5000), off in 0usize..64) {
+            let off = off.min(d.len());
+            let src = &d[off..];
+            let mut dst = vec![0xa5u8; src.len() + 3];
+            let s = copy_sum(&mut dst[1..1 + src.len()], src);
+            prop_assert_eq!(&dst[1..1 + src.len()], src);
+            prop_assert_eq!((dst[0], dst[src.len() + 1]), (0xa5, 0xa5), "nothing written outside");
+            prop_assert_eq!(s, reference(src));
+        }
+
         #[test]
         fn sum_matches_reference(d in proptest::collection::vec(any::<u8>(), 0..3000), off in 0usize..64) {
             let off = off.min(d.len());

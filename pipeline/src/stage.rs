@@ -17,11 +17,22 @@ pub trait Stage: Send {
     /// Processes a batch.
     fn process(&mut self, batch: &mut Batch, ctx: &mut Ctx);
 
+    /// For stages that make more packets than they take (segmentation): a stage whose output
+    /// does not fit the batch keeps the rest, in order, and hands it out here, into the empty
+    /// `batch`, as many as fit; it returns false when it holds nothing. [`crate::Pipeline`]
+    /// runs the later stages over what it gives, and the runtime transmits it (see
+    /// [`fastpath_pmd::Processor::resume`]). A call that returns true gives up at least one
+    /// held packet.
+    fn resume(&mut self, _batch: &mut Batch, _ctx: &mut Ctx) -> bool {
+        false
+    }
+
     /// The stage's counters (shared so that other threads can read them).
     fn counters(&self) -> &Arc<StageCounters>;
 }
 
-/// Counters of one stage instance: packets seen and drops per reason.
+/// Counters of one stage instance: packets seen, drops per reason, and the stage's own named
+/// counters (segments made, bytes copied, ...).
 pub struct StageCounters {
     /// Stage name.
     pub stage: &'static str,
@@ -29,6 +40,8 @@ pub struct StageCounters {
     pub packets: Counter,
     reasons: &'static [&'static str],
     drops: Box<[Counter]>,
+    names: &'static [&'static str],
+    values: Box<[Counter]>,
 }
 
 impl fmt::Debug for StageCounters {
@@ -38,6 +51,9 @@ impl fmt::Debug for StageCounters {
         for (r, c) in self.reasons.iter().zip(self.drops.iter()) {
             d.field(r, &c.get());
         }
+        for (r, c) in self.names.iter().zip(self.values.iter()) {
+            d.field(r, &c.get());
+        }
         d.finish()
     }
 }
@@ -45,12 +61,37 @@ impl fmt::Debug for StageCounters {
 impl StageCounters {
     /// Counters for `stage` with the given drop reasons (indexes are the reason codes).
     pub fn new(stage: &'static str, reasons: &'static [&'static str]) -> Arc<StageCounters> {
+        Self::with_stats(stage, reasons, &[])
+    }
+
+    /// Counters for `stage` with drop reasons and named counters of its own (indexes are the
+    /// codes passed to [`StageCounters::stat`]).
+    pub fn with_stats(
+        stage: &'static str,
+        reasons: &'static [&'static str],
+        names: &'static [&'static str],
+    ) -> Arc<StageCounters> {
         Arc::new(StageCounters {
             stage,
             packets: Counter::new(),
             reasons,
             drops: reasons.iter().map(|_| Counter::new()).collect(),
+            names,
+            values: names.iter().map(|_| Counter::new()).collect(),
         })
+    }
+
+    /// Adds `n` to the named counter `i`.
+    #[inline(always)]
+    pub fn stat(&self, i: u8, n: u64) {
+        if let Some(c) = self.values.get(i as usize) {
+            c.add(n);
+        }
+    }
+
+    /// The named counters, by name.
+    pub fn stats(&self) -> Vec<(&'static str, u64)> {
+        self.names.iter().copied().zip(self.values.iter().map(Counter::get)).collect()
     }
 
     /// Counts `n` drops for reason `r`.

@@ -2,48 +2,17 @@
 //! global allocator that counts per thread (the test harness's own threads may allocate while
 //! the test runs; only the test thread's allocations are the stages').
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use fastpath_mempool::{Batch, Mempool, PagePolicy, PoolConfig};
 use fastpath_pipeline::{make_stage, BuildEnv};
+use fastpath_pmd::testutil::CountingAlloc;
 use fastpath_pmd::Ctx;
 
-struct Counting;
-
-thread_local! {
-    // A const initialiser and no destructor: reading it never allocates.
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn count() {
-    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-}
+#[global_allocator]
+static ALLOCS: CountingAlloc = CountingAlloc::new();
 
 fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
+    ALLOCS.thread_count()
 }
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        count();
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 #[test]
 fn stages_allocate_nothing_per_packet() {

@@ -10,6 +10,8 @@
 //!     every mbuf's out_port = task.default_out          // stages may change it
 //!     task.processor.process(batch, ctx)                 // the pipeline
 //!     tx[out_port].tx_burst(..) grouped by out_port      // unsent: freed, counted as drops
+//!     while task.processor.resume(batch, ctx):           // more output held (segmentation)
+//!       tx[out_port].tx_burst(..) grouped by out_port
 //!   count the poll as busy (n > 0) or idle, with its TSC cycles
 //! ```
 //!
@@ -37,6 +39,17 @@ pub trait Processor: Send {
     /// Processes a whole batch. Mbufs left in it go to their `out_port`; dropped ones must have
     /// been removed (and freed through `ctx`).
     fn process(&mut self, batch: &mut Batch, ctx: &mut Ctx);
+
+    /// For processors that make more packets than they were given (segmentation): fills the
+    /// empty `batch` with the next packets still held from the last [`Processor::process`] and
+    /// returns true, or returns false when nothing is held. The runtime transmits after
+    /// `process` and after every `resume` that returned true, until it returns false, so a
+    /// held packet never waits for the next receive and nothing is allocated for the extra
+    /// output. Each call that returns true must give up at least one held packet (sent or
+    /// dropped).
+    fn resume(&mut self, _batch: &mut Batch, _ctx: &mut Ctx) -> bool {
+        false
+    }
 }
 
 /// Forwards as received (testpmd's `io` mode).
@@ -277,6 +290,9 @@ fn lcore_main(idx: usize, mut l: LcoreSpec, cfg: RuntimeConfig, stop: &AtomicBoo
             }
             t.processor.process(&mut batch, &mut ctx);
             transmit(&mut l.tx, &mut ctx, &mut batch, &mut scratch, st);
+            while t.processor.resume(&mut batch, &mut ctx) {
+                transmit(&mut l.tx, &mut ctx, &mut batch, &mut scratch, st);
+            }
         }
         if got > 0 {
             let now = rdtsc();

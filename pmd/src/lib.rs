@@ -25,7 +25,7 @@ pub mod time;
 
 pub use ctx::Ctx;
 pub use lcore::{IdleMode, LcoreSpec, LcoreStats, Passthrough, Processor, Runtime, RuntimeConfig, Task};
-pub use port::{Offloads, Port, PortInfo, QueueSet, RxQueue, TxQueue};
+pub use port::{LiveOffloads, Offloads, Port, PortInfo, QueueSet, RxQueue, TxQueue};
 pub use spec::Spec;
 pub use stats::{Counter, PortStats, QueueStats};
 

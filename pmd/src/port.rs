@@ -7,6 +7,7 @@
 //! free. The port keeps handles to the queues' counters so that stats can be read at any time.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use fastpath_mempool::Batch;
@@ -101,6 +102,35 @@ impl fmt::Debug for Offloads {
     }
 }
 
+/// Offloads that change while a port runs: a vhost-user guest negotiates what it takes (GUEST_CSUM,
+/// GUEST_TSO4, ...) long after the port opened and the pipeline was built. The port writes when
+/// its peer changes; the stages that leave work to a port (`lso`, `tx-offload`) read it once per
+/// burst that needs it. Always a subset of [`PortInfo::offloads`].
+#[derive(Debug, Clone, Default)]
+pub struct LiveOffloads(Arc<AtomicU32>);
+
+impl LiveOffloads {
+    /// A handle starting at `o`.
+    pub fn new(o: Offloads) -> LiveOffloads {
+        LiveOffloads(Arc::new(AtomicU32::new(o.0)))
+    }
+
+    /// What the port does now.
+    #[inline]
+    pub fn get(&self) -> Offloads {
+        // Relaxed: a capability snapshot; a packet that races a change is still handled, because
+        // a port that lost a capability drops (and counts) a request it cannot serve, as it would
+        // without this handle.
+        Offloads(self.0.load(Ordering::Relaxed))
+    }
+
+    /// Sets what the port does now.
+    pub fn set(&self, o: Offloads) {
+        // Relaxed: see get().
+        self.0.store(o.0, Ordering::Relaxed)
+    }
+}
+
 /// What a port is and can do.
 #[derive(Debug, Clone)]
 pub struct PortInfo {
@@ -114,8 +144,10 @@ pub struct PortInfo {
     pub rx_queues: u16,
     /// Transmit queues.
     pub tx_queues: u16,
-    /// Offloads the port performs itself.
+    /// Offloads the port performs itself (at best: see `live`).
     pub offloads: Offloads,
+    /// For a port whose offloads depend on its peer (vhost-user): what it does now.
+    pub live: Option<LiveOffloads>,
     /// Largest frame (L2, without FCS) the port takes or gives, in bytes.
     pub max_frame: u32,
     /// MAC address, if it has one.

@@ -41,3 +41,68 @@ pub fn require(test: &str, root: bool, cmds: &[&str]) -> bool {
     eprintln!("SKIPPED {why}");
     false
 }
+
+/// A global allocator that counts allocations (and reallocations), for tests that prove a path
+/// allocates nothing: `#[global_allocator] static A: CountingAlloc = CountingAlloc::new();`, then
+/// compare [`CountingAlloc::count`] (all threads: for work on other threads, e.g. lcores) or
+/// [`CountingAlloc::thread_count`] (this thread only: immune to the test harness's own threads)
+/// before and after. Keep one such test per test binary when counting all threads, so that no
+/// other test allocates while it counts.
+#[derive(Debug)]
+pub struct CountingAlloc(std::sync::atomic::AtomicU64);
+
+impl CountingAlloc {
+    /// A counter at zero.
+    pub const fn new() -> CountingAlloc {
+        CountingAlloc(std::sync::atomic::AtomicU64::new(0))
+    }
+
+    /// Allocations so far, on every thread.
+    pub fn count(&self) -> u64 {
+        // Relaxed: a statistic, read after the work on the thread that did it.
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Allocations so far on the calling thread.
+    pub fn thread_count(&self) -> u64 {
+        THREAD_ALLOCS.with(std::cell::Cell::get)
+    }
+
+    fn counted(&self) {
+        // Relaxed: see count().
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // try_with: during thread teardown the slot may be gone; that allocation is not ours.
+        let _ = THREAD_ALLOCS.try_with(|c| c.set(c.get() + 1));
+    }
+}
+
+thread_local! {
+    // A const initialiser and no destructor: touching it never allocates.
+    static THREAD_ALLOCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+impl Default for CountingAlloc {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; only a counter is added.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        self.counted();
+        // SAFETY: the caller upholds GlobalAlloc::alloc's contract, which System's is.
+        unsafe { std::alloc::System.alloc(l) }
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        // SAFETY: p was allocated by System with layout l (every allocation went there).
+        unsafe { std::alloc::System.dealloc(p, l) }
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, n: usize) -> *mut u8 {
+        self.counted();
+        // SAFETY: as in dealloc, and the caller upholds realloc's contract.
+        unsafe { std::alloc::System.realloc(p, l, n) }
+    }
+}

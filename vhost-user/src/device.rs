@@ -56,6 +56,10 @@ pub struct DeviceStatus {
     pub connections: AtomicU64,
     /// Memory tables mapped so far.
     pub mem_tables: AtomicU64,
+    /// What the port does for the connected guest (nothing when none is): the pipeline's
+    /// `lso` / `tx-offload` stages read it so that they cut and checksum for a guest that did not
+    /// negotiate GUEST_TSO / GUEST_CSUM.
+    pub offloads: fastpath_pmd::LiveOffloads,
 }
 
 #[derive(Debug)]
@@ -217,6 +221,7 @@ impl Device {
         self.republish_all();
         // Relaxed: status for readers; nothing is published through it.
         self.status.features.store(0, Ordering::Relaxed);
+        self.status.offloads.set(fastpath_pmd::Offloads::NONE);
     }
 
     /// Frees retired snapshots whose acknowledgement arrived (called by the control loop).
@@ -259,6 +264,7 @@ impl VhostUserBackendReqHandlerMut for Device {
         // Relaxed: status for readers.
         self.status.features.store(features, Ordering::Relaxed);
         self.status.last_features.store(features, Ordering::Relaxed);
+        self.status.offloads.set(crate::net::port_offloads(features));
         log::info!("{}: features {features:#x}", self.name);
         self.republish_all();
         Ok(())

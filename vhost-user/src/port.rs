@@ -113,6 +113,7 @@ impl VhostUserPort {
                 rx_queues: cfg.queues,
                 tx_queues: cfg.queues,
                 offloads: net::port_offloads(net::OFFERED_FEATURES),
+                live: Some(status.offloads.clone()),
                 max_frame: crate::queue::MAX_PKT_LEN as u32,
                 mac: None,
             },
@@ -143,10 +144,7 @@ impl VhostUserPort {
     /// (fixed when the port opens, before any guest), this is what the connected guest
     /// negotiated (GUEST_TSO4 -> TX_TCP_TSO and so on).
     pub fn negotiated_offloads(&self) -> Offloads {
-        match self.negotiated_features() {
-            0 => Offloads::NONE,
-            f => net::port_offloads(f),
-        }
+        self.status.offloads.get()
     }
 
     /// True when vring `i` is live (set up, started, enabled) (for tests and tools that wait).

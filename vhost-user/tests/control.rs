@@ -112,6 +112,8 @@ fn frontend_drives_the_port_over_the_socket() {
     assert!(port.connected());
     assert_eq!(port.negotiated_features(), feats);
     assert!(port.negotiated_offloads().contains(fastpath_pmd::Offloads::TX_TCP_TSO), "GUEST_TSO4 -> TX_TCP_TSO");
+    let live = port.info().live.clone().expect("a vhost-user port's offloads follow its guest");
+    assert_eq!(live.get(), port.negotiated_offloads(), "what the pipeline's tx-offload stage reads");
 
     // Refused requests get a NACK and leave the connection usable.
     assert!(fe.set_vring_num(0, 3).is_err(), "size not a power of two");
@@ -175,6 +177,7 @@ fn frontend_drives_the_port_over_the_socket() {
     drop(fe);
     wait("the disconnect", || !port.connected());
     assert!(!port.vring_live(0) && !port.vring_live(1));
+    assert_eq!(live.get(), fastpath_pmd::Offloads::NONE, "no guest, no offloads");
     assert_eq!(rxq.rx_burst(&mut ctx, &mut b, 32), 0);
     assert_eq!(xstat(&port, "connections"), 1);
     assert_eq!(port.stats().rx_packets, 9);

@@ -320,8 +320,16 @@ const SERVED: u64 = offload::TX_IP_CKSUM
 
 #[inline]
 fn offload_one(m: &mut Mbuf) -> Result<(), u8> {
+    offload_masked(m, SERVED)
+}
+
+/// Does the checksum requests of `m` that are in `mask`, and clears them (`offload` passes
+/// every request; the `tx-offload` fallback passes those the output port cannot do).
+#[inline]
+pub(crate) fn offload_masked(m: &mut Mbuf, mask: u64) -> Result<(), u8> {
     let f = m.ol_flags();
-    if f & SERVED == 0 || f & offload::TX_SEG_MASK != 0 {
+    let todo = f & SERVED & mask;
+    if todo == 0 || f & offload::TX_SEG_MASK != 0 {
         return Ok(());
     }
     if !m.is_writable() {
@@ -332,22 +340,22 @@ fn offload_one(m: &mut Mbuf) -> Result<(), u8> {
     let base = if tunnel { ol2 + ol3 } else { 0 };
     let l3 = base + m.l2_len() as usize;
     let hl = m.l3_len() as usize;
-    if f & offload::TX_IP_CKSUM != 0 {
+    if todo & offload::TX_IP_CKSUM != 0 {
         fill_ip(m, l3, hl)?;
     }
-    let l4 = f & (offload::TX_TCP_CKSUM | offload::TX_UDP_CKSUM);
+    let l4 = todo & (offload::TX_TCP_CKSUM | offload::TX_UDP_CKSUM);
     if l4 != 0 {
         let proto = if l4 == offload::TX_TCP_CKSUM { ip_proto::TCP } else { ip_proto::UDP };
         let ip = ip_at(m, l3, hl, proto).ok_or(E_LENGTH)?;
         fill_l4(m, &ip, proto)?;
     }
-    if tunnel && f & offload::TX_OUTER_IP_CKSUM != 0 {
+    if tunnel && todo & offload::TX_OUTER_IP_CKSUM != 0 {
         fill_ip(m, ol2, ol3)?;
     }
-    if tunnel && f & offload::TX_OUTER_UDP_CKSUM != 0 {
+    if tunnel && todo & offload::TX_OUTER_UDP_CKSUM != 0 {
         let ip = ip_at(m, ol2, ol3, ip_proto::UDP).ok_or(E_LENGTH)?;
         fill_l4(m, &ip, ip_proto::UDP)?;
     }
-    m.set_ol_flags(f & !SERVED);
+    m.set_ol_flags(f & !todo);
     Ok(())
 }

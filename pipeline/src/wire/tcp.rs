@@ -51,6 +51,10 @@ pub mod flags {
     pub const ACK: u8 = 0x10;
     /// URG.
     pub const URG: u8 = 0x20;
+    /// ECE (ECN echo, RFC 3168).
+    pub const ECE: u8 = 0x40;
+    /// CWR (congestion window reduced, RFC 3168).
+    pub const CWR: u8 = 0x80;
 }
 
 /// A view of a TCP header and its payload (the rest of the buffer).

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use fastpath_mempool::{Batch, Mempool};
+use fastpath_mempool::{Batch, Mbuf, Mempool, PoolCache};
 
 use crate::ctx::Ctx;
 use crate::port::{Offloads, Port, PortInfo, QueueSet, RxQueue, TxQueue};
@@ -27,11 +27,20 @@ pub struct NullConfig {
     /// A frame copied into every received mbuf (its length overrides `size`). Without one the
     /// data is left as it is, like DPDK's net_null without `copy`.
     pub frame: Option<Arc<[u8]>>,
+    /// Frames received in turn, one per mbuf, cycling (overrides `frame`): the positions of a
+    /// flow, for stages that look at sequences (GRO). A frame longer than one mbuf arrives as
+    /// a chain: its first mbuf gets the frame's first bytes (every header), the others only
+    /// their lengths, their data left as it is (like net_null: for stages that cut by
+    /// headers, such as LSO).
+    pub frames: Option<Arc<[Arc<[u8]>]>>,
+    /// Offloads the port claims on transmit (it frees everything anyway): a stand-in for a
+    /// port that takes, say, TSO packets (a vhost-user guest with GUEST_TSO4).
+    pub offloads: Offloads,
 }
 
 impl Default for NullConfig {
     fn default() -> Self {
-        NullConfig { size: 64, queues: 1, no_rx: false, frame: None }
+        NullConfig { size: 64, queues: 1, no_rx: false, frame: None, frames: None, offloads: Offloads::NONE }
     }
 }
 
@@ -43,7 +52,7 @@ impl NullConfig {
             size: spec.take_num("size", 14u16, max)?.unwrap_or(64),
             queues: spec.take_num("queues", 1u16, 64)?.unwrap_or(1),
             no_rx: spec.take_bool("no-rx")?.unwrap_or(false),
-            frame: None,
+            ..NullConfig::default()
         };
         spec.finish(false)?;
         Ok(cfg)
@@ -79,7 +88,8 @@ impl NullPort {
                 name,
                 rx_queues: cfg.queues,
                 tx_queues: cfg.queues,
-                offloads: Offloads::NONE,
+                offloads: cfg.offloads,
+                live: None,
                 max_frame: pool.data_room() as u32,
                 mac: None,
             },
@@ -103,6 +113,8 @@ impl Port for NullPort {
             size: self.cfg.size,
             no_rx: self.cfg.no_rx,
             frame: self.cfg.frame.clone(),
+            frames: self.cfg.frames.clone(),
+            next: 0,
             stats,
         }))
     }
@@ -125,7 +137,76 @@ pub struct NullRx {
     size: u16,
     no_rx: bool,
     frame: Option<Arc<[u8]>>,
+    frames: Option<Arc<[Arc<[u8]>]>>,
+    /// Next position in `frames`.
+    next: usize,
     stats: Arc<QueueStats>,
+}
+
+impl NullRx {
+    /// Receives `n` packets from the cycle of `frames` (see [`NullConfig::frames`]).
+    #[inline(never)]
+    fn rx_frames(&mut self, ctx: &mut Ctx, batch: &mut Batch, n: usize) -> usize {
+        let Some(frames) = self.frames.as_ref() else { return 0 };
+        let cache = ctx.cache(&self.pool);
+        let (mut got, mut bytes) = (0, 0);
+        while got < n {
+            let f = &frames[self.next % frames.len()];
+            let Some(m) = chain_for(cache, f) else { break };
+            self.next = (self.next + 1) % frames.len();
+            bytes += m.pkt_len();
+            let mut m = m;
+            m.set_port(self.port);
+            m.set_queue(self.queue);
+            // n is bounded by the batch's room.
+            let _ = batch.push(m);
+            got += 1;
+        }
+        self.stats.drops.add((n - got) as u64);
+        self.stats.packets.add(got as u64);
+        self.stats.bytes.add(bytes as u64);
+        got
+    }
+}
+
+/// An mbuf (a chain when it does not fit one) of `f.len()` bytes whose first mbuf holds the
+/// first bytes of `f`; `None` (nothing kept) when the pool runs dry.
+#[inline]
+fn chain_for(cache: &mut PoolCache, f: &[u8]) -> Option<Mbuf> {
+    let mut head = cache.alloc()?;
+    let room = head.tailroom();
+    let first = f.len().min(room);
+    head.append(first)?.copy_from_slice(&f[..first]);
+    if f.len() == first {
+        return Some(head);
+    }
+    // The rest, built from the back so that every link is made in constant time.
+    let mut tail: Option<Mbuf> = None;
+    let rest = f.len() - first;
+    let segs = rest.div_ceil(room);
+    for j in (0..segs).rev() {
+        let Some(mut m) = cache.alloc() else {
+            cache.free(head);
+            if let Some(t) = tail {
+                cache.free(t);
+            }
+            return None;
+        };
+        let len = if j + 1 == segs { rest - j * room } else { room };
+        m.set_len(len);
+        if let Some(t) = tail.take() {
+            if let Err(t) = m.chain(t) {
+                cache.free(t);
+            }
+        }
+        tail = Some(m);
+    }
+    if let Some(t) = tail {
+        if let Err(t) = head.chain(t) {
+            cache.free(t);
+        }
+    }
+    Some(head)
 }
 
 impl RxQueue for NullRx {
@@ -133,6 +214,10 @@ impl RxQueue for NullRx {
     fn rx_burst(&mut self, ctx: &mut Ctx, batch: &mut Batch, max: usize) -> usize {
         if self.no_rx {
             return 0;
+        }
+        if self.frames.is_some() {
+            let n = max.min(batch.remaining_capacity());
+            return self.rx_frames(ctx, batch, n);
         }
         let n = max.min(batch.remaining_capacity());
         let start = batch.len();
@@ -181,5 +266,44 @@ impl TxQueue for NullTx {
 
     fn stats(&self) -> &QueueStats {
         &self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fastpath_mempool::{PagePolicy, PoolConfig};
+
+    #[test]
+    fn frames_cycle_and_big_ones_arrive_as_chains() {
+        let pool = Mempool::new("null-frames", &PoolConfig { mbufs: 256, chunk_size: 2048, pages: PagePolicy::Small })
+            .unwrap();
+        let small: Arc<[u8]> = (0..100u8).collect::<Vec<_>>().into();
+        let big: Arc<[u8]> = (0..10_000u32).map(|i| i as u8).collect::<Vec<_>>().into();
+        let cfg = NullConfig { frames: Some(Arc::from([small.clone(), big.clone()])), ..NullConfig::default() };
+        let mut port = NullPort::new(0, &pool, cfg);
+        let mut rx = port.rx_queue(0).unwrap();
+        let mut ctx = Ctx::new(0, &pool);
+        let mut b = Batch::new();
+        assert_eq!(rx.rx_burst(&mut ctx, &mut b, 5), 5);
+        let room = pool.data_room();
+        for (i, m) in b.iter().enumerate() {
+            let f = if i % 2 == 0 { &small } else { &big };
+            assert_eq!(m.pkt_len(), f.len());
+            assert_eq!(m.nb_segs(), f.len().div_ceil(room));
+            // The first mbuf holds the frame's first bytes.
+            assert_eq!(m.data(), &f[..f.len().min(room)]);
+        }
+        ctx.free_batch(&mut b);
+        // A pool too small for a chain: nothing half-built is kept.
+        let cfg = NullConfig { frames: Some(Arc::from([big.clone()])), ..NullConfig::default() };
+        let mut port = NullPort::new(1, &pool, cfg);
+        let mut rx = port.rx_queue(0).unwrap();
+        let n = rx.rx_burst(&mut ctx, &mut b, 100);
+        assert_eq!(n, b.len());
+        assert!(n < 100 && rx.stats().drops.get() == (100 - n) as u64);
+        ctx.free_batch(&mut b);
+        drop(ctx);
+        assert_eq!(pool.available(), pool.capacity());
     }
 }

@@ -94,6 +94,7 @@ impl PcapPort {
                 rx_queues: 1,
                 tx_queues: 1,
                 offloads: Offloads::TX_MULTI_SEGS,
+                live: None,
                 max_frame: SNAPLEN,
                 mac: None,
             },

@@ -58,6 +58,7 @@ impl RingPort {
                 rx_queues: 1,
                 tx_queues: 1,
                 offloads: Offloads::TX_MULTI_SEGS,
+                live: None,
                 max_frame: u32::MAX,
                 mac: None,
             },

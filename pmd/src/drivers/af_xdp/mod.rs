@@ -478,6 +478,7 @@ impl AfXdpPort {
                 rx_queues: n,
                 tx_queues: n,
                 offloads: Offloads::NONE,
+                live: None,
                 max_frame: pool.data_room() as u32,
                 mac: sys::mac_of(iface).ok(),
             },

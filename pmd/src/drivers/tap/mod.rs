@@ -200,6 +200,7 @@ impl TapPort {
                 rx_queues: cfg.queues,
                 tx_queues: cfg.queues,
                 offloads,
+                live: None,
                 max_frame: rx_max as u32,
                 mac,
             },
