@@ -48,7 +48,7 @@ use fastpath_mempool::{Batch, Mbuf, PoolCache};
 use crate::mem::{copy_to_guest, GuestMemory};
 use crate::net::{NetHdr, HDR_MAX};
 use crate::queue::{
-    chain_to_mbuf, guest_rx_hdr, prefetch, reset_for_reuse, Chain, DropReason, GuestError, QueueFeatures, Src, Step,
+    chain_to_mbuf, fill_guest_rx, prefetch, reset_for_reuse, Chain, GuestError, GuestRx, QueueFeatures, Src, Step,
     VringStats,
 };
 use crate::ring::{
@@ -417,6 +417,22 @@ impl Chain for PackedChain<'_> {
     }
 }
 
+impl GuestRx for PackedQueue {
+    #[inline(always)]
+    fn has_room(&self) -> bool {
+        self.head_ready()
+    }
+
+    #[inline(always)]
+    fn put(&mut self, mem: &GuestMemory, m: &Mbuf, hdr: &NetHdr) -> Result<bool, GuestError> {
+        if self.feat.mrg_rxbuf {
+            self.enqueue_mrg(mem, m, hdr)
+        } else {
+            self.enqueue_single(mem, m, hdr)
+        }
+    }
+}
+
 impl PackedQueue {
     /// A queue over `ring` starting at the packed state `base` (SET_VRING_BASE: position | avail
     /// wrap counter << 15; the used position starts there too, as nothing is in flight). Tells
@@ -662,44 +678,10 @@ impl PackedQueue {
             return (0, 0);
         }
         self.ready(mem, batch.len());
-        let (mut done, mut sent, mut bytes) = (0usize, 0usize, 0u64);
-        while done < batch.len() && self.head_ready() {
-            let Some(hdr) = guest_rx_hdr(&mut batch[done], self.feat.bits, st) else {
-                done += 1;
-                continue;
-            };
-            let r = if self.feat.mrg_rxbuf {
-                self.enqueue_mrg(mem, &batch[done], &hdr)
-            } else {
-                self.enqueue_single(mem, &batch[done], &hdr)
-            };
-            match r {
-                Ok(true) => {
-                    bytes += batch[done].pkt_len() as u64;
-                    sent += 1;
-                    done += 1;
-                }
-                Ok(false) => {
-                    if !self.feat.mrg_rxbuf && self.head_ready() {
-                        // The chain is too small for this packet; it stays for the next one.
-                        st.drop(DropReason::BufTooSmall);
-                        done += 1;
-                        continue;
-                    }
-                    break; // out of guest buffers: the rest stays in the batch
-                }
-                Err(e) => {
-                    self.fail(e, st);
-                    break;
-                }
-            }
-        }
-        if done == batch.len() {
-            cache.free_batch(batch);
-        } else {
-            for m in batch.drain_front(done) {
-                cache.free(m);
-            }
+        let feat = self.feat;
+        let (sent, bytes, err) = fill_guest_rx(self, mem, cache, batch, &feat, st);
+        if let Some(e) = err {
+            self.fail(e, st);
         }
         self.flush(st);
         (sent, bytes)

@@ -434,47 +434,13 @@ impl SplitQueue {
         if self.broken.is_some() || batch.is_empty() {
             return (0, 0);
         }
-        let Some(mut avail) = self.pending(st) else { return (0, 0) };
+        let Some(avail) = self.pending(st) else { return (0, 0) };
         self.prefetch_burst(mem, batch.len().min(avail as usize));
-        let (mut done, mut sent, mut bytes) = (0usize, 0usize, 0u64);
         let used_before = self.last_used;
-        while done < batch.len() && avail > 0 {
-            let Some(hdr) = guest_rx_hdr(&mut batch[done], self.feat.bits, st) else {
-                done += 1;
-                continue;
-            };
-            let r = if self.feat.mrg_rxbuf {
-                self.enqueue_mrg(mem, &batch[done], &hdr, &mut avail)
-            } else {
-                self.enqueue_single(mem, &batch[done], &hdr, &mut avail)
-            };
-            match r {
-                Ok(true) => {
-                    bytes += batch[done].pkt_len() as u64;
-                    sent += 1;
-                    done += 1;
-                }
-                Ok(false) => {
-                    if !self.feat.mrg_rxbuf && avail > 0 {
-                        // The chain is too small for this packet; it stays for the next one.
-                        st.drop(DropReason::BufTooSmall);
-                        done += 1;
-                        continue;
-                    }
-                    break; // out of guest buffers: the rest stays in the batch
-                }
-                Err(e) => {
-                    self.fail(e, st);
-                    break;
-                }
-            }
-        }
-        if done == batch.len() {
-            cache.free_batch(batch);
-        } else {
-            for m in batch.drain_front(done) {
-                cache.free(m);
-            }
+        let feat = self.feat;
+        let (sent, bytes, err) = fill_guest_rx(&mut SplitRx { q: self, avail }, mem, cache, batch, &feat, st);
+        if let Some(e) = err {
+            self.fail(e, st);
         }
         let n = self.last_used.wrapping_sub(used_before);
         self.publish_only(n, st);
@@ -749,6 +715,88 @@ pub(crate) fn guest_rx_hdr(m: &mut Mbuf, bits: u64, st: &VringStats) -> Option<N
             Some(NetHdr::default())
         }
     }
+}
+
+/// The ring-specific half of guest RX (mbufs -> guest receive buffers), for [`fill_guest_rx`].
+pub(crate) trait GuestRx {
+    /// True while the guest has a receive buffer for us (in this burst).
+    fn has_room(&self) -> bool;
+
+    /// Copies one packet, `hdr` first, into the guest's buffers (several with MRG_RXBUF).
+    /// `Ok(false)`: it does not fit (nothing consumed).
+    fn put(&mut self, mem: &GuestMemory, m: &Mbuf, hdr: &NetHdr) -> Result<bool, GuestError>;
+}
+
+/// The split ring's guest RX: the queue and the avail entries left in this burst.
+struct SplitRx<'a> {
+    q: &'a mut SplitQueue,
+    avail: u16,
+}
+
+impl GuestRx for SplitRx<'_> {
+    #[inline(always)]
+    fn has_room(&self) -> bool {
+        self.avail > 0
+    }
+
+    #[inline(always)]
+    fn put(&mut self, mem: &GuestMemory, m: &Mbuf, hdr: &NetHdr) -> Result<bool, GuestError> {
+        if self.q.feat.mrg_rxbuf {
+            self.q.enqueue_mrg(mem, m, hdr, &mut self.avail)
+        } else {
+            self.q.enqueue_single(mem, m, hdr, &mut self.avail)
+        }
+    }
+}
+
+/// Mbufs -> guest RX, the loop both ring layouts share: copies packets from the front of
+/// `batch` until it is empty or the guest has no room. Delivered and dropped packets are freed
+/// (into `cache`) and removed; the rest stay in order. Returns packets delivered, their bytes,
+/// and the guest error that ended the burst, if one did.
+#[inline(always)]
+pub(crate) fn fill_guest_rx<Q: GuestRx>(
+    q: &mut Q,
+    mem: &GuestMemory,
+    cache: &mut PoolCache,
+    batch: &mut Batch,
+    feat: &QueueFeatures,
+    st: &VringStats,
+) -> (usize, u64, Option<GuestError>) {
+    let (mut done, mut sent, mut bytes, mut err) = (0usize, 0usize, 0u64, None);
+    while done < batch.len() && q.has_room() {
+        let Some(hdr) = guest_rx_hdr(&mut batch[done], feat.bits, st) else {
+            done += 1;
+            continue;
+        };
+        match q.put(mem, &batch[done], &hdr) {
+            Ok(true) => {
+                bytes += batch[done].pkt_len() as u64;
+                sent += 1;
+                done += 1;
+            }
+            Ok(false) => {
+                if !feat.mrg_rxbuf && q.has_room() {
+                    // The chain is too small for this packet; it stays for the next one.
+                    st.drop(DropReason::BufTooSmall);
+                    done += 1;
+                    continue;
+                }
+                break; // out of guest buffers: the rest stays in the batch
+            }
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
+    }
+    if done == batch.len() {
+        cache.free_batch(batch);
+    } else {
+        for m in batch.drain_front(done) {
+            cache.free(m);
+        }
+    }
+    (sent, bytes, err)
 }
 
 /// One descriptor chain of a ring, as the copy loops shared by the split and the packed ring

@@ -6,36 +6,28 @@
 //! lengths, wrong directions, every indirect misuse). Every test ends with every mbuf back in
 //! the pool.
 
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use fastpath_mempool::{offload, Batch, Mempool, PagePolicy, PoolCache, PoolConfig};
+use fastpath_mempool::{offload, Batch, PoolCache};
 use fastpath_vhost_user::net::{self, NetHdr};
 use fastpath_vhost_user::packed::{
     state, PackedDesc, PackedQueue, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE,
     VIRTQ_DESC_F_AVAIL,
 };
-use fastpath_vhost_user::queue::{DropReason, GuestError, QueueFeatures, VringStats};
+use fastpath_vhost_user::queue::{DropReason, GuestError, QueueFeatures, VirtQueue};
 use fastpath_vhost_user::ring::{Ring, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE};
 use fastpath_vhost_user::shared::{Cursor, Publisher, VringConfig};
 use fastpath_vhost_user::testutil::{Buf, FakeGuest, FakePackedRing, GPA_BASE};
 
+mod common;
+use common::{eventfd, frame, pool, read_count, Rig};
+
 const RAM: usize = 1 << 20;
 const BUF: u64 = GPA_BASE + 0x10000;
 
-fn pool() -> Mempool {
-    Mempool::new("pq-test", &PoolConfig { mbufs: 512, chunk_size: 2048, pages: PagePolicy::Small }).unwrap()
-}
-
 fn feats(extra: u64) -> QueueFeatures {
     QueueFeatures::from_bits(net::VIRTIO_F_VERSION_1 | net::VIRTIO_F_RING_PACKED | extra)
-}
-
-fn frame(len: usize, tag: u8) -> Vec<u8> {
-    let mut f: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(7).wrapping_add(tag)).collect();
-    f[12] = 0x08;
-    f[13] = 0x00;
-    f
 }
 
 fn rd(addr: u64, len: u32) -> Buf {
@@ -46,66 +38,23 @@ fn wr(addr: u64, len: u32) -> Buf {
     Buf { addr, len, write: true }
 }
 
-struct Rig {
-    g: FakeGuest,
-    r: FakePackedRing,
-    q: PackedQueue,
-    st: VringStats,
-    pool: Mempool,
-    cache: PoolCache,
+type PRig = Rig<FakePackedRing>;
+
+fn new_rig(size: u16, f: QueueFeatures) -> PRig {
+    rig_at(size, f, 0, true, None)
 }
 
-impl Rig {
-    fn new(size: u16, f: QueueFeatures) -> Rig {
-        Rig::at(size, f, 0, true)
-    }
-
-    fn at(size: u16, f: QueueFeatures, pos: u16, wrap: bool) -> Rig {
-        Rig::with_call(size, f, pos, wrap, None)
-    }
-
-    fn with_call(size: u16, f: QueueFeatures, pos: u16, wrap: bool, call: Option<i32>) -> Rig {
-        let g = FakeGuest::new(RAM);
-        let mut r = FakePackedRing::new(&g, GPA_BASE, size);
-        r.start_at(pos, wrap);
-        let q = PackedQueue::new(r.packed(&g.mem), r.base(), f, call);
-        let pool = pool();
-        let cache = pool.cache();
-        Rig { g, r, q, st: VringStats::default(), pool, cache }
-    }
-
-    fn dequeue(&mut self, b: &mut Batch) -> usize {
-        self.q.dequeue_burst(&self.g.mem, &mut self.cache, b, 32, (3, 1), &self.st).0
-    }
-
-    fn enqueue(&mut self, b: &mut Batch) -> usize {
-        self.q.enqueue_burst(&self.g.mem, &mut self.cache, b, &self.st).0
-    }
-
-    fn push_pkt(&mut self, b: &mut Batch, f: &[u8]) {
-        let mut m = self.pool.alloc().unwrap();
-        m.append(f.len()).unwrap().copy_from_slice(f);
-        b.push(m).unwrap();
-    }
-
-    fn finish(mut self, b: &mut Batch) {
-        self.cache.free_batch(b);
-        drop(self.cache);
-        assert_eq!(self.pool.available(), self.pool.capacity(), "every mbuf is back in the pool");
-    }
-
-    fn err(&self, e: GuestError) -> u64 {
-        self.st.guest_errors[e as usize].get()
-    }
-
-    fn drops(&self, d: DropReason) -> u64 {
-        self.st.drops[d as usize].get()
-    }
+fn rig_at(size: u16, f: QueueFeatures, pos: u16, wrap: bool, call: Option<i32>) -> PRig {
+    let g = FakeGuest::new(RAM);
+    let mut r = FakePackedRing::new(&g, GPA_BASE, size);
+    r.start_at(pos, wrap);
+    let q = VirtQueue::Packed(PackedQueue::new(r.packed(&g.mem), r.base(), f, call));
+    Rig::of(g, r, q)
 }
 
 #[test]
 fn packed_guest_tx_to_mbufs() {
-    let mut rig = Rig::new(8, feats(0));
+    let mut rig = new_rig(8, feats(0));
     let hdr = [0u8; 12];
     for (k, id) in [5u16, 2, 7].into_iter().enumerate() {
         rig.r.tx_one(&rig.g, id, BUF + 2048 * k as u64, &hdr, &frame(60 + k, k as u8));
@@ -125,7 +74,7 @@ fn packed_guest_tx_to_mbufs() {
 
 #[test]
 fn packed_guest_tx_chain_and_large_packet_becomes_a_chain() {
-    let mut rig = Rig::new(8, feats(0));
+    let mut rig = new_rig(8, feats(0));
     let f = frame(5000, 9);
     rig.g.write(BUF, &[0u8; 12]);
     rig.g.write(BUF + 0x1000, &f[..3000]);
@@ -146,7 +95,7 @@ fn packed_guest_tx_chain_and_large_packet_becomes_a_chain() {
 
 #[test]
 fn packed_guest_tso_packet_travels_as_one_chain_with_offload_flags() {
-    let mut rig = Rig::new(8, feats(net::VIRTIO_NET_F_CSUM | net::VIRTIO_NET_F_HOST_TSO4));
+    let mut rig = new_rig(8, feats(net::VIRTIO_NET_F_CSUM | net::VIRTIO_NET_F_HOST_TSO4));
     let mut f = frame(14 + 20 + 20 + 60000, 1);
     f[14] = 0x45;
     f[23] = 6;
@@ -179,7 +128,7 @@ fn packed_guest_tso_packet_travels_as_one_chain_with_offload_flags() {
 #[test]
 fn packed_mbufs_to_guest_rx_single_and_mergeable_with_rollback() {
     // Without MRG_RXBUF: one chain per packet.
-    let mut rig = Rig::new(8, feats(0));
+    let mut rig = new_rig(8, feats(0));
     rig.r.rx_one(&rig.g, 3, BUF, 2048);
     rig.r.rx_one(&rig.g, 6, BUF + 2048, 2048);
     let mut b = Batch::new();
@@ -200,7 +149,7 @@ fn packed_mbufs_to_guest_rx_single_and_mergeable_with_rollback() {
     rig.finish(&mut b);
 
     // With MRG_RXBUF: a 200-byte packet over 64-byte buffers.
-    let mut rig = Rig::new(8, feats(net::VIRTIO_NET_F_MRG_RXBUF));
+    let mut rig = new_rig(8, feats(net::VIRTIO_NET_F_MRG_RXBUF));
     for i in 0..6u16 {
         rig.r.rx_one(&rig.g, i, BUF + 64 * i as u64, 64);
     }
@@ -232,7 +181,7 @@ fn packed_mbufs_to_guest_rx_single_and_mergeable_with_rollback() {
 
 #[test]
 fn packed_non_mergeable_chain_too_small_drops_the_packet_not_the_queue() {
-    let mut rig = Rig::new(8, feats(0));
+    let mut rig = new_rig(8, feats(0));
     rig.r.rx_one(&rig.g, 0, BUF, 64);
     let mut b = Batch::new();
     rig.push_pkt(&mut b, &frame(100, 0));
@@ -248,7 +197,7 @@ fn packed_non_mergeable_chain_too_small_drops_the_packet_not_the_queue() {
 #[test]
 fn packed_indirect_descriptors_both_ways() {
     let f = feats(net::VIRTIO_RING_F_INDIRECT_DESC);
-    let mut rig = Rig::new(8, f);
+    let mut rig = new_rig(8, f);
     let table = BUF + 0x8000;
     let fr = frame(300, 3);
     rig.g.write(BUF, &[0u8; 12]);
@@ -265,7 +214,7 @@ fn packed_indirect_descriptors_both_ways() {
     rig.finish(&mut b);
 
     // Guest RX through a table of two writable buffers.
-    let mut rig = Rig::new(8, f);
+    let mut rig = new_rig(8, f);
     rig.r.post_indirect(&rig.g, 1, table, &[wr(BUF, 12), wr(BUF + 0x1000, 1500)]);
     let mut b = Batch::new();
     rig.push_pkt(&mut b, &frame(500, 8));
@@ -281,7 +230,7 @@ fn packed_in_order_guest_tx_is_returned_in_one_used_descriptor_when_idle_or_half
     // last buffer's id: when a poll finds nothing new, or once half a ring is held. Guest RX
     // keeps one used descriptor per chain (the driver needs each length).
     let efd = eventfd();
-    let mut rig = Rig::with_call(8, feats(net::VIRTIO_F_IN_ORDER), 0, true, Some(efd.as_raw_fd()));
+    let mut rig = rig_at(8, feats(net::VIRTIO_F_IN_ORDER), 0, true, Some(efd.as_raw_fd()));
     rig.r.tx_one(&rig.g, 3, BUF, &[0u8; 12], &frame(64, 0));
     rig.g.write(BUF + 0x1000, &[0u8; 12]);
     rig.g.write(BUF + 0x1100, &frame(64, 1));
@@ -312,7 +261,7 @@ fn packed_in_order_guest_tx_is_returned_in_one_used_descriptor_when_idle_or_half
     rig.finish(&mut b);
 
     // A chain that breaks the queue: what was held before it is returned at once.
-    let mut rig = Rig::new(8, feats(net::VIRTIO_F_IN_ORDER));
+    let mut rig = new_rig(8, feats(net::VIRTIO_F_IN_ORDER));
     rig.r.tx_one(&rig.g, 2, BUF, &[0u8; 12], &frame(64, 0));
     rig.r.tx_one(&rig.g, 9, BUF + 0x1000, &[0u8; 12], &frame(64, 1));
     let mut b = Batch::new();
@@ -321,7 +270,7 @@ fn packed_in_order_guest_tx_is_returned_in_one_used_descriptor_when_idle_or_half
     assert_eq!(rig.r.take_used(&rig.g), vec![(2, 0)]);
     rig.finish(&mut b);
 
-    let mut rig = Rig::new(8, feats(net::VIRTIO_F_IN_ORDER));
+    let mut rig = new_rig(8, feats(net::VIRTIO_F_IN_ORDER));
     rig.r.rx_one(&rig.g, 0, BUF, 2048);
     rig.r.rx_one(&rig.g, 1, BUF + 2048, 2048);
     let mut b = Batch::new();
@@ -385,22 +334,10 @@ fn packed_in_order_held_descriptors_are_returned_before_a_stop() {
     assert_eq!(pool.available(), pool.capacity());
 }
 
-fn eventfd() -> std::fs::File {
-    // SAFETY: a fresh eventfd that the File owns.
-    unsafe { std::fs::File::from_raw_fd(libc::eventfd(0, libc::EFD_NONBLOCK)) }
-}
-
-fn read_count(f: &std::fs::File) -> u64 {
-    use std::io::Read;
-    let mut b = [0u8; 8];
-    let mut f = f;
-    f.read(&mut b).map(|_| u64::from_ne_bytes(b)).unwrap_or(0)
-}
-
 #[test]
 fn packed_calls_are_at_most_one_per_burst_and_follow_event_suppression() {
     let efd = eventfd();
-    let burst = |rig: &mut Rig, n: u16| {
+    let burst = |rig: &mut PRig, n: u16| {
         let mut b = Batch::new();
         for _ in 0..n {
             let (pos, _) = rig.r.avail;
@@ -411,7 +348,7 @@ fn packed_calls_are_at_most_one_per_burst_and_follow_event_suppression() {
         rig.cache.free_batch(&mut b);
     };
     // Without EVENT_IDX: ENABLE calls once per burst, DISABLE never, DESC counts as ENABLE.
-    let mut rig = Rig::with_call(16, feats(0), 0, true, Some(efd.as_raw_fd()));
+    let mut rig = rig_at(16, feats(0), 0, true, Some(efd.as_raw_fd()));
     rig.r.set_driver_event(&rig.g, 0, RING_EVENT_FLAGS_ENABLE);
     burst(&mut rig, 4);
     assert_eq!(read_count(&efd), 1, "one call for a burst of 4");
@@ -425,7 +362,7 @@ fn packed_calls_are_at_most_one_per_burst_and_follow_event_suppression() {
     rig.finish(&mut Batch::new());
 
     // With EVENT_IDX: DESC calls only when the burst passes off_wrap.
-    let mut rig = Rig::with_call(16, feats(net::VIRTIO_RING_F_EVENT_IDX), 0, true, Some(efd.as_raw_fd()));
+    let mut rig = rig_at(16, feats(net::VIRTIO_RING_F_EVENT_IDX), 0, true, Some(efd.as_raw_fd()));
     rig.r.set_driver_event(&rig.g, 10 | 0x8000, RING_EVENT_FLAGS_DESC);
     burst(&mut rig, 4); // positions 0..4
     assert_eq!(read_count(&efd), 0, "event at 10 not reached");
@@ -452,8 +389,8 @@ fn packed_wrap_counters_flip_many_times_on_a_ring_of_any_size() {
     // Size 7 (not a power of two), chains of 1 and 2 descriptors so that chains straddle the
     // ring's end, both directions, 60 rounds: the wrap counters flip dozens of times.
     let size = 7;
-    let mut tx = Rig::new(size, feats(0));
-    let mut rx = Rig::new(size, feats(net::VIRTIO_NET_F_MRG_RXBUF));
+    let mut tx = new_rig(size, feats(0));
+    let mut rx = new_rig(size, feats(net::VIRTIO_NET_F_MRG_RXBUF));
     let mut b = Batch::new();
     let (mut sent, mut flips) = (0usize, 0);
     let mut last_wrap = true;
@@ -504,7 +441,7 @@ fn packed_wrap_counters_flip_many_times_on_a_ring_of_any_size() {
 #[test]
 fn packed_queue_resumes_from_a_base_with_wrap_counter_clear() {
     // SET_VRING_BASE 5 | 0 << 15: position 5, wrap counter 0 (a ring that already wrapped once).
-    let mut rig = Rig::at(8, feats(0), 5, false);
+    let mut rig = rig_at(8, feats(0), 5, false, None);
     assert_eq!(rig.q.last_avail(), 5);
     let mut b = Batch::new();
     for i in 0..6u16 {
@@ -514,7 +451,7 @@ fn packed_queue_resumes_from_a_base_with_wrap_counter_clear() {
     assert_eq!(rig.r.take_used(&rig.g).len(), 6);
     assert_eq!(rig.q.last_avail(), state(3, true), "wrapped back to counter 1");
     // A base beyond the ring breaks the queue before it touches anything.
-    let bad = Rig::at(8, feats(0), 0, true);
+    let bad = rig_at(8, feats(0), 0, true, None);
     let q = PackedQueue::new(bad.r.packed(&bad.g.mem), 9 | 0x8000, feats(0), None);
     assert_eq!(q.broken(), Some(GuestError::AvailIdx));
     bad.finish(&mut Batch::new());
@@ -523,7 +460,7 @@ fn packed_queue_resumes_from_a_base_with_wrap_counter_clear() {
 
 #[test]
 fn packed_zero_and_oversize_lengths_and_bad_headers_drop_the_packet_only() {
-    let mut rig = Rig::new(16, feats(net::VIRTIO_NET_F_CSUM));
+    let mut rig = new_rig(16, feats(net::VIRTIO_NET_F_CSUM));
     let f = frame(64, 8);
     rig.g.write(BUF, &[0u8; 12]);
     rig.g.write(BUF + 0x100, &f);
@@ -551,7 +488,7 @@ fn packed_zero_and_oversize_lengths_and_bad_headers_drop_the_packet_only() {
 /// broke with `want` after finishing the good packet, that later bursts do nothing, and that no
 /// mbuf is lost.
 fn expect_broken(f: QueueFeatures, want: GuestError, setup: impl FnOnce(&FakeGuest, &mut FakePackedRing)) {
-    let mut rig = Rig::new(8, f);
+    let mut rig = new_rig(8, f);
     rig.r.tx_one(&rig.g, 6, BUF + 0x4000, &[0u8; 12], &frame(64, 1));
     setup(&rig.g, &mut rig.r);
     let mut b = Batch::new();
@@ -595,7 +532,7 @@ fn packed_chain_not_available_in_the_current_wrap_breaks_the_queue() {
 #[test]
 fn packed_chain_as_long_as_the_ring_is_fine_longer_is_not() {
     // 8 descriptors in a ring of 8: legal.
-    let mut rig = Rig::new(8, feats(0));
+    let mut rig = new_rig(8, feats(0));
     let f = frame(8 * 100 - 12, 4);
     let mut all = vec![0u8; 12];
     all.extend_from_slice(&f);
@@ -609,7 +546,7 @@ fn packed_chain_as_long_as_the_ring_is_fine_longer_is_not() {
     assert_eq!(rig.q.last_avail(), state(0, false));
     rig.finish(&mut b);
     // Every descriptor of the ring with NEXT: the chain would run around the ring.
-    let mut rig = Rig::new(8, feats(0));
+    let mut rig = new_rig(8, feats(0));
     rig.r.post(&rig.g, 0, &bufs);
     let mut d = rig.r.get_desc(&rig.g, 7);
     d.flags |= VIRTQ_DESC_F_NEXT;
@@ -637,7 +574,7 @@ fn packed_out_of_range_addresses_and_huge_lengths_break_the_queue() {
         r.post(g, 1, &[rd(BUF, 12), rd(0, 64)]);
     });
     // Guest RX into a buffer outside memory.
-    let mut rig = Rig::new(8, feats(0));
+    let mut rig = new_rig(8, feats(0));
     rig.r.rx_one(&rig.g, 0, end - 8, 2048);
     let mut b = Batch::new();
     rig.push_pkt(&mut b, &frame(100, 0));
@@ -655,7 +592,7 @@ fn packed_wrong_direction_breaks_the_queue() {
     });
     // A read-only buffer in a guest RX chain (through the chain walk and the fast path).
     for bufs in [vec![rd(BUF, 2048)], vec![wr(BUF, 12), rd(BUF + 0x100, 2048)]] {
-        let mut rig = Rig::new(8, feats(net::VIRTIO_NET_F_MRG_RXBUF));
+        let mut rig = new_rig(8, feats(net::VIRTIO_NET_F_MRG_RXBUF));
         rig.r.post(&rig.g, 0, &bufs);
         let mut b = Batch::new();
         rig.push_pkt(&mut b, &frame(100, 0));
@@ -717,8 +654,8 @@ fn packed_indirect_misuse_breaks_the_queue() {
 
 #[test]
 fn packed_broken_queue_does_not_stop_the_others() {
-    let mut bad = Rig::new(8, feats(0));
-    let mut good = Rig::new(8, feats(0));
+    let mut bad = new_rig(8, feats(0));
+    let mut good = new_rig(8, feats(0));
     bad.r.post(&bad.g, 42, &[rd(BUF, 76)]);
     let mut b = Batch::new();
     for round in 0..20u16 {
