@@ -29,7 +29,7 @@ fn vnet_hdr(c: &mut Criterion) {
             let p = vnet::tx_plan(&m).unwrap();
             head[..p.patch_len].copy_from_slice(&m.data()[..p.patch_len]);
             vnet::apply_patches(&p, &mut head[..p.patch_len]);
-            p.hdr.emit()
+            p.hdr.emit_short()
         })
     });
     let h = VirtioNetHdr {
@@ -39,6 +39,7 @@ fn vnet_hdr(c: &mut Criterion) {
         gso_size: 1448,
         csum_start: 34,
         csum_offset: 16,
+        num_buffers: 0,
     };
     g.bench_function("rx_apply_gso", |b| {
         b.iter(|| {

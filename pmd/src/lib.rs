@@ -22,6 +22,7 @@ pub mod sys;
 #[cfg(feature = "test-utils")]
 pub mod testutil;
 pub mod time;
+pub mod virtio_net;
 
 pub use ctx::Ctx;
 pub use lcore::{IdleMode, LcoreSpec, LcoreStats, Passthrough, Processor, Runtime, RuntimeConfig, Task};

@@ -358,7 +358,7 @@ impl TapRx {
                 hb.copy_from_slice(front);
             }
             head.adj(HDR_LEN);
-            let h = VirtioNetHdr::parse(&hb);
+            let h = VirtioNetHdr::parse_short(&hb);
             if vnet::apply_rx(&h, &mut head).is_err() {
                 self.counters.rx_bad_vnet_hdr.inc();
                 ctx.free(head);
@@ -429,7 +429,7 @@ impl TapTx {
                     return TxOutcome::Drop;
                 }
             };
-            hbytes.copy_from_slice(&plan.hdr.emit());
+            hbytes.copy_from_slice(&plan.hdr.emit_short());
             iov.push(libc::iovec { iov_base: hbytes.as_mut_ptr().cast(), iov_len: HDR_LEN });
             if plan.patch_len > 0 {
                 let h = &mut head[..plan.patch_len];

@@ -22,65 +22,16 @@
 use fastpath_mempool::offload::*;
 use fastpath_mempool::Mbuf;
 
-/// Bytes of the header in front of each frame.
-pub const HDR_LEN: usize = 10;
-/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: checksum from `csum_start` to the end, stored at
-/// `csum_start + csum_offset`.
-pub const F_NEEDS_CSUM: u8 = 1;
-/// `VIRTIO_NET_HDR_F_DATA_VALID`: the checksum was verified.
-pub const F_DATA_VALID: u8 = 2;
-/// `VIRTIO_NET_HDR_GSO_NONE`.
-pub const GSO_NONE: u8 = 0;
-/// `VIRTIO_NET_HDR_GSO_TCPV4`.
-pub const GSO_TCPV4: u8 = 1;
-/// `VIRTIO_NET_HDR_GSO_UDP` (UFO, IP fragmentation: not supported).
-pub const GSO_UDP: u8 = 3;
-/// `VIRTIO_NET_HDR_GSO_TCPV6`.
-pub const GSO_TCPV6: u8 = 4;
-/// `VIRTIO_NET_HDR_GSO_UDP_L4` (USO).
-pub const GSO_UDP_L4: u8 = 5;
-/// `VIRTIO_NET_HDR_GSO_ECN` (a bit on top of the type).
-pub const GSO_ECN: u8 = 0x80;
+use crate::virtio_net::l2_and_ethertype;
+pub use crate::virtio_net::{
+    csum_add, csum_sub, fold, ones_sum, NetHdr as VirtioNetHdr, HDR_LEN, VIRTIO_NET_HDR_F_DATA_VALID as F_DATA_VALID,
+    VIRTIO_NET_HDR_F_NEEDS_CSUM as F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN as GSO_ECN,
+    VIRTIO_NET_HDR_GSO_NONE as GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4 as GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 as GSO_TCPV6,
+    VIRTIO_NET_HDR_GSO_UDP as GSO_UDP, VIRTIO_NET_HDR_GSO_UDP_L4 as GSO_UDP_L4,
+};
 
 /// Largest header prefix patched on a stack copy at transmit.
 pub const PATCH_MAX: usize = 256;
-
-/// The virtio-net header, decoded.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct VirtioNetHdr {
-    /// `F_NEEDS_CSUM`, `F_DATA_VALID`.
-    pub flags: u8,
-    /// `GSO_*`, possibly with `GSO_ECN`.
-    pub gso_type: u8,
-    /// Bytes of headers (L2 to L4) of a GSO frame.
-    pub hdr_len: u16,
-    /// Payload bytes per segment of a GSO frame.
-    pub gso_size: u16,
-    /// Offset of the first byte to checksum.
-    pub csum_start: u16,
-    /// Offset of the checksum field from `csum_start`.
-    pub csum_offset: u16,
-}
-
-impl VirtioNetHdr {
-    /// Decodes the 10 header bytes.
-    pub fn parse(b: &[u8; HDR_LEN]) -> VirtioNetHdr {
-        let u = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
-        VirtioNetHdr { flags: b[0], gso_type: b[1], hdr_len: u(2), gso_size: u(4), csum_start: u(6), csum_offset: u(8) }
-    }
-
-    /// Encodes the header.
-    pub fn emit(&self) -> [u8; HDR_LEN] {
-        let mut b = [0u8; HDR_LEN];
-        b[0] = self.flags;
-        b[1] = self.gso_type;
-        b[2..4].copy_from_slice(&self.hdr_len.to_le_bytes());
-        b[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
-        b[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
-        b[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
-        b
-    }
-}
 
 /// Why a frame's offload request cannot be expressed in a virtio-net header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,7 +145,7 @@ pub fn apply_patches(plan: &TxPlan, head: &mut [u8]) {
         let h = &mut head[at..at + len];
         h[10] = 0;
         h[11] = 0;
-        let c = !fold(sum_be16(h, 0));
+        let c = !fold(ones_sum(h, false));
         h[10..12].copy_from_slice(&c.to_be_bytes());
     }
 }
@@ -224,7 +175,7 @@ pub fn apply_rx(h: &VirtioNetHdr, m: &mut Mbuf) -> Result<(), RxError> {
         return Err(RxError::BadCsum);
     }
     let mut flags = RX_L4_CKSUM_PARTIAL;
-    let (l2, ip) = l2_and_ethertype(m.data());
+    let (l2, ip) = l2_and_ethertype(m.data()).unwrap_or((0, 0));
     let v4 = ip == 0x0800;
     if (v4 || ip == 0x86dd) && cs > l2 {
         flags |= if v4 { TX_IPV4 } else { TX_IPV6 };
@@ -268,58 +219,6 @@ pub fn apply_rx(h: &VirtioNetHdr, m: &mut Mbuf) -> Result<(), RxError> {
     Ok(())
 }
 
-/// L2 header length (Ethernet plus up to two VLAN tags) and the ethertype behind it; 0 when the
-/// frame is too short.
-fn l2_and_ethertype(d: &[u8]) -> (usize, u16) {
-    let mut off = 12;
-    for _ in 0..3 {
-        if d.len() < off + 2 {
-            return (0, 0);
-        }
-        let t = u16::from_be_bytes([d[off], d[off + 1]]);
-        if t == 0x8100 || t == 0x88a8 {
-            off += 4;
-            continue;
-        }
-        return (off + 2, t);
-    }
-    (0, 0)
-}
-
-/// One's-complement sum of big-endian 16-bit words of `b` (an odd last byte padded), plus `init`.
-pub fn sum_be16(b: &[u8], init: u32) -> u32 {
-    let mut s = init as u64;
-    let mut c = b.chunks_exact(2);
-    for w in &mut c {
-        s += u16::from_be_bytes([w[0], w[1]]) as u64;
-    }
-    if let [x] = c.remainder() {
-        s += (*x as u64) << 8;
-    }
-    while s >> 32 != 0 {
-        s = (s & 0xffff_ffff) + (s >> 32);
-    }
-    s as u32
-}
-
-/// Folds a 32-bit one's-complement sum to 16 bits.
-pub fn fold(mut s: u32) -> u16 {
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
-
-/// One's-complement `a + b`.
-pub fn csum_add(a: u16, b: u16) -> u16 {
-    fold(a as u32 + b as u32)
-}
-
-/// One's-complement `a - b`.
-pub fn csum_sub(a: u16, b: u16) -> u16 {
-    csum_add(a, !b)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,10 +252,11 @@ mod tests {
             gso_size: 1448,
             csum_start: 34,
             csum_offset: 16,
+            num_buffers: 0,
         };
-        let b = h.emit();
+        let b = h.emit_short();
         assert_eq!(b, [0x01, 0x01, 0x36, 0x00, 0xa8, 0x05, 0x22, 0x00, 0x10, 0x00]);
-        assert_eq!(VirtioNetHdr::parse(&b), h);
+        assert_eq!(VirtioNetHdr::parse_short(&b), h);
     }
 
     #[test]
@@ -379,7 +279,7 @@ mod tests {
         m.set_l4_len(20);
         m.set_tso_segsz(400);
         // DPDK convention: pseudo-header sum without the length.
-        let ph = fold(sum_be16(&f[26..34], 6));
+        let ph = fold(ones_sum(&f[26..34], false) + 6);
         m.data_mut()[50..52].copy_from_slice(&ph.to_be_bytes());
         let plan = tx_plan(&m).unwrap();
         assert_eq!(plan.hdr.gso_type, GSO_TCPV4);
@@ -388,10 +288,10 @@ mod tests {
         let mut head = m.data()[..plan.patch_len].to_vec();
         apply_patches(&plan, &mut head);
         // The field now holds the pseudo-header with the TCP length, as Linux wants.
-        let want = fold(sum_be16(&f[26..34], 6 + 1020));
+        let want = fold(ones_sum(&f[26..34], false) + 6 + 1020);
         assert_eq!(u16::from_be_bytes([head[50], head[51]]), want);
         // And the IPv4 header checksums to zero.
-        assert_eq!(fold(sum_be16(&head[14..34], 0)), 0xffff);
+        assert_eq!(fold(ones_sum(&head[14..34], false)), 0xffff);
         // The mbuf itself is untouched.
         assert_eq!(u16::from_be_bytes([m.data()[50], m.data()[51]]), ph);
     }
@@ -422,7 +322,7 @@ mod tests {
         let p = pool();
         let mut m = p.alloc().unwrap();
         let mut f = tcp4(1000);
-        let with_len = fold(sum_be16(&f[26..34], 6 + 1020));
+        let with_len = fold(ones_sum(&f[26..34], false) + 6 + 1020);
         f[50..52].copy_from_slice(&with_len.to_be_bytes());
         m.append(f.len()).unwrap().copy_from_slice(&f);
         let h = VirtioNetHdr {
@@ -432,11 +332,12 @@ mod tests {
             gso_size: 500,
             csum_start: 34,
             csum_offset: 16,
+            num_buffers: 0,
         };
         apply_rx(&h, &mut m).unwrap();
         assert_eq!(m.ol_flags(), RX_L4_CKSUM_PARTIAL | TX_IPV4 | TX_TCP_CKSUM | TX_TCP_SEG | TX_IP_CKSUM);
         assert_eq!((m.l2_len(), m.l3_len(), m.l4_len(), m.tso_segsz()), (14, 20, 20, 500));
-        let without = fold(sum_be16(&f[26..34], 6));
+        let without = fold(ones_sum(&f[26..34], false) + 6);
         assert_eq!(u16::from_be_bytes([m.data()[50], m.data()[51]]), without);
         // Out of range checksum positions are refused.
         let bad = VirtioNetHdr { flags: F_NEEDS_CSUM, csum_start: 1060, csum_offset: 16, ..Default::default() };
