@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use fastpath_mempool::{Batch, Mempool, PagePolicy, PoolConfig};
 use fastpath_pmd::{Ctx, Port, Spec};
 use fastpath_vhost_user::net;
+use fastpath_vhost_user::ring::RingAddrs;
 use fastpath_vhost_user::testutil::{FakeGuest, FakePackedRing, FakeRing, GPA_BASE, UVA_BASE};
 use fastpath_vhost_user::VhostUserPort;
 use vhost::vhost_user::message::{VhostUserHeaderFlag, VhostUserProtocolFeatures};
@@ -50,14 +51,23 @@ fn table(g: &FakeGuest) -> [VhostUserMemoryRegionInfo; 1] {
     }]
 }
 
-fn vring(fe: &Frontend, i: usize, r: &FakeRing, kick: &EventFd, call: &EventFd) {
-    let a = r.addrs();
-    fe.set_vring_num(i, r.size).unwrap();
+/// A vhost-user port on a socket of this test's own, with its pool.
+fn open(name: &str) -> (std::path::PathBuf, Mempool, VhostUserPort) {
+    let sock = std::env::temp_dir().join(format!("fp-vu-{name}-{}.sock", std::process::id()));
+    let pool = Mempool::new(name, &PoolConfig { mbufs: 1024, chunk_size: 2048, pages: PagePolicy::Small }).unwrap();
+    let mut spec = Spec::parse_port(&format!("vhost-user:{}", sock.display())).unwrap();
+    let port = VhostUserPort::from_spec(0, &mut spec, &pool).unwrap();
+    (sock, pool, port)
+}
+
+/// SET_VRING_NUM, _ADDR, _BASE, _CALL, _KICK for vring `i`.
+fn setup_vring(fe: &Frontend, i: usize, size: u16, a: RingAddrs, base: u16, kick: &EventFd, call: &EventFd) {
+    fe.set_vring_num(i, size).unwrap();
     fe.set_vring_addr(
         i,
         &VringConfigData {
-            queue_max_size: r.size,
-            queue_size: r.size,
+            queue_max_size: size,
+            queue_size: size,
             flags: 0,
             desc_table_addr: a.desc,
             used_ring_addr: a.used,
@@ -66,19 +76,19 @@ fn vring(fe: &Frontend, i: usize, r: &FakeRing, kick: &EventFd, call: &EventFd) 
         },
     )
     .unwrap();
-    fe.set_vring_base(i, 0).unwrap();
+    fe.set_vring_base(i, base).unwrap();
     fe.set_vring_call(i, call).unwrap();
     fe.set_vring_kick(i, kick).unwrap();
 }
 
+fn vring(fe: &Frontend, i: usize, r: &FakeRing, kick: &EventFd, call: &EventFd) {
+    setup_vring(fe, i, r.size, r.addrs(), 0, kick, call);
+}
+
 #[test]
 fn frontend_drives_the_port_over_the_socket() {
-    let sock = std::env::temp_dir().join(format!("fp-vu-ctl-{}.sock", std::process::id()));
-    let pool = Mempool::new("ctl", &PoolConfig { mbufs: 1024, chunk_size: 2048, pages: PagePolicy::Small }).unwrap();
-    let mut spec = Spec::parse_port(&format!("vhost-user:{}", sock.display())).unwrap();
-    let mut port = VhostUserPort::from_spec(0, &mut spec, &pool).unwrap();
-    let mut rxq = port.rx_queue(0).unwrap();
-    let mut txq = port.tx_queue(0).unwrap();
+    let (sock, pool, mut port) = open("ctl");
+    let (mut rxq, mut txq) = (port.rx_queue(0).unwrap(), port.tx_queue(0).unwrap());
     let mut ctx = Ctx::new(0, &pool);
     let mut b = Batch::new();
 
@@ -192,36 +202,15 @@ fn frontend_drives_the_port_over_the_socket() {
 }
 
 fn packed_vring(fe: &Frontend, i: usize, r: &FakePackedRing, kick: &EventFd, call: &EventFd) {
-    let a = r.addrs();
-    fe.set_vring_num(i, r.size).unwrap();
-    fe.set_vring_addr(
-        i,
-        &VringConfigData {
-            queue_max_size: r.size,
-            queue_size: r.size,
-            flags: 0,
-            desc_table_addr: a.desc,
-            used_ring_addr: a.used,
-            avail_ring_addr: a.avail,
-            log_addr: None,
-        },
-    )
-    .unwrap();
-    fe.set_vring_base(i, r.base()).unwrap();
-    fe.set_vring_call(i, call).unwrap();
-    fe.set_vring_kick(i, kick).unwrap();
+    setup_vring(fe, i, r.size, r.addrs(), r.base(), kick, call);
 }
 
 #[test]
 fn frontend_drives_packed_rings_over_the_socket() {
     // RING_PACKED acked: rings of 100 (not a power of two), a base with the wrap counter clear,
     // traffic both ways, and GET_VRING_BASE reporting the packed state.
-    let sock = std::env::temp_dir().join(format!("fp-vu-ctlp-{}.sock", std::process::id()));
-    let pool = Mempool::new("ctlp", &PoolConfig { mbufs: 1024, chunk_size: 2048, pages: PagePolicy::Small }).unwrap();
-    let mut spec = Spec::parse_port(&format!("vhost-user:{}", sock.display())).unwrap();
-    let mut port = VhostUserPort::from_spec(0, &mut spec, &pool).unwrap();
-    let mut rxq = port.rx_queue(0).unwrap();
-    let mut txq = port.tx_queue(0).unwrap();
+    let (sock, pool, mut port) = open("ctlp");
+    let (mut rxq, mut txq) = (port.rx_queue(0).unwrap(), port.tx_queue(0).unwrap());
     let mut ctx = Ctx::new(0, &pool);
     let mut b = Batch::new();
 
