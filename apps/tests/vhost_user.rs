@@ -192,6 +192,60 @@ fn vhost_user_io_loopback_with_testpmd() {
     r.check_clean();
 }
 
+/// Runs testpmd `net_virtio_user` with `vdev_extra` added to its vdev (e.g. `,packed_vq=1`) in
+/// io loopback for `secs` seconds against `sock`, the way `dpdk.sh virtio-user` does; returns the
+/// largest RX-packets total it printed and its output.
+fn virtio_user_with(sock: &str, secs: u32, vdev_extra: &str, prefix: &str) -> (u64, String) {
+    let log = std::env::temp_dir().join(format!("fp-vu-{prefix}-{}.log", std::process::id()));
+    let pfx = format!("{prefix}{}", std::process::id());
+    let _prefix = DpdkPrefix(pfx.clone());
+    let st = Command::new("timeout")
+        .args(["-s", "INT", &secs.to_string(), "dpdk-testpmd", "-l", "0-1", "--main-lcore", "1", "--no-huge"])
+        .args(["-m", "1024", "--no-pci", "--log-level=*:error", "--file-prefix", &pfx])
+        .arg(format!("--vdev=net_virtio_user0,mac=00:01:02:03:04:05,path={sock},queues=1{vdev_extra}"))
+        .args(["--", "--forward-mode=io", "--nb-cores=1", "--txd=1024", "--rxd=1024", "--tx-first"])
+        .args(["--total-num-mbufs=16384", "--stats-period", "1", "--auto-start"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).expect("testpmd log"))
+        .stderr(Stdio::null())
+        .status()
+        .expect("run testpmd");
+    let _ = st;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    let best = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("RX-packets:"))
+        .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    (best, text)
+}
+
+#[test]
+fn vhost_user_packed_ring_io_loopback_with_testpmd() {
+    let _serial = serial();
+    if !require("vhost_user_packed_ring_io_loopback_with_testpmd") {
+        return;
+    }
+    let sock = Sock::new("packed");
+    let fp = fastpath(&format!("vhost-user:{}", sock.path()), 9.0, &[]);
+    wait_socket(sock.path());
+    let (got, text) = virtio_user_with(sock.path(), 6, ",packed_vq=1", "fpvupk");
+    let r = report(fp.output());
+    assert!(got > 20_000, "testpmd received {got} packets back through fastpath:\n{text}");
+    assert_eq!(r.x("ring_packed"), 1, "the frontend negotiated the packed ring:\n{}", r.text);
+    let p = r.port["rx_packets"].as_u64().unwrap();
+    assert!(p > 20_000, "fastpath forwarded {p} packets:\n{}", r.text);
+    let (tx, drops) = (r.port["tx_packets"].as_u64().unwrap(), r.port["tx_drops"].as_u64().unwrap());
+    assert!(tx > 20_000, "traffic both ways:\n{}", r.text);
+    assert_eq!(tx + drops, p, "every received packet sent or counted:\n{}", r.text);
+    assert!(drops <= 1024, "only the packets in flight at the end are dropped:\n{}", r.text);
+    assert_eq!(r.x("q0_rx_bytes"), 64 * p, "64-byte frames from testpmd");
+    assert_eq!(r.x("q0_rx_broken") + r.x("q0_tx_broken"), 0);
+    r.check_clean();
+}
+
 #[test]
 fn vhost_user_frontend_reconnects_mid_traffic() {
     let _serial = serial();

@@ -32,9 +32,10 @@ use vhost::vhost_user::{Error as VuError, GpuBackend, Result as VuResult, VhostU
 use vhost::VhostUserMemoryRegionBase;
 
 use crate::mem::{GuestMemory, RegionDesc};
-use crate::net::{OFFERED_FEATURES, VHOST_USER_F_PROTOCOL_FEATURES};
+use crate::net::{OFFERED_FEATURES, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_RING_PACKED};
+use crate::packed::PackedRing;
 use crate::queue::QueueFeatures;
-use crate::ring::{RingAddrs, SplitRing};
+use crate::ring::{Ring, RingAddrs, SplitRing};
 use crate::shared::{Publisher, VringConfig};
 
 /// How long a stop (GET_VRING_BASE) waits for the lcore to acknowledge. An lcore that polls
@@ -49,6 +50,8 @@ pub struct DeviceStatus {
     pub connected: AtomicBool,
     /// Feature bits the frontend acked (0 when none is connected).
     pub features: AtomicU64,
+    /// Feature bits the last frontend acked (kept after it left).
+    pub last_features: AtomicU64,
     /// Connections accepted or made so far.
     pub connections: AtomicU64,
     /// Memory tables mapped so far.
@@ -63,7 +66,9 @@ pub struct DeviceStatus {
 struct Vring {
     size: u32,
     addrs: Option<RingAddrs>,
-    base: u16,
+    /// SET_VRING_BASE's value, `None` before one came (then split rings start at 0 and packed
+    /// ones at position 0 with wrap counter 1, as a fresh ring does).
+    base: Option<u32>,
     start_gen: u64,
     kick: Option<File>,
     call: Option<Arc<File>>,
@@ -97,7 +102,7 @@ impl Device {
             .map(|i| Vring {
                 size: 0,
                 addrs: None,
-                base: 0,
+                base: None,
                 start_gen: 0,
                 kick: None,
                 call: None,
@@ -160,7 +165,11 @@ impl Device {
         // is enabled unless a SET_VRING_ENABLE(0) reached us.
         let enabled = if proto { v.enabled.unwrap_or(true) } else { true };
         let ring = match v.addrs {
-            Some(a) if v.started && enabled && v.size > 0 => match SplitRing::new(&mem, a, v.size) {
+            Some(a) if v.started && enabled && v.size > 0 => match if feat.packed {
+                PackedRing::new(&mem, a, v.size).map(Ring::Packed)
+            } else {
+                SplitRing::new(&mem, a, v.size).map(Ring::Split)
+            } {
                 Ok(r) => Some(r),
                 Err(e) => {
                     log::warn!("{}: vring {i} cannot start: {e}", self.name);
@@ -178,7 +187,11 @@ impl Device {
             v.addrs.is_some(),
             if ring.is_some() { "live" } else { "idle" }
         );
-        let cfg = VringConfig { mem, ring, base: v.base, start_gen: v.start_gen, feat, call: v.call.clone() };
+        // Packed: the low 16 bits carry the avail position and wrap counter (the high ones the
+        // used state, which equals it whenever we are stopped: we return every chain we take
+        // within its burst).
+        let base = v.base.map_or(if feat.packed { 0x8000 } else { 0 }, |b| b as u16);
+        let cfg = VringConfig { mem, ring, base, start_gen: v.start_gen, feat, call: v.call.clone() };
         v.publisher.publish(cfg);
     }
 
@@ -202,7 +215,7 @@ impl Device {
             v.started = false;
             v.enabled = None;
             v.start_gen += 1;
-            v.base = 0;
+            v.base = None;
         }
         // Old snapshots (and the memory table) are freed by `reap` as the lcores acknowledge.
         self.republish_all();
@@ -250,6 +263,7 @@ impl VhostUserBackendReqHandlerMut for Device {
         self.features = features;
         // Relaxed: status for readers.
         self.status.features.store(features, Ordering::Relaxed);
+        self.status.last_features.store(features, Ordering::Relaxed);
         self.status.offloads.set(crate::net::port_offloads(features));
         log::info!("{}: features {features:#x}", self.name);
         self.republish_all();
@@ -284,7 +298,9 @@ impl VhostUserBackendReqHandlerMut for Device {
     }
 
     fn set_vring_num(&mut self, index: u32, num: u32) -> VuResult<()> {
-        if num == 0 || num > crate::ring::MAX_QUEUE_SIZE as u32 || !num.is_power_of_two() {
+        // Packed rings may have any size up to 32768; split ones a power of two.
+        let packed = self.features & VIRTIO_F_RING_PACKED != 0;
+        if num == 0 || num > crate::ring::MAX_QUEUE_SIZE as u32 || (!packed && !num.is_power_of_two()) {
             return Err(VuError::InvalidParam);
         }
         self.vring(index)?.size = num;
@@ -307,11 +323,19 @@ impl VhostUserBackendReqHandlerMut for Device {
     }
 
     fn set_vring_base(&mut self, index: u32, base: u32) -> VuResult<()> {
-        if base > u16::MAX as u32 {
+        let packed = self.features & VIRTIO_F_RING_PACKED != 0;
+        let v = self.vring(index)?;
+        if packed {
+            // Bits 0-14: avail position, 15: avail wrap counter, 16-31: the used state (DPDK and
+            // older QEMUs send 0 there; with nothing in flight it equals the avail state).
+            let pos = base & 0x7fff;
+            if v.size > 0 && pos >= v.size {
+                return Err(VuError::InvalidParam);
+            }
+        } else if base > u16::MAX as u32 {
             return Err(VuError::InvalidParam);
         }
-        let v = self.vring(index)?;
-        v.base = base as u16;
+        v.base = Some(base);
         v.start_gen += 1;
         self.republish(index as usize);
         Ok(())
@@ -327,8 +351,10 @@ impl VhostUserBackendReqHandlerMut for Device {
         if !v.publisher.wait_ack(ACK_TIMEOUT) {
             log::debug!("{name}: vring {index}: stopped while its lcore is idle; using its last published index");
         }
-        let last = v.publisher.last_avail();
-        Ok(VhostUserVringState::new(index, last as u32))
+        let last = v.publisher.last_avail() as u32;
+        // Packed: avail state in bits 0-15, used state in 16-31 (the same once stopped).
+        let num = if self.features & VIRTIO_F_RING_PACKED != 0 { last | last << 16 } else { last };
+        Ok(VhostUserVringState::new(index, num))
     }
 
     fn set_vring_kick(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {

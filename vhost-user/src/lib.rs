@@ -3,6 +3,7 @@
 //!
 //! - [`mem`]: the guest memory table (the one place that forms pointers into guest memory).
 //! - [`ring`]: the split virtqueue layout and raw ring access.
+//! - [`packed`]: the packed virtqueue (RING_PACKED): layout, ring access and its data path.
 //! - [`queue`]: the poll-mode data path (dequeue: guest TX -> mbufs, enqueue: mbufs -> guest RX)
 //!   with the hostile-guest checks, drops per reason and guest errors that stop one queue.
 //! - [`net`]: virtio-net features and the header <-> mbuf offload mapping.
@@ -16,6 +17,7 @@ pub mod conn;
 pub mod device;
 pub mod mem;
 pub mod net;
+pub mod packed;
 pub mod port;
 pub mod queue;
 pub mod ring;

@@ -54,6 +54,8 @@ pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 /// ring strictly in order and writes one used element per chain in that order, in both
 /// directions, so it offers this; the driver then takes its cheaper in-order paths.
 pub const VIRTIO_F_IN_ORDER: u64 = 1 << 35;
+/// Packed virtqueues (virtio 1.1, 2.8) instead of split ones.
+pub const VIRTIO_F_RING_PACKED: u64 = 1 << 34;
 /// Driver takes USO over IPv4.
 pub const VIRTIO_NET_F_GUEST_USO4: u64 = 1 << 54;
 /// Driver takes USO over IPv6.
@@ -75,6 +77,7 @@ pub const OFFERED_FEATURES: u64 = VIRTIO_NET_F_CSUM
     | VHOST_USER_F_PROTOCOL_FEATURES
     | VIRTIO_F_VERSION_1
     | VIRTIO_F_IN_ORDER
+    | VIRTIO_F_RING_PACKED
     | VIRTIO_NET_F_GUEST_USO4
     | VIRTIO_NET_F_GUEST_USO6
     | VIRTIO_NET_F_HOST_USO;

@@ -231,6 +231,11 @@ impl Port for VhostUserPort {
             ("connections".to_string(), self.status.connections.load(Ordering::Relaxed)),
             ("mem_tables".to_string(), self.status.mem_tables.load(Ordering::Relaxed)),
             ("features".to_string(), self.negotiated_features()),
+            // The ring layout the last frontend chose (kept after it left). Relaxed: a statistic.
+            ("ring_packed".to_string(), {
+                let f = self.status.last_features.load(Ordering::Relaxed);
+                (f & net::VIRTIO_F_RING_PACKED != 0) as u64
+            }),
         ];
         for (i, v) in self.vrings.iter().enumerate() {
             let q = i / 2;

@@ -46,17 +46,21 @@ pub enum GuestError {
     Indirect,
     /// A device-writable buffer in a TX chain, or a read-only one in an RX chain.
     Direction,
+    /// Packed ring: a descriptor inside a chain is not marked available for the current wrap
+    /// counter (the driver publishes a chain's head last, so the rest must be there already).
+    Wrap,
 }
 
 impl GuestError {
     /// Every error, in counter order.
-    pub const ALL: [GuestError; 6] = [
+    pub const ALL: [GuestError; 7] = [
         GuestError::AvailIdx,
         GuestError::DescIndex,
         GuestError::DescAddr,
         GuestError::ChainTooLong,
         GuestError::Indirect,
         GuestError::Direction,
+        GuestError::Wrap,
     ];
 
     /// Name used in xstats and logs.
@@ -68,6 +72,7 @@ impl GuestError {
             GuestError::ChainTooLong => "guest_err_chain_too_long",
             GuestError::Indirect => "guest_err_indirect",
             GuestError::Direction => "guest_err_direction",
+            GuestError::Wrap => "guest_err_wrap",
         }
     }
 }
@@ -124,7 +129,7 @@ pub struct VringStats {
     /// Drops by [`DropReason`] reason.
     pub drops: [Counter; 7],
     /// Guest errors by [`GuestError`] (each stopped the queue once).
-    pub guest_errors: [Counter; 6],
+    pub guest_errors: [Counter; 7],
     /// Eventfd writes to the guest (interrupts).
     pub calls: Counter,
     /// Kicks the guest sent (counted by the control thread).
@@ -135,7 +140,7 @@ pub struct VringStats {
 
 impl VringStats {
     #[inline(always)]
-    fn drop(&self, d: DropReason) {
+    pub(crate) fn drop(&self, d: DropReason) {
         self.drops[d as usize].inc();
     }
 }
@@ -153,6 +158,10 @@ pub struct QueueFeatures {
     pub event_idx: bool,
     /// INDIRECT_DESC.
     pub indirect: bool,
+    /// RING_PACKED: the vrings are packed ones.
+    pub packed: bool,
+    /// IN_ORDER: buffers are used in the order they were made available.
+    pub in_order: bool,
 }
 
 impl QueueFeatures {
@@ -164,6 +173,8 @@ impl QueueFeatures {
             mrg_rxbuf: bits & net::VIRTIO_NET_F_MRG_RXBUF != 0,
             event_idx: bits & net::VIRTIO_RING_F_EVENT_IDX != 0,
             indirect: bits & net::VIRTIO_RING_F_INDIRECT_DESC != 0,
+            packed: bits & net::VIRTIO_F_RING_PACKED != 0,
+            in_order: bits & net::VIRTIO_F_IN_ORDER != 0,
         }
     }
 }
@@ -181,7 +192,7 @@ pub struct SplitQueue {
 }
 
 /// Chain walk control.
-enum Step {
+pub(crate) enum Step {
     Go,
     Stop,
 }
@@ -396,8 +407,7 @@ impl SplitQueue {
         (w, bytes)
     }
 
-    /// Copies one chain into `m` (a fresh single-segment mbuf, chained further when needed).
-    /// `Ok(false)`: dropped (counted), `m` needs a reset.
+    /// Copies the chain at `head` into `m` (see [`chain_to_mbuf`]).
     #[inline(always)]
     fn dequeue_one(
         &self,
@@ -407,116 +417,7 @@ impl SplitQueue {
         m: &mut Mbuf,
         st: &VringStats,
     ) -> Result<bool, GuestError> {
-        let hlen = self.feat.hdr_len;
-        let mut hdr = [0u8; HDR_MAX];
-        // Fast path: the whole packet in one buffer that fits one mbuf (what DPDK's virtio-user
-        // and Linux send for small packets).
-        let d = self.ring.desc(head).ok_or(GuestError::DescIndex)?;
-        let len = d.len as usize;
-        if d.flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE) == 0
-            && len >= hlen + 14
-            && len - hlen <= m.tailroom()
-        {
-            let p = mem.gpa_ptr(d.addr, len as u64).ok_or(GuestError::DescAddr)?;
-            // SAFETY: p is valid for len >= hlen bytes; hdr has HDR_MAX >= hlen.
-            unsafe { copy_from_guest(hdr.as_mut_ptr(), p, hlen) };
-            let Some(dst) = m.append(len - hlen) else {
-                st.drop(DropReason::NoMbufs);
-                return Ok(false);
-            };
-            // SAFETY: p + hlen .. + (len - hlen) is inside the checked buffer; dst has that many.
-            unsafe { copy_from_guest(dst.as_mut_ptr(), p.add(hlen), len - hlen) };
-            if (hdr[0] != 0 || hdr[1] != 0) && net::hdr_to_mbuf(&NetHdr::parse(&hdr), m, self.feat.bits).is_err() {
-                st.drop(DropReason::BadHeader);
-                return Ok(false);
-            }
-            return Ok(true);
-        }
-        let mut hgot = 0usize;
-        let mut total = 0usize;
-        let mut tail: Option<Mbuf> = None;
-        let mut fail: Option<DropReason> = None;
-        let walked = self.walk(mem, head, |addr, len, write| {
-            if write {
-                return Err(GuestError::Direction);
-            }
-            let p = mem.gpa_ptr(addr, len as u64).ok_or(GuestError::DescAddr)?;
-            let mut off = 0usize;
-            let len = len as usize;
-            if hgot < hlen {
-                let k = (hlen - hgot).min(len);
-                // SAFETY: p is valid for len >= k bytes (gpa_ptr); hdr has room for k at hgot.
-                unsafe { copy_from_guest(hdr.as_mut_ptr().add(hgot), p, k) };
-                hgot += k;
-                off = k;
-            }
-            let mut left = len - off;
-            if left == 0 {
-                return Ok(Step::Go);
-            }
-            if total + left > MAX_PKT_LEN {
-                fail = Some(DropReason::Oversize);
-                return Ok(Step::Stop);
-            }
-            total += left;
-            while left > 0 {
-                let seg: &mut Mbuf = match tail.as_mut() {
-                    Some(t) => t,
-                    None => &mut *m,
-                };
-                let k = seg.tailroom().min(left);
-                if k == 0 {
-                    let Some(new) = cache.alloc() else {
-                        fail = Some(DropReason::NoMbufs);
-                        return Ok(Step::Stop);
-                    };
-                    if let Some(full) = tail.replace(new) {
-                        if let Err(full) = m.chain(full) {
-                            cache.free(full);
-                            fail = Some(DropReason::Oversize);
-                            return Ok(Step::Stop);
-                        }
-                    }
-                    continue;
-                }
-                let Some(dst) = seg.append(k) else {
-                    fail = Some(DropReason::NoMbufs);
-                    return Ok(Step::Stop);
-                };
-                // SAFETY: p + off .. + k lies inside the checked buffer (off + k <= len); dst has
-                // exactly k bytes.
-                unsafe { copy_from_guest(dst.as_mut_ptr(), p.add(off), k) };
-                off += k;
-                left -= k;
-            }
-            Ok(Step::Go)
-        });
-        if let Some(t) = tail.take() {
-            if let Err(t) = m.chain(t) {
-                cache.free(t);
-                fail = fail.or(Some(DropReason::Oversize));
-            }
-        }
-        walked?;
-        if fail.is_none() && (hgot < hlen || total < 14) {
-            fail = Some(DropReason::Runt);
-        }
-        if fail.is_none() && (hdr[0] != 0 || hdr[1] != 0) {
-            let h = NetHdr::parse(&hdr);
-            if net::hdr_to_mbuf(&h, m, self.feat.bits).is_err() {
-                fail = Some(DropReason::BadHeader);
-            }
-        }
-        match fail {
-            None => Ok(true),
-            Some(d) => {
-                st.drop(d);
-                if let Some(rest) = m.split_first() {
-                    cache.free(rest);
-                }
-                Ok(false)
-            }
-        }
+        chain_to_mbuf(&mut SplitChain { q: self, head }, mem, cache, &self.feat, m, st)
     }
 
     /// Mbufs -> guest RX: copies packets from the front of `batch` into guest receive buffers
@@ -533,74 +434,13 @@ impl SplitQueue {
         if self.broken.is_some() || batch.is_empty() {
             return (0, 0);
         }
-        let Some(mut avail) = self.pending(st) else { return (0, 0) };
+        let Some(avail) = self.pending(st) else { return (0, 0) };
         self.prefetch_burst(mem, batch.len().min(avail as usize));
-        let (mut done, mut sent, mut bytes) = (0usize, 0usize, 0u64);
         let used_before = self.last_used;
-        while done < batch.len() && avail > 0 {
-            let m = &mut batch[done];
-            if m.ol_flags() & fastpath_mempool::offload::TX_IP_CKSUM != 0 && !net::fill_ip_csum(m) {
-                st.drop(DropReason::CsumFailed);
-                done += 1;
-                continue;
-            }
-            let hdr = match net::mbuf_to_hdr(m, self.feat.bits) {
-                TxPrep::Send(h) => h,
-                TxPrep::SendGso(h, at) => {
-                    let l4 = (m.pkt_len() - h.csum_start as usize) as u16;
-                    if !net::adjust_sum(m, at, l4, false) {
-                        st.drop(DropReason::CsumFailed);
-                        done += 1;
-                        continue;
-                    }
-                    h
-                }
-                TxPrep::NoGso => {
-                    st.drop(DropReason::GsoNotNegotiated);
-                    done += 1;
-                    continue;
-                }
-                TxPrep::SoftCsum { start, offset } => {
-                    if !net::finish_csum(m, start, offset) {
-                        st.drop(DropReason::CsumFailed);
-                        done += 1;
-                        continue;
-                    }
-                    NetHdr::default()
-                }
-            };
-            let r = if self.feat.mrg_rxbuf {
-                self.enqueue_mrg(mem, &batch[done], &hdr, &mut avail)
-            } else {
-                self.enqueue_single(mem, &batch[done], &hdr, &mut avail)
-            };
-            match r {
-                Ok(true) => {
-                    bytes += batch[done].pkt_len() as u64;
-                    sent += 1;
-                    done += 1;
-                }
-                Ok(false) => {
-                    if !self.feat.mrg_rxbuf && avail > 0 {
-                        // The chain is too small for this packet; it stays for the next one.
-                        st.drop(DropReason::BufTooSmall);
-                        done += 1;
-                        continue;
-                    }
-                    break; // out of guest buffers: the rest stays in the batch
-                }
-                Err(e) => {
-                    self.fail(e, st);
-                    break;
-                }
-            }
-        }
-        if done == batch.len() {
-            cache.free_batch(batch);
-        } else {
-            for m in batch.drain_front(done) {
-                cache.free(m);
-            }
+        let feat = self.feat;
+        let (sent, bytes, err) = fill_guest_rx(&mut SplitRx { q: self, avail }, mem, cache, batch, &feat, st);
+        if let Some(e) = err {
+            self.fail(e, st);
         }
         let n = self.last_used.wrapping_sub(used_before);
         self.publish_only(n, st);
@@ -753,9 +593,373 @@ impl SplitQueue {
     }
 }
 
+/// The live queue of a vring: the data path of the negotiated ring layout. One `match` per
+/// burst; both arms have the same interface.
+#[derive(Debug)]
+pub enum VirtQueue {
+    /// A split ring.
+    Split(SplitQueue),
+    /// A packed ring.
+    Packed(crate::packed::PackedQueue),
+}
+
+impl VirtQueue {
+    /// A queue over `ring` starting at `base` (split: the avail index; packed: position | wrap
+    /// counter << 15).
+    pub fn new(ring: crate::ring::Ring, base: u16, feat: QueueFeatures, call: Option<i32>) -> VirtQueue {
+        match ring {
+            crate::ring::Ring::Split(r) => VirtQueue::Split(SplitQueue::new(r, base, feat, call)),
+            crate::ring::Ring::Packed(r) => VirtQueue::Packed(crate::packed::PackedQueue::new(r, base, feat, call)),
+        }
+    }
+
+    /// See [`SplitQueue::dequeue_burst`].
+    #[inline(always)]
+    pub fn dequeue_burst(
+        &mut self,
+        mem: &GuestMemory,
+        cache: &mut PoolCache,
+        batch: &mut Batch,
+        max: usize,
+        origin: (u16, u16),
+        st: &VringStats,
+    ) -> (usize, u64) {
+        match self {
+            VirtQueue::Split(q) => q.dequeue_burst(mem, cache, batch, max, origin, st),
+            VirtQueue::Packed(q) => q.dequeue_burst(mem, cache, batch, max, origin, st),
+        }
+    }
+
+    /// See [`SplitQueue::enqueue_burst`].
+    #[inline(always)]
+    pub fn enqueue_burst(
+        &mut self,
+        mem: &GuestMemory,
+        cache: &mut PoolCache,
+        batch: &mut Batch,
+        st: &VringStats,
+    ) -> (usize, u64) {
+        match self {
+            VirtQueue::Split(q) => q.enqueue_burst(mem, cache, batch, st),
+            VirtQueue::Packed(q) => q.enqueue_burst(mem, cache, batch, st),
+        }
+    }
+
+    /// The avail state GET_VRING_BASE reports.
+    pub fn last_avail(&self) -> u16 {
+        match self {
+            VirtQueue::Split(q) => q.last_avail(),
+            VirtQueue::Packed(q) => q.last_avail(),
+        }
+    }
+
+    /// The used state published so far.
+    pub fn last_used(&self) -> u16 {
+        match self {
+            VirtQueue::Split(q) => q.last_used(),
+            VirtQueue::Packed(q) => q.last_used(),
+        }
+    }
+
+    /// The violation that stopped this queue, if any.
+    pub fn broken(&self) -> Option<GuestError> {
+        match self {
+            VirtQueue::Split(q) => q.broken(),
+            VirtQueue::Packed(q) => q.broken(),
+        }
+    }
+
+    /// Returns what the queue holds back (packed IN_ORDER guest TX) before the lcore lets it go.
+    pub fn flush_held(&mut self, st: &VringStats) {
+        if let VirtQueue::Packed(q) = self {
+            q.flush_held(st);
+        }
+    }
+
+    /// Continues from our own used state and keeps a guest error in force.
+    pub fn resume(&mut self, used: u16, broken: Option<GuestError>) {
+        match self {
+            VirtQueue::Split(q) => q.resume(used, broken),
+            VirtQueue::Packed(q) => q.resume(used, broken),
+        }
+    }
+}
+
+/// The virtio-net header for a packet going to the guest, with what the guest did not negotiate
+/// done in software. `None`: dropped (counted).
+#[inline(always)]
+pub(crate) fn guest_rx_hdr(m: &mut Mbuf, bits: u64, st: &VringStats) -> Option<NetHdr> {
+    if m.ol_flags() & fastpath_mempool::offload::TX_IP_CKSUM != 0 && !net::fill_ip_csum(m) {
+        st.drop(DropReason::CsumFailed);
+        return None;
+    }
+    match net::mbuf_to_hdr(m, bits) {
+        TxPrep::Send(h) => Some(h),
+        TxPrep::SendGso(h, at) => {
+            let l4 = (m.pkt_len() - h.csum_start as usize) as u16;
+            if !net::adjust_sum(m, at, l4, false) {
+                st.drop(DropReason::CsumFailed);
+                return None;
+            }
+            Some(h)
+        }
+        TxPrep::NoGso => {
+            st.drop(DropReason::GsoNotNegotiated);
+            None
+        }
+        TxPrep::SoftCsum { start, offset } => {
+            if !net::finish_csum(m, start, offset) {
+                st.drop(DropReason::CsumFailed);
+                return None;
+            }
+            Some(NetHdr::default())
+        }
+    }
+}
+
+/// The ring-specific half of guest RX (mbufs -> guest receive buffers), for [`fill_guest_rx`].
+pub(crate) trait GuestRx {
+    /// True while the guest has a receive buffer for us (in this burst).
+    fn has_room(&self) -> bool;
+
+    /// Copies one packet, `hdr` first, into the guest's buffers (several with MRG_RXBUF).
+    /// `Ok(false)`: it does not fit (nothing consumed).
+    fn put(&mut self, mem: &GuestMemory, m: &Mbuf, hdr: &NetHdr) -> Result<bool, GuestError>;
+}
+
+/// The split ring's guest RX: the queue and the avail entries left in this burst.
+struct SplitRx<'a> {
+    q: &'a mut SplitQueue,
+    avail: u16,
+}
+
+impl GuestRx for SplitRx<'_> {
+    #[inline(always)]
+    fn has_room(&self) -> bool {
+        self.avail > 0
+    }
+
+    #[inline(always)]
+    fn put(&mut self, mem: &GuestMemory, m: &Mbuf, hdr: &NetHdr) -> Result<bool, GuestError> {
+        if self.q.feat.mrg_rxbuf {
+            self.q.enqueue_mrg(mem, m, hdr, &mut self.avail)
+        } else {
+            self.q.enqueue_single(mem, m, hdr, &mut self.avail)
+        }
+    }
+}
+
+/// Mbufs -> guest RX, the loop both ring layouts share: copies packets from the front of
+/// `batch` until it is empty or the guest has no room. Delivered and dropped packets are freed
+/// (into `cache`) and removed; the rest stay in order. Returns packets delivered, their bytes,
+/// and the guest error that ended the burst, if one did.
+#[inline(always)]
+pub(crate) fn fill_guest_rx<Q: GuestRx>(
+    q: &mut Q,
+    mem: &GuestMemory,
+    cache: &mut PoolCache,
+    batch: &mut Batch,
+    feat: &QueueFeatures,
+    st: &VringStats,
+) -> (usize, u64, Option<GuestError>) {
+    let (mut done, mut sent, mut bytes, mut err) = (0usize, 0usize, 0u64, None);
+    while done < batch.len() && q.has_room() {
+        let Some(hdr) = guest_rx_hdr(&mut batch[done], feat.bits, st) else {
+            done += 1;
+            continue;
+        };
+        match q.put(mem, &batch[done], &hdr) {
+            Ok(true) => {
+                bytes += batch[done].pkt_len() as u64;
+                sent += 1;
+                done += 1;
+            }
+            Ok(false) => {
+                if !feat.mrg_rxbuf && q.has_room() {
+                    // The chain is too small for this packet; it stays for the next one.
+                    st.drop(DropReason::BufTooSmall);
+                    done += 1;
+                    continue;
+                }
+                break; // out of guest buffers: the rest stays in the batch
+            }
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
+    }
+    if done == batch.len() {
+        cache.free_batch(batch);
+    } else {
+        for m in batch.drain_front(done) {
+            cache.free(m);
+        }
+    }
+    (sent, bytes, err)
+}
+
+/// One descriptor chain of a ring, as the copy loops shared by the split and the packed ring
+/// see it.
+pub(crate) trait Chain {
+    /// `Some((addr, len))` when the chain is one plain device-readable descriptor (the fast
+    /// path of guest TX); `None` otherwise. Errors as the walk would report them.
+    fn single_readable(&mut self) -> Result<Option<(u64, u32)>, GuestError>;
+
+    /// Calls `f(addr, len, writable)` for each buffer until it returns `Stop` or the chain
+    /// ends, with every ring rule checked.
+    fn walk<F>(&mut self, mem: &GuestMemory, f: F) -> Result<(), GuestError>
+    where
+        F: FnMut(u64, u32, bool) -> Result<Step, GuestError>;
+}
+
+/// The chain at `head` of a split ring.
+struct SplitChain<'a> {
+    q: &'a SplitQueue,
+    head: u16,
+}
+
+impl Chain for SplitChain<'_> {
+    #[inline(always)]
+    fn single_readable(&mut self) -> Result<Option<(u64, u32)>, GuestError> {
+        let d = self.q.ring.desc(self.head).ok_or(GuestError::DescIndex)?;
+        Ok((d.flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE) == 0).then_some((d.addr, d.len)))
+    }
+
+    #[inline(always)]
+    fn walk<F>(&mut self, mem: &GuestMemory, f: F) -> Result<(), GuestError>
+    where
+        F: FnMut(u64, u32, bool) -> Result<Step, GuestError>,
+    {
+        self.q.walk(mem, self.head, f)
+    }
+}
+
+/// Copies one guest TX chain into `m` (a fresh single-segment mbuf, chained further when
+/// needed), the virtio-net header mapped to offload flags. `Ok(false)`: dropped (counted), `m`
+/// needs a reset. Shared by the split and the packed ring: only the walk differs.
+#[inline(always)]
+pub(crate) fn chain_to_mbuf<C: Chain>(
+    c: &mut C,
+    mem: &GuestMemory,
+    cache: &mut PoolCache,
+    feat: &QueueFeatures,
+    m: &mut Mbuf,
+    st: &VringStats,
+) -> Result<bool, GuestError> {
+    let hlen = feat.hdr_len;
+    let mut hdr = [0u8; HDR_MAX];
+    // Fast path: the whole packet in one buffer that fits one mbuf (what DPDK's virtio-user
+    // and Linux send for small packets).
+    if let Some((addr, len)) = c.single_readable()? {
+        let len = len as usize;
+        if len >= hlen + 14 && len - hlen <= m.tailroom() {
+            let p = mem.gpa_ptr(addr, len as u64).ok_or(GuestError::DescAddr)?;
+            // SAFETY: p is valid for len >= hlen bytes; hdr has HDR_MAX >= hlen.
+            unsafe { copy_from_guest(hdr.as_mut_ptr(), p, hlen) };
+            let Some(dst) = m.append(len - hlen) else {
+                st.drop(DropReason::NoMbufs);
+                return Ok(false);
+            };
+            // SAFETY: p + hlen .. + (len - hlen) is inside the checked buffer; dst has that many.
+            unsafe { copy_from_guest(dst.as_mut_ptr(), p.add(hlen), len - hlen) };
+            if (hdr[0] != 0 || hdr[1] != 0) && net::hdr_to_mbuf(&NetHdr::parse(&hdr), m, feat.bits).is_err() {
+                st.drop(DropReason::BadHeader);
+                return Ok(false);
+            }
+            return Ok(true);
+        }
+    }
+    let mut hgot = 0usize;
+    let mut total = 0usize;
+    let mut tail: Option<Mbuf> = None;
+    let mut fail: Option<DropReason> = None;
+    let walked = c.walk(mem, |addr, len, write| {
+        if write {
+            return Err(GuestError::Direction);
+        }
+        let p = mem.gpa_ptr(addr, len as u64).ok_or(GuestError::DescAddr)?;
+        let mut off = 0usize;
+        let len = len as usize;
+        if hgot < hlen {
+            let k = (hlen - hgot).min(len);
+            // SAFETY: p is valid for len >= k bytes (gpa_ptr); hdr has room for k at hgot.
+            unsafe { copy_from_guest(hdr.as_mut_ptr().add(hgot), p, k) };
+            hgot += k;
+            off = k;
+        }
+        let mut left = len - off;
+        if left == 0 {
+            return Ok(Step::Go);
+        }
+        if total + left > MAX_PKT_LEN {
+            fail = Some(DropReason::Oversize);
+            return Ok(Step::Stop);
+        }
+        total += left;
+        while left > 0 {
+            let seg: &mut Mbuf = match tail.as_mut() {
+                Some(t) => t,
+                None => &mut *m,
+            };
+            let k = seg.tailroom().min(left);
+            if k == 0 {
+                let Some(new) = cache.alloc() else {
+                    fail = Some(DropReason::NoMbufs);
+                    return Ok(Step::Stop);
+                };
+                if let Some(full) = tail.replace(new) {
+                    if let Err(full) = m.chain(full) {
+                        cache.free(full);
+                        fail = Some(DropReason::Oversize);
+                        return Ok(Step::Stop);
+                    }
+                }
+                continue;
+            }
+            let Some(dst) = seg.append(k) else {
+                fail = Some(DropReason::NoMbufs);
+                return Ok(Step::Stop);
+            };
+            // SAFETY: p + off .. + k lies inside the checked buffer (off + k <= len); dst has
+            // exactly k bytes.
+            unsafe { copy_from_guest(dst.as_mut_ptr(), p.add(off), k) };
+            off += k;
+            left -= k;
+        }
+        Ok(Step::Go)
+    });
+    if let Some(t) = tail.take() {
+        if let Err(t) = m.chain(t) {
+            cache.free(t);
+            fail = fail.or(Some(DropReason::Oversize));
+        }
+    }
+    walked?;
+    if fail.is_none() && (hgot < hlen || total < 14) {
+        fail = Some(DropReason::Runt);
+    }
+    if fail.is_none() && (hdr[0] != 0 || hdr[1] != 0) {
+        let h = NetHdr::parse(&hdr);
+        if net::hdr_to_mbuf(&h, m, feat.bits).is_err() {
+            fail = Some(DropReason::BadHeader);
+        }
+    }
+    match fail {
+        None => Ok(true),
+        Some(d) => {
+            st.drop(d);
+            if let Some(rest) = m.split_first() {
+                cache.free(rest);
+            }
+            Ok(false)
+        }
+    }
+}
+
 /// Asks the CPU to start loading the cache line at `p` (a hint: never faults, whatever `p` is).
 #[inline(always)]
-fn prefetch(p: *const u8) {
+pub(crate) fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: prefetch is a hint that never faults or changes memory, for any address.
     unsafe {
@@ -767,7 +971,7 @@ fn prefetch(p: *const u8) {
 
 /// Resets an mbuf whose packet was dropped so that it can take the next one.
 #[inline(always)]
-fn reset_for_reuse(m: &mut Mbuf) {
+pub(crate) fn reset_for_reuse(m: &mut Mbuf) {
     m.set_len(0);
     m.set_ol_flags(0);
     m.set_l2_len(0);
@@ -777,30 +981,30 @@ fn reset_for_reuse(m: &mut Mbuf) {
 }
 
 /// The bytes of one packet going to the guest: the virtio-net header, then every segment.
-struct Src<'a> {
+pub(crate) struct Src<'a> {
     hdr: &'a [u8],
     segs: fastpath_mempool::mbuf::Segments<'a>,
     cur: &'a [u8],
     in_hdr: bool,
-    written: usize,
+    pub(crate) written: usize,
     /// Host pointers of the two `num_buffers` bytes (header offsets 10 and 11).
     nb_at: [*mut u8; 2],
 }
 
 impl<'a> Src<'a> {
     #[inline(always)]
-    fn new(hdr: &'a [u8], m: &'a Mbuf) -> Src<'a> {
+    pub(crate) fn new(hdr: &'a [u8], m: &'a Mbuf) -> Src<'a> {
         Src { hdr, segs: m.segments(), cur: hdr, in_hdr: true, written: 0, nb_at: [std::ptr::null_mut(); 2] }
     }
 
     #[inline(always)]
-    fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.cur.is_empty() && !self.in_hdr
     }
 
     /// Fills the guest buffer at `p` (checked for `len` bytes) with what comes next.
     #[inline(always)]
-    fn copy_into(&mut self, p: *mut u8, len: usize) {
+    pub(crate) fn copy_into(&mut self, p: *mut u8, len: usize) {
         let mut off = 0;
         while off < len {
             if self.cur.is_empty() {
@@ -844,7 +1048,7 @@ impl<'a> Src<'a> {
         }
     }
 
-    fn patch_num_buffers(&self, nb: u16) {
+    pub(crate) fn patch_num_buffers(&self, nb: u16) {
         let b = nb.to_le_bytes();
         for (p, v) in self.nb_at.iter().zip(b) {
             if !p.is_null() {

@@ -114,6 +114,15 @@ impl std::fmt::Display for RingSetupError {
     }
 }
 
+/// A translated ring of either layout (the frontend chooses with RING_PACKED).
+#[derive(Debug, Clone, Copy)]
+pub enum Ring {
+    /// A split ring.
+    Split(SplitRing),
+    /// A packed ring.
+    Packed(crate::packed::PackedRing),
+}
+
 /// Host pointers to the three parts of a split ring, checked for their whole size.
 #[derive(Debug, Clone, Copy)]
 pub struct SplitRing {

@@ -30,8 +30,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::mem::GuestMemory;
-use crate::queue::{QueueFeatures, SplitQueue, VringStats};
-use crate::ring::SplitRing;
+use crate::queue::{QueueFeatures, VirtQueue, VringStats};
+use crate::ring::Ring;
 
 /// One immutable configuration of a vring.
 #[derive(Debug)]
@@ -40,8 +40,9 @@ pub struct VringConfig {
     pub mem: Arc<GuestMemory>,
     /// The translated ring; `None` while the vring is not live (not set up, disabled, stopped,
     /// or its addresses do not translate).
-    pub ring: Option<SplitRing>,
-    /// Avail index to start from when `start_gen` changes.
+    pub ring: Option<Ring>,
+    /// Avail state to start from when `start_gen` changes (split: the avail index; packed:
+    /// position | wrap counter << 15).
     pub base: u16,
     /// Bumped by each SET_VRING_BASE: the lcore restarts its indices from `base`.
     pub start_gen: u64,
@@ -65,7 +66,7 @@ impl VringConfig {
     }
 }
 
-// SAFETY: SplitRing's raw pointers point into `mem`, which the snapshot owns; nothing in a
+// SAFETY: the ring's raw pointers point into `mem`, which the snapshot owns; nothing in a
 // snapshot is mutated after publication.
 unsafe impl Send for VringConfig {}
 // SAFETY: as above (immutable).
@@ -195,7 +196,7 @@ pub struct Cursor {
     epoch: u64,
     cfg: Option<Arc<VringConfig>>,
     start_gen: u64,
-    queue: Option<SplitQueue>,
+    queue: Option<VirtQueue>,
     /// Indices (next avail, used, broken) kept while the vring is not live, for when it comes
     /// back without a new base (disable / enable, memory table change).
     saved: Option<(u16, u16, Option<crate::queue::GuestError>)>,
@@ -226,7 +227,7 @@ impl Cursor {
     /// The live queue and its memory, after taking any new configuration. `None` while the
     /// vring is not live or broken.
     #[inline(always)]
-    pub fn live(&mut self) -> Option<(&mut SplitQueue, &GuestMemory, &VringStats)> {
+    pub fn live(&mut self) -> Option<(&mut VirtQueue, &GuestMemory, &VringStats)> {
         // Acquire: a new epoch's snapshot pointer was stored before it.
         if self.shared.epoch.load(Ordering::Acquire) != self.epoch {
             self.reload();
@@ -291,7 +292,9 @@ impl Cursor {
             Arc::from_raw(p)
         };
         let restart = cfg.start_gen != self.start_gen;
-        if let Some(q) = &self.queue {
+        if let Some(q) = &mut self.queue {
+            // Nothing stays in flight across a change: the old memory table is still ours here.
+            q.flush_held(&self.shared.stats);
             self.saved = Some((q.last_avail(), q.last_used(), q.broken()));
         }
         if restart {
@@ -300,7 +303,7 @@ impl Cursor {
         let avail = self.saved.map_or(cfg.base, |s| s.0);
         self.queue = cfg.ring.map(|ring| {
             let call = cfg.call.as_ref().map(|f| f.as_raw_fd());
-            let mut q = SplitQueue::new(ring, avail, cfg.feat, call);
+            let mut q = VirtQueue::new(ring, avail, cfg.feat, call);
             if let Some((_, used, broken)) = self.saved {
                 q.resume(used, broken);
             }
@@ -325,7 +328,8 @@ impl Cursor {
 
 impl Drop for Cursor {
     fn drop(&mut self) {
-        if let Some(q) = &self.queue {
+        if let Some(q) = &mut self.queue {
+            q.flush_held(&self.shared.stats);
             // Release: read by the control thread after it sees us detached.
             self.shared.last_avail.store(q.last_avail() as u32, Ordering::Release);
         }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use fastpath_mempool::{Batch, Mempool, PagePolicy, PoolConfig};
 use fastpath_pmd::{Ctx, Port, Spec};
 use fastpath_vhost_user::net;
-use fastpath_vhost_user::testutil::{FakeGuest, FakeRing, GPA_BASE, UVA_BASE};
+use fastpath_vhost_user::ring::RingAddrs;
+use fastpath_vhost_user::testutil::{FakeGuest, FakePackedRing, FakeRing, GPA_BASE, UVA_BASE};
 use fastpath_vhost_user::VhostUserPort;
 use vhost::vhost_user::message::{VhostUserHeaderFlag, VhostUserProtocolFeatures};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
@@ -50,14 +51,23 @@ fn table(g: &FakeGuest) -> [VhostUserMemoryRegionInfo; 1] {
     }]
 }
 
-fn vring(fe: &Frontend, i: usize, r: &FakeRing, kick: &EventFd, call: &EventFd) {
-    let a = r.addrs();
-    fe.set_vring_num(i, r.size).unwrap();
+/// A vhost-user port on a socket of this test's own, with its pool.
+fn open(name: &str) -> (std::path::PathBuf, Mempool, VhostUserPort) {
+    let sock = std::env::temp_dir().join(format!("fp-vu-{name}-{}.sock", std::process::id()));
+    let pool = Mempool::new(name, &PoolConfig { mbufs: 1024, chunk_size: 2048, pages: PagePolicy::Small }).unwrap();
+    let mut spec = Spec::parse_port(&format!("vhost-user:{}", sock.display())).unwrap();
+    let port = VhostUserPort::from_spec(0, &mut spec, &pool).unwrap();
+    (sock, pool, port)
+}
+
+/// SET_VRING_NUM, _ADDR, _BASE, _CALL, _KICK for vring `i`.
+fn setup_vring(fe: &Frontend, i: usize, size: u16, a: RingAddrs, base: u16, kick: &EventFd, call: &EventFd) {
+    fe.set_vring_num(i, size).unwrap();
     fe.set_vring_addr(
         i,
         &VringConfigData {
-            queue_max_size: r.size,
-            queue_size: r.size,
+            queue_max_size: size,
+            queue_size: size,
             flags: 0,
             desc_table_addr: a.desc,
             used_ring_addr: a.used,
@@ -66,19 +76,19 @@ fn vring(fe: &Frontend, i: usize, r: &FakeRing, kick: &EventFd, call: &EventFd) 
         },
     )
     .unwrap();
-    fe.set_vring_base(i, 0).unwrap();
+    fe.set_vring_base(i, base).unwrap();
     fe.set_vring_call(i, call).unwrap();
     fe.set_vring_kick(i, kick).unwrap();
 }
 
+fn vring(fe: &Frontend, i: usize, r: &FakeRing, kick: &EventFd, call: &EventFd) {
+    setup_vring(fe, i, r.size, r.addrs(), 0, kick, call);
+}
+
 #[test]
 fn frontend_drives_the_port_over_the_socket() {
-    let sock = std::env::temp_dir().join(format!("fp-vu-ctl-{}.sock", std::process::id()));
-    let pool = Mempool::new("ctl", &PoolConfig { mbufs: 1024, chunk_size: 2048, pages: PagePolicy::Small }).unwrap();
-    let mut spec = Spec::parse_port(&format!("vhost-user:{}", sock.display())).unwrap();
-    let mut port = VhostUserPort::from_spec(0, &mut spec, &pool).unwrap();
-    let mut rxq = port.rx_queue(0).unwrap();
-    let mut txq = port.tx_queue(0).unwrap();
+    let (sock, pool, mut port) = open("ctl");
+    let (mut rxq, mut txq) = (port.rx_queue(0).unwrap(), port.tx_queue(0).unwrap());
     let mut ctx = Ctx::new(0, &pool);
     let mut b = Batch::new();
 
@@ -188,5 +198,75 @@ fn frontend_drives_the_port_over_the_socket() {
     drop(ctx);
     drop(port);
     assert!(!sock.exists(), "the socket is removed with the port");
+    assert_eq!(pool.available(), pool.capacity());
+}
+
+fn packed_vring(fe: &Frontend, i: usize, r: &FakePackedRing, kick: &EventFd, call: &EventFd) {
+    setup_vring(fe, i, r.size, r.addrs(), r.base(), kick, call);
+}
+
+#[test]
+fn frontend_drives_packed_rings_over_the_socket() {
+    // RING_PACKED acked: rings of 100 (not a power of two), a base with the wrap counter clear,
+    // traffic both ways, and GET_VRING_BASE reporting the packed state.
+    let (sock, pool, mut port) = open("ctlp");
+    let (mut rxq, mut txq) = (port.rx_queue(0).unwrap(), port.tx_queue(0).unwrap());
+    let mut ctx = Ctx::new(0, &pool);
+    let mut b = Batch::new();
+
+    let g = FakeGuest::new(RAM);
+    let mut guest_rx = FakePackedRing::new(&g, GPA_BASE, 100); // vring 0
+    let mut guest_tx = FakePackedRing::new(&g, GPA_BASE + 0x8000, 100); // vring 1
+    guest_tx.start_at(97, false);
+    let (kick0, kick1, call0, call1) =
+        (EventFd::new(0).unwrap(), EventFd::new(0).unwrap(), EventFd::new(0).unwrap(), EventFd::new(0).unwrap());
+
+    let mut fe = Frontend::connect(&sock, 8).unwrap();
+    fe.set_owner().unwrap();
+    assert!(fe.get_features().unwrap() & net::VIRTIO_F_RING_PACKED != 0, "RING_PACKED offered");
+    let feats = net::VIRTIO_F_VERSION_1 | net::VIRTIO_F_RING_PACKED | net::VHOST_USER_F_PROTOCOL_FEATURES;
+    fe.set_features(feats).unwrap();
+    fe.set_protocol_features(VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK).unwrap();
+    fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+    fe.set_mem_table(&table(&g)).unwrap();
+    packed_vring(&fe, 0, &guest_rx, &kick0, &call0);
+    packed_vring(&fe, 1, &guest_tx, &kick1, &call1);
+    // A base whose position is not below the ring size is refused (and changes nothing).
+    assert!(fe.set_vring_base(1, 100).is_err(), "position 100 in a ring of 100");
+    fe.set_vring_enable(0, true).unwrap();
+    fe.set_vring_enable(1, true).unwrap();
+    wait("both vrings live", || port.vring_live(0) && port.vring_live(1));
+    assert_eq!(xstat(&port, "ring_packed"), 1);
+
+    // Guest TX from position 97 (wrap 0) over the ring's end.
+    let hdr = [0u8; 12];
+    for i in 0..5u16 {
+        guest_tx.tx_one(&g, i, BUF + 0x1000 * i as u64, &hdr, &frame(80, i as u8));
+    }
+    assert_eq!(rxq.rx_burst(&mut ctx, &mut b, 32), 5);
+    for (i, m) in b.iter().enumerate() {
+        assert_eq!(m.to_vec(), frame(80, i as u8));
+    }
+    assert_eq!(guest_tx.take_used(&g).len(), 5);
+    for i in 0..5u16 {
+        guest_rx.rx_one(&g, i, BUF + 0x80000 + 0x1000 * i as u64, 2048);
+    }
+    assert_eq!(txq.tx_burst(&mut ctx, &mut b), 5);
+    assert_eq!(guest_rx.take_used(&g), (0..5).map(|i| (i, 92)).collect::<Vec<_>>());
+    assert_eq!(g.read(BUF + 0x80000 + 12, 80), frame(80, 0));
+
+    // GET_VRING_BASE: position 2 with wrap counter 1 (97 + 5 in a ring of 100), avail state in
+    // bits 0-15, the (equal) used state in bits 16-31.
+    let st = 2 | 0x8000;
+    assert_eq!(fe.get_vring_base(1).unwrap(), st | st << 16);
+    assert_eq!(guest_tx.base(), st as u16);
+
+    drop(fe);
+    wait("the disconnect", || !port.connected());
+    assert_eq!(xstat(&port, "ring_packed"), 1, "what the last frontend chose stays visible");
+    drop(rxq);
+    drop(txq);
+    drop(ctx);
+    drop(port);
     assert_eq!(pool.available(), pool.capacity());
 }

@@ -3,12 +3,11 @@
 //! chains longer than the ring, lying avail indices, wrapping indices, memory-table changes while
 //! traffic runs). Every test ends with every mbuf back in the pool.
 
-use std::os::fd::FromRawFd;
 use std::sync::Arc;
 
-use fastpath_mempool::{offload, Batch, Mempool, PagePolicy, PoolCache, PoolConfig};
+use fastpath_mempool::{offload, Batch, PoolCache};
 use fastpath_vhost_user::net::{self, NetHdr};
-use fastpath_vhost_user::queue::{DropReason, GuestError, QueueFeatures, SplitQueue, VringStats};
+use fastpath_vhost_user::queue::{DropReason, GuestError, QueueFeatures, SplitQueue, VirtQueue, VringStats};
 use fastpath_vhost_user::ring::{
     Desc, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VRING_AVAIL_F_NO_INTERRUPT,
     VRING_USED_F_NO_NOTIFY,
@@ -16,75 +15,34 @@ use fastpath_vhost_user::ring::{
 use fastpath_vhost_user::shared::{Cursor, Publisher, VringConfig};
 use fastpath_vhost_user::testutil::{FakeGuest, FakeRing, GPA_BASE};
 
+mod common;
+use common::{eventfd, frame, pool, read_count, Rig};
+
 const RAM: usize = 1 << 20;
 const BUF: u64 = GPA_BASE + 0x10000;
-
-fn pool() -> Mempool {
-    Mempool::new("vq-test", &PoolConfig { mbufs: 512, chunk_size: 2048, pages: PagePolicy::Small }).unwrap()
-}
 
 fn feats(extra: u64) -> QueueFeatures {
     QueueFeatures::from_bits(net::VIRTIO_F_VERSION_1 | extra)
 }
 
-fn frame(len: usize, tag: u8) -> Vec<u8> {
-    let mut f: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(7).wrapping_add(tag)).collect();
-    f[12] = 0x08;
-    f[13] = 0x00;
-    f
+type SRig = Rig<FakeRing>;
+
+fn new_rig(size: u16, f: QueueFeatures) -> SRig {
+    rig_at(size, f, 0)
 }
 
-struct Rig {
-    g: FakeGuest,
-    r: FakeRing,
-    q: SplitQueue,
-    st: VringStats,
-    pool: Mempool,
-    cache: PoolCache,
-}
-
-impl Rig {
-    fn new(size: u16, f: QueueFeatures) -> Rig {
-        Rig::at(size, f, 0)
-    }
-
-    fn at(size: u16, f: QueueFeatures, start: u16) -> Rig {
-        let g = FakeGuest::new(RAM);
-        let mut r = FakeRing::new(&g, GPA_BASE, size);
-        r.set_avail_idx(&g, start);
-        r.set_used_idx(&g, start);
-        let q = SplitQueue::new(r.split(&g.mem), start, f, None);
-        let pool = pool();
-        let cache = pool.cache();
-        Rig { g, r, q, st: VringStats::default(), pool, cache }
-    }
-
-    fn dequeue(&mut self, b: &mut Batch) -> usize {
-        self.q.dequeue_burst(&self.g.mem, &mut self.cache, b, 32, (3, 1), &self.st).0
-    }
-
-    fn enqueue(&mut self, b: &mut Batch) -> usize {
-        self.q.enqueue_burst(&self.g.mem, &mut self.cache, b, &self.st).0
-    }
-
-    fn finish(mut self, b: &mut Batch) {
-        self.cache.free_batch(b);
-        drop(self.cache);
-        assert_eq!(self.pool.available(), self.pool.capacity(), "every mbuf is back in the pool");
-    }
-
-    fn err(&self, e: GuestError) -> u64 {
-        self.st.guest_errors[e as usize].get()
-    }
-
-    fn drops(&self, d: DropReason) -> u64 {
-        self.st.drops[d as usize].get()
-    }
+fn rig_at(size: u16, f: QueueFeatures, start: u16) -> SRig {
+    let g = FakeGuest::new(RAM);
+    let mut r = FakeRing::new(&g, GPA_BASE, size);
+    r.set_avail_idx(&g, start);
+    r.set_used_idx(&g, start);
+    let q = VirtQueue::Split(SplitQueue::new(r.split(&g.mem), start, f, None));
+    Rig::of(g, r, q)
 }
 
 #[test]
 fn guest_tx_to_mbufs() {
-    let mut rig = Rig::new(8, feats(0));
+    let mut rig = new_rig(8, feats(0));
     let hdr = [0u8; 12];
     for i in 0..3u16 {
         rig.r.tx_one(&rig.g, i, BUF + 2048 * i as u64, &hdr, &frame(60 + i as usize, i as u8));
@@ -104,7 +62,7 @@ fn guest_tx_to_mbufs() {
 
 #[test]
 fn guest_tx_multi_descriptor_and_large_packet_becomes_a_chain() {
-    let mut rig = Rig::new(8, feats(0));
+    let mut rig = new_rig(8, feats(0));
     let f = frame(5000, 9);
     // header alone, then the frame in two buffers.
     rig.g.write(BUF, &[0u8; 12]);
@@ -125,7 +83,7 @@ fn guest_tx_multi_descriptor_and_large_packet_becomes_a_chain() {
 
 #[test]
 fn guest_tso_packet_travels_as_one_chain_with_offload_flags() {
-    let mut rig = Rig::new(8, feats(net::VIRTIO_NET_F_CSUM | net::VIRTIO_NET_F_HOST_TSO4));
+    let mut rig = new_rig(8, feats(net::VIRTIO_NET_F_CSUM | net::VIRTIO_NET_F_HOST_TSO4));
     let mut f = frame(14 + 20 + 20 + 60000, 1);
     f[14] = 0x45;
     f[23] = 6;
@@ -152,7 +110,7 @@ fn guest_tso_packet_travels_as_one_chain_with_offload_flags() {
 #[test]
 fn mbufs_to_guest_rx_single_and_mergeable() {
     // Without MRG_RXBUF: one chain per packet.
-    let mut rig = Rig::new(8, feats(0));
+    let mut rig = new_rig(8, feats(0));
     rig.r.rx_one(&rig.g, 0, BUF, 2048);
     rig.r.rx_one(&rig.g, 1, BUF + 2048, 2048);
     let mut b = Batch::new();
@@ -170,7 +128,7 @@ fn mbufs_to_guest_rx_single_and_mergeable() {
     rig.finish(&mut b);
 
     // With MRG_RXBUF: a 200-byte packet over 64-byte buffers.
-    let mut rig = Rig::new(8, feats(net::VIRTIO_NET_F_MRG_RXBUF));
+    let mut rig = new_rig(8, feats(net::VIRTIO_NET_F_MRG_RXBUF));
     for i in 0..6u16 {
         rig.r.rx_one(&rig.g, i, BUF + 64 * i as u64, 64);
     }
@@ -198,7 +156,7 @@ fn mbufs_to_guest_rx_single_and_mergeable() {
 
 #[test]
 fn non_mergeable_chain_too_small_drops_the_packet_not_the_queue() {
-    let mut rig = Rig::new(8, feats(0));
+    let mut rig = new_rig(8, feats(0));
     rig.r.rx_one(&rig.g, 0, BUF, 64);
     let mut b = Batch::new();
     let mut m = rig.pool.alloc().unwrap();
@@ -216,7 +174,7 @@ fn non_mergeable_chain_too_small_drops_the_packet_not_the_queue() {
 
 #[test]
 fn gso_to_a_guest_without_tso_is_dropped_and_counted() {
-    let mut rig = Rig::new(8, feats(net::VIRTIO_NET_F_GUEST_CSUM));
+    let mut rig = new_rig(8, feats(net::VIRTIO_NET_F_GUEST_CSUM));
     rig.r.rx_one(&rig.g, 0, BUF, 2048);
     let mut m = rig.pool.alloc().unwrap();
     m.append(100).unwrap().copy_from_slice(&frame(100, 0));
@@ -232,7 +190,7 @@ fn gso_to_a_guest_without_tso_is_dropped_and_counted() {
 
 #[test]
 fn indirect_descriptors() {
-    let mut rig = Rig::new(8, feats(net::VIRTIO_RING_F_INDIRECT_DESC));
+    let mut rig = new_rig(8, feats(net::VIRTIO_RING_F_INDIRECT_DESC));
     let table = BUF + 0x8000;
     let f = frame(300, 3);
     rig.g.write(BUF, &[0u8; 12]);
@@ -263,7 +221,7 @@ fn write_table(g: &FakeGuest, at: u64, ds: &[Desc]) {
 /// (after finishing the good packet queued before it), that later bursts do nothing, and that no
 /// mbuf is lost.
 fn expect_broken(f: QueueFeatures, want: GuestError, setup: impl FnOnce(&FakeGuest, &mut FakeRing)) {
-    let mut rig = Rig::new(8, f);
+    let mut rig = new_rig(8, f);
     rig.r.tx_one(&rig.g, 6, BUF + 0x4000, &[0u8; 12], &frame(64, 1));
     setup(&rig.g, &mut rig.r);
     let mut b = Batch::new();
@@ -370,7 +328,7 @@ fn indirect_misuse_breaks_the_queue() {
 #[test]
 fn chain_as_long_as_the_ring_is_fine_longer_is_not() {
     // 8 descriptors in a ring of 8: legal.
-    let mut rig = Rig::new(8, feats(0));
+    let mut rig = new_rig(8, feats(0));
     let f = frame(8 * 100 - 12, 4);
     let mut all = vec![0u8; 12];
     all.extend_from_slice(&f);
@@ -385,7 +343,7 @@ fn chain_as_long_as_the_ring_is_fine_longer_is_not() {
     assert_eq!(b[0].to_vec(), f);
     rig.finish(&mut b);
     // The same chain closed into a ring: longer than the ring.
-    let mut rig = Rig::new(8, feats(0));
+    let mut rig = new_rig(8, feats(0));
     for i in 0..8u16 {
         rig.r.set_desc(&rig.g, i, Desc { addr: BUF, len: 8, flags: VIRTQ_DESC_F_NEXT, next: (i + 1) % 8 });
     }
@@ -398,7 +356,7 @@ fn chain_as_long_as_the_ring_is_fine_longer_is_not() {
 
 #[test]
 fn lying_avail_index_breaks_the_queue() {
-    let mut rig = Rig::new(8, feats(0));
+    let mut rig = new_rig(8, feats(0));
     rig.r.set_avail_idx(&rig.g, 9);
     let mut b = Batch::new();
     assert_eq!(rig.dequeue(&mut b), 0);
@@ -408,7 +366,7 @@ fn lying_avail_index_breaks_the_queue() {
 
 #[test]
 fn zero_and_oversize_lengths_drop_the_packet_only() {
-    let mut rig = Rig::new(8, feats(0));
+    let mut rig = new_rig(8, feats(0));
     // A zero-length buffer in the middle of a chain is fine.
     let f = frame(64, 8);
     rig.g.write(BUF, &[0u8; 12]);
@@ -438,7 +396,7 @@ fn zero_and_oversize_lengths_drop_the_packet_only() {
 
 #[test]
 fn bad_virtio_header_drops_the_packet_only() {
-    let mut rig = Rig::new(8, feats(net::VIRTIO_NET_F_CSUM));
+    let mut rig = new_rig(8, feats(net::VIRTIO_NET_F_CSUM));
     let h = NetHdr { gso_type: 77, ..Default::default() };
     rig.r.tx_one(&rig.g, 0, BUF, &h.emit(), &frame(64, 0));
     let h =
@@ -454,8 +412,8 @@ fn bad_virtio_header_drops_the_packet_only() {
 #[test]
 fn indices_wrap_around_u16_max() {
     let start = u16::MAX - 5;
-    let mut rig = Rig::at(8, feats(0), start);
-    let mut rx = Rig::at(8, feats(net::VIRTIO_NET_F_MRG_RXBUF), start);
+    let mut rig = rig_at(8, feats(0), start);
+    let mut rx = rig_at(8, feats(net::VIRTIO_NET_F_MRG_RXBUF), start);
     let mut b = Batch::new();
     let mut seen = 0usize;
     for round in 0..6u16 {
@@ -486,14 +444,7 @@ fn indices_wrap_around_u16_max() {
 
 #[test]
 fn calls_are_at_most_one_per_burst_and_only_when_asked() {
-    // SAFETY: a fresh eventfd that the File owns.
-    let efd = unsafe { std::fs::File::from_raw_fd(libc::eventfd(0, libc::EFD_NONBLOCK)) };
-    let read_count = |f: &std::fs::File| {
-        use std::io::Read;
-        let mut b = [0u8; 8];
-        let mut f = f;
-        f.read(&mut b).map(|_| u64::from_ne_bytes(b)).unwrap_or(0)
-    };
+    let efd = eventfd();
     use std::os::fd::AsRawFd;
     for event_idx in [false, true] {
         let extra = if event_idx { net::VIRTIO_RING_F_EVENT_IDX } else { 0 };
@@ -579,7 +530,9 @@ fn memory_table_change_during_traffic() {
     let mut publisher = Publisher::new("test:q0".into());
     let cfg = |mem: &Arc<fastpath_vhost_user::mem::GuestMemory>, live: bool| VringConfig {
         mem: mem.clone(),
-        ring: live.then(|| fastpath_vhost_user::ring::SplitRing::new(mem, addrs, 16).unwrap()),
+        ring: live.then(|| {
+            fastpath_vhost_user::ring::Ring::Split(fastpath_vhost_user::ring::SplitRing::new(mem, addrs, 16).unwrap())
+        }),
         base: 0,
         start_gen: 1,
         feat: feats(0),
