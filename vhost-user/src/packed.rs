@@ -48,8 +48,8 @@ use fastpath_mempool::{Batch, Mbuf, PoolCache};
 use crate::mem::{copy_to_guest, GuestMemory};
 use crate::net::{NetHdr, HDR_MAX};
 use crate::queue::{
-    chain_to_mbuf, fill_guest_rx, prefetch, reset_for_reuse, Chain, GuestError, GuestRx, QueueFeatures, Src, Step,
-    VringStats,
+    chain_to_mbuf, fill_guest_rx, prefetch, prefetch_w, reset_for_reuse, Chain, GuestError, GuestRx, QueueFeatures,
+    Src, Step, VringStats,
 };
 use crate::ring::{
     RingAddrs, RingSetupError, MAX_QUEUE_SIZE, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
@@ -573,9 +573,15 @@ impl PackedQueue {
             let d = self.ring.desc(pos);
             if d.flags & VIRTQ_DESC_F_INDIRECT == 0 {
                 if let Some(p) = mem.gpa_ptr(d.addr, 64.min(d.len as u64)) {
-                    prefetch(p);
                     // The second line of a header + minimum frame (an address for a hint only).
-                    prefetch(p.wrapping_add(64));
+                    // Receive buffers (device-writable) are fetched for writing.
+                    if d.flags & VIRTQ_DESC_F_WRITE != 0 {
+                        prefetch_w(p);
+                        prefetch_w(p.wrapping_add(64));
+                    } else {
+                        prefetch(p);
+                        prefetch(p.wrapping_add(64));
+                    }
                 }
             }
             n += 1;

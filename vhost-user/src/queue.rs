@@ -265,7 +265,7 @@ impl SplitQueue {
     /// in turn (every one was just written by the other side's core). Only hints: a bad index or
     /// address is skipped here and caught by the checked walk.
     #[inline(always)]
-    fn prefetch_burst(&self, mem: &GuestMemory, n: usize) {
+    fn prefetch_burst<const WRITE: bool>(&self, mem: &GuestMemory, n: usize) {
         let size = self.ring.size();
         for i in 0..n {
             let h = self.ring.avail_entry(self.last_avail.wrapping_add(i as u16));
@@ -277,9 +277,17 @@ impl SplitQueue {
             let h = self.ring.avail_entry(self.last_avail.wrapping_add(i as u16));
             if let Some(d) = self.ring.desc(h) {
                 if let Some(p) = mem.gpa_ptr(d.addr, 64.min(d.len as u64)) {
-                    prefetch(p);
                     // The second line of a header + minimum frame (an address for a hint only).
-                    prefetch(p.wrapping_add(64));
+                    if WRITE {
+                        // Receive buffers are about to be written: ask for the lines in the
+                        // exclusive state, so that each store does not wait for the frontend's
+                        // core to give its copy up after a shared fetch.
+                        prefetch_w(p);
+                        prefetch_w(p.wrapping_add(64));
+                    } else {
+                        prefetch(p);
+                        prefetch(p.wrapping_add(64));
+                    }
                 }
             }
         }
@@ -378,7 +386,7 @@ impl SplitQueue {
             st.alloc_failed.inc();
             return (0, 0);
         }
-        self.prefetch_burst(mem, n);
+        self.prefetch_burst::<false>(mem, n);
         let (mut w, mut bytes) = (0usize, 0u64);
         let mut consumed = 0u16;
         for i in 0..n {
@@ -435,7 +443,7 @@ impl SplitQueue {
             return (0, 0);
         }
         let Some(avail) = self.pending(st) else { return (0, 0) };
-        self.prefetch_burst(mem, batch.len().min(avail as usize));
+        self.prefetch_burst::<true>(mem, batch.len().min(avail as usize));
         let used_before = self.last_used;
         let feat = self.feat;
         let (sent, bytes, err) = fill_guest_rx(&mut SplitRx { q: self, avail }, mem, cache, batch, &feat, st);
@@ -964,6 +972,20 @@ pub(crate) fn prefetch(p: *const u8) {
     // SAFETY: prefetch is a hint that never faults or changes memory, for any address.
     unsafe {
         std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Asks the CPU to fetch the cache line at `p` for writing (PREFETCHW: exclusive state). A hint
+/// that never faults, whatever `p` is; a CPU without the instruction executes it as a NOP.
+#[inline(always)]
+pub(crate) fn prefetch_w(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHW only hints the cache; it never faults, reads or writes memory, for any
+    // address, and touches no register but its address operand.
+    unsafe {
+        std::arch::asm!("prefetchw [{0}]", in(reg) p, options(nostack, preserves_flags, readonly));
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
