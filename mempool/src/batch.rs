@@ -98,10 +98,11 @@ impl Batch {
     #[inline]
     pub fn partition_into(&mut self, out: &mut Batch, mut keep: impl FnMut(&mut Mbuf) -> bool) {
         let len = self.v.len();
-        // SAFETY: the length is set to 0 while elements are moved, so a panic in `keep` leaks
-        // the remaining mbufs instead of dropping any twice. Each element r < len is either moved
-        // down to w <= r (non-overlapping when w != r) or read out exactly once into `out`,
-        // which has room (checked before each push); finally the w kept ones are the prefix.
+        // Soundness: the length is set to 0 while elements are moved, so a panic in `keep` leaks the remaining
+        // mbufs instead of dropping any twice. Each element r < len is either moved down to w <= r (non-overlapping
+        // when w != r) or read out exactly once into `out`, which has room (checked before each push); finally the w
+        // kept ones are the prefix.
+        // SAFETY: every element is moved or read out exactly once and the length is 0 meanwhile.
         unsafe {
             self.v.set_len(0);
             let base = self.v.as_mut_ptr();

@@ -418,9 +418,10 @@ impl Mbuf {
     /// The data of the first segment.
     #[inline(always)]
     pub fn data(&self) -> &[u8] {
-        // SAFETY: buf_addr + data_off .. + data_len lies inside the (own or attached) buffer by
-        // the header invariant (data_off + data_len <= buf_len); the buffer is not written while
-        // shared, and otherwise only through &mut self.
+        // Soundness: buf_addr + data_off .. + data_len lies inside the (own or attached) buffer by the header
+        // invariant (data_off + data_len <= buf_len); the buffer is not written while shared, and otherwise only
+        // through &mut self.
+        // SAFETY: the data window lies inside the buffer (data_off + data_len <= buf_len).
         unsafe {
             let h = &*self.h();
             std::slice::from_raw_parts(h.buf_addr.add(h.data_off as usize), h.data_len as usize)

@@ -481,9 +481,10 @@ impl PoolCache {
                 }
                 return None;
             };
-            // SAFETY: src is a segment of m's chain (borrowed, live); c is ours. The direct
-            // header we attach to gains one reference (Relaxed increment, as Arc::clone: we hold
-            // a reference through m already, so it cannot reach zero meanwhile).
+            // Soundness: src is a segment of m's chain (borrowed, live); c is ours. The direct header we attach
+            // to gains one reference (Relaxed increment, as Arc::clone: we hold a reference through m already, so it
+            // cannot reach zero meanwhile).
+            // SAFETY: src is a live segment of m's chain and c is ours; the extra reference keeps it alive.
             unsafe {
                 let s = &*src;
                 let direct = if s.shared.is_null() { src } else { s.shared };

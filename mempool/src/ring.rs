@@ -63,9 +63,10 @@ unsafe fn copy_out<T>(slots: &[UnsafeCell<MaybeUninit<T>>], mask: u32, idx: u32,
 fn take_front<T, const N: usize>(src: &mut ArrayVec<T, N>, n: usize, f: impl FnOnce(*const T)) {
     let len = src.len();
     debug_assert!(n <= len);
-    // SAFETY: the length drops to 0 first so that nothing is dropped twice if `f` panicked; `f`
-    // takes the first n items by bitwise copy, the remaining len - n are moved down (overlapping
-    // copy), and the length is set to cover exactly them.
+    // Soundness: the length drops to 0 first so that nothing is dropped twice if `f` panicked; `f` takes the
+    // first n items by bitwise copy, the remaining len - n are moved down (overlapping copy), and the length is set to
+    // cover exactly them.
+    // SAFETY: the length is 0 while items move, and each item is taken or moved exactly once.
     unsafe {
         src.set_len(0);
         let p = src.as_mut_ptr();
@@ -256,9 +257,10 @@ impl<T> Ring<T> {
         }
         let (start, n) = self.reserve_cons(want, fixed);
         fill_back(dst, n as usize, |p| {
-            // SAFETY: slots start..start+n were reserved for this thread by reserve_cons and hold
-            // items published by a producer's Release store (seen by our Acquire load); each is
-            // moved out once and the slots become free when publish_cons runs; n <= dst's room.
+            // Soundness: slots start..start+n were reserved for this thread by reserve_cons and hold items
+            // published by a producer's Release store (seen by our Acquire load); each is moved out once and the slots
+            // become free when publish_cons runs; n <= dst's room.
+            // SAFETY: the slots were reserved for this thread and hold published items, each moved out once.
             unsafe { copy_out(&self.slots, self.mask, start, p, n as usize) }
         });
         if n > 0 {

@@ -58,9 +58,9 @@ impl NetHdr {
     /// Decodes the 12-byte form.
     #[inline(always)]
     pub fn parse(b: &[u8; HDR_MRG_LEN]) -> NetHdr {
-        let mut h = Self::parse_short(b.first_chunk::<HDR_LEN>().unwrap_or(&[0; HDR_LEN]));
-        h.num_buffers = u16::from_le_bytes([b[10], b[11]]);
-        h
+        let mut short = [0u8; HDR_LEN];
+        short.copy_from_slice(&b[..HDR_LEN]);
+        NetHdr { num_buffers: u16::from_le_bytes([b[10], b[11]]), ..Self::parse_short(&short) }
     }
 
     /// Decodes the 10-byte form (`num_buffers` 0).

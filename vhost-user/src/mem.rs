@@ -323,10 +323,10 @@ impl GuestMemory {
 pub(crate) unsafe fn copy_bytes(dst: *mut u8, src: *const u8, n: usize) {
     type B16 = [u8; 16];
     type B8 = [u8; 8];
-    // SAFETY: every access below stays within [0, n) of both buffers: for 16 < n <= 64 the
-    // 16-byte blocks start at 0, 16 (when n > 32), n - 32 (when n > 32) and n - 16; for
-    // 8 <= n <= 16 the 8-byte blocks start at 0 and n - 8. Unaligned accesses are used because
-    // guest buffers have any alignment.
+    // Soundness: every access below stays within [0, n) of both buffers: for 16 < n <= 64 the 16-byte blocks
+    // start at 0, 16 (when n > 32), n - 32 (when n > 32) and n - 16; for 8 <= n <= 16 the 8-byte blocks start at 0 and
+    // n - 8. Unaligned accesses are used because guest buffers have any alignment.
+    // SAFETY: every block starts at or after 0 and ends at or before n in both buffers.
     unsafe {
         if n > 64 {
             ptr::copy_nonoverlapping(src, dst, n);

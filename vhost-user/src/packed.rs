@@ -41,7 +41,7 @@
 //! per chain, which is what IN_ORDER asks (the device may also batch several chains into one used
 //! descriptor; we do not).
 
-use std::sync::atomic::{fence, AtomicU16, Ordering};
+use std::sync::atomic::{fence, Ordering};
 
 use fastpath_mempool::{Batch, Mbuf, PoolCache};
 
@@ -52,7 +52,7 @@ use crate::queue::{
     Src, Step, VringStats,
 };
 use crate::ring::{
-    RingAddrs, RingSetupError, MAX_QUEUE_SIZE, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
+    guest_u16, RingAddrs, RingSetupError, MAX_QUEUE_SIZE, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
 };
 
 /// Descriptor flag: available (compared with the avail wrap counter).
@@ -177,14 +177,6 @@ impl PackedRing {
     }
 
     #[inline(always)]
-    fn atomic(p: *mut u16) -> &'static AtomicU16 {
-        // SAFETY: p points to a 2-aligned u16 inside the checked ring area, alive while the ring's
-        // owner holds the memory table (callers never let the reference escape a call); the
-        // guest accesses it concurrently, which is what atomics are for.
-        unsafe { AtomicU16::from_ptr(p) }
-    }
-
-    #[inline(always)]
     fn flags_ptr(&self, i: u16) -> *mut u16 {
         // SAFETY: slot < size: inside the table checked for 16 * size bytes; flags are bytes 14..16
         // of the 16-aligned descriptor.
@@ -195,7 +187,7 @@ impl PackedRing {
     /// with them, and of the chain behind it, is visible after this load).
     #[inline(always)]
     pub fn flags(&self, i: u16) -> u16 {
-        Self::atomic(self.flags_ptr(i)).load(Ordering::Acquire)
+        guest_u16(self.flags_ptr(i)).load(Ordering::Acquire)
     }
 
     /// Descriptor `i` (a volatile read, ordered by the Acquire load of its flags before it).
@@ -237,7 +229,7 @@ impl PackedRing {
     /// later Release store on a position the driver reads first).
     #[inline(always)]
     pub fn set_flags(&self, i: u16, flags: u16, publish: bool) {
-        let a = Self::atomic(self.flags_ptr(i));
+        let a = guest_u16(self.flags_ptr(i));
         if publish {
             a.store(flags, Ordering::Release);
         } else {
@@ -249,17 +241,17 @@ impl PackedRing {
     #[inline(always)]
     pub fn driver_event(&self) -> (u16, u16) {
         // SAFETY: u16 index 1 of the 4-byte area checked at setup.
-        let flags = Self::atomic(unsafe { self.driver.add(1) }).load(Ordering::Relaxed);
-        (Self::atomic(self.driver).load(Ordering::Relaxed), flags)
+        let flags = guest_u16(unsafe { self.driver.add(1) }).load(Ordering::Relaxed);
+        (guest_u16(self.driver).load(Ordering::Relaxed), flags)
     }
 
     /// Sets our (device) event suppression flags, asking the driver to kick or not (Relaxed: a
     /// hint to the driver).
     #[inline(always)]
     pub fn set_device_event(&self, flags: u16) {
-        Self::atomic(self.device).store(0, Ordering::Relaxed);
+        guest_u16(self.device).store(0, Ordering::Relaxed);
         // SAFETY: u16 index 1 of the 4-byte area checked at setup.
-        Self::atomic(unsafe { self.device.add(1) }).store(flags, Ordering::Relaxed);
+        guest_u16(unsafe { self.device.add(1) }).store(flags, Ordering::Relaxed);
     }
 }
 

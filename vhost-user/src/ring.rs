@@ -163,25 +163,17 @@ impl SplitRing {
         self.size
     }
 
-    #[inline(always)]
-    fn atomic(p: *mut u16) -> &'static AtomicU16 {
-        // SAFETY: p points to a 2-aligned u16 inside the checked ring area, alive while the ring's
-        // owner holds the memory table (callers never let the reference escape a call); the
-        // guest accesses it concurrently, which is what atomics are for.
-        unsafe { AtomicU16::from_ptr(p) }
-    }
-
     /// `avail.idx` (Acquire: the entries and descriptors the guest wrote before it are visible).
     #[inline(always)]
     pub fn avail_idx(&self) -> u16 {
         // SAFETY: index 1 of the avail area (checked for 6 + 2 * size bytes).
-        Self::atomic(unsafe { self.avail.add(1) }).load(Ordering::Acquire)
+        guest_u16(unsafe { self.avail.add(1) }).load(Ordering::Acquire)
     }
 
     /// `avail.flags` (Relaxed: read after the fence that follows a used publish).
     #[inline(always)]
     pub fn avail_flags(&self) -> u16 {
-        Self::atomic(self.avail).load(Ordering::Relaxed)
+        guest_u16(self.avail).load(Ordering::Relaxed)
     }
 
     /// `avail.ring[i & (size - 1)]`: a head index as the guest wrote it (unchecked).
@@ -197,7 +189,7 @@ impl SplitRing {
     #[inline(always)]
     pub fn used_event(&self) -> u16 {
         // SAFETY: u16 index 2 + size is the last field of the checked avail area.
-        Self::atomic(unsafe { self.avail.add(2 + self.size as usize) }).load(Ordering::Relaxed)
+        guest_u16(unsafe { self.avail.add(2 + self.size as usize) }).load(Ordering::Relaxed)
     }
 
     /// Descriptor `i` of the main table; `None` when `i >= size` (a guest error).
@@ -232,28 +224,39 @@ impl SplitRing {
     #[inline(always)]
     pub fn used_idx(&self) -> u16 {
         // SAFETY: u16 index 1 of the checked used area.
-        Self::atomic(unsafe { self.used.add(1) }).load(Ordering::Relaxed)
+        guest_u16(unsafe { self.used.add(1) }).load(Ordering::Relaxed)
     }
 
     /// Publishes `used.idx` (Release: the used elements written before it become visible first).
     #[inline(always)]
     pub fn publish_used(&self, idx: u16) {
         // SAFETY: as in used_idx.
-        Self::atomic(unsafe { self.used.add(1) }).store(idx, Ordering::Release);
+        guest_u16(unsafe { self.used.add(1) }).store(idx, Ordering::Release);
     }
 
     /// Sets `used.flags` (Relaxed: a hint to the guest, ordered by later publishes).
     #[inline(always)]
     pub fn set_used_flags(&self, f: u16) {
-        Self::atomic(self.used).store(f, Ordering::Relaxed);
+        guest_u16(self.used).store(f, Ordering::Relaxed);
     }
 
     /// Writes `avail_event` (the tail of the used ring).
     #[inline(always)]
     pub fn set_avail_event(&self, v: u16) {
         // SAFETY: byte 4 + 8 * size of the checked used area: u16 index 2 + 4 * size.
-        Self::atomic(unsafe { self.used.add(2 + 4 * self.size as usize) }).store(v, Ordering::Relaxed);
+        guest_u16(unsafe { self.used.add(2 + 4 * self.size as usize) }).store(v, Ordering::Relaxed);
     }
+}
+
+/// A 16-bit ring field the guest writes concurrently, as an atomic: for ring indices and flags
+/// of both ring layouts. `p` must point to a 2-aligned `u16` inside a ring area checked against the
+/// memory table, which stays mapped while the caller uses the reference (it never escapes a call).
+#[inline(always)]
+pub(crate) fn guest_u16(p: *mut u16) -> &'static AtomicU16 {
+    // Soundness: the guest accesses the field concurrently, which is what atomics are for; the
+    // pointer's validity is the callers' precondition above (checked ring areas only).
+    // SAFETY: p is a 2-aligned u16 inside the checked ring area, alive for the call.
+    unsafe { AtomicU16::from_ptr(p) }
 }
 
 #[cfg(test)]

@@ -283,10 +283,10 @@ impl Cursor {
         }
         let e = self.shared.epoch.load(Ordering::SeqCst);
         let p = self.shared.cfg.load(Ordering::SeqCst);
-        // SAFETY: `p` is the current snapshot, or one replaced after we read `e`; the control
-        // thread keeps every snapshot replaced at an epoch above our last acknowledgement (which
-        // is below `e`) alive until we acknowledge it, so `p` is alive and we may take a
-        // reference of our own.
+        // Soundness: `p` is the current snapshot, or one replaced after we read `e`; the control thread keeps
+        // every snapshot replaced at an epoch above our last acknowledgement (which is below `e`) alive until we
+        // acknowledge it, so `p` is alive and we may take a reference of our own.
+        // SAFETY: the control thread keeps `p` alive until we acknowledge an epoch above `e`.
         let cfg = unsafe {
             Arc::increment_strong_count(p);
             Arc::from_raw(p)

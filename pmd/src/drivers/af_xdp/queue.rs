@@ -133,9 +133,10 @@ impl RxQueue for XskRx {
                 self.counters.rx_bad_desc.inc();
                 continue;
             }
-            // SAFETY: the chunk is one of this pool's (inside the first capacity * chunk_size
-            // bytes of its region) and was handed to the kernel by this queue (it was in
-            // `owned`), which now gives it back through the rx ring.
+            // Soundness: the chunk is one of this pool's (inside the first capacity * chunk_size bytes of its
+            // region) and was handed to the kernel by this queue (it was in `owned`), which now gives it back through
+            // the rx ring.
+            // SAFETY: the chunk is one of this pool's and the kernel gave back the one we lent it.
             let mut m = unsafe { self.pool.mbuf_at(chunk) };
             if !m.set_window(addr - chunk - MBUF_HDR_SIZE, d.len as usize) {
                 self.counters.rx_bad_desc.inc();

@@ -163,9 +163,10 @@ impl Drop for Xsk {
         let v = std::mem::take(self.reclaim.get_mut().unwrap_or_else(|e| e.into_inner()));
         let cs = self.pool.chunk_size();
         for i in v {
-            // SAFETY: each index was recorded when its chunk (taken from this pool) was handed to
-            // the kernel and removed when it came back; the socket is closed, so these chunks are
-            // ours again. Dropping the handle returns the chunk to the pool.
+            // Soundness: each index was recorded when its chunk (taken from this pool) was handed to the kernel
+            // and removed when it came back; the socket is closed, so these chunks are ours again. Dropping the handle
+            // returns the chunk to the pool.
+            // SAFETY: each recorded chunk is this pool's and, the socket closed, ours again.
             drop(unsafe { self.pool.mbuf_at(i as usize * cs) });
         }
     }
