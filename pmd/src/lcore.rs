@@ -175,6 +175,65 @@ pub struct Runtime {
     threads: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     stats: Vec<Arc<CachePadded<LcoreStats>>>,
+    _claims: Vec<CpuClaim>,
+}
+
+/// A busy-polling lcore's claim on its CPU, held while the runtime lives: an `flock` on
+/// `/dev/shm/fastpath-cpu<N>.lock` (the temp dir when `/dev/shm` is not writable) holding the
+/// owner's pid. Two busy pollers on one CPU get one scheduler tick each in turn (a few thousand
+/// bursts per second instead of millions), so a second fastpath that finds the claim taken
+/// says so at start; it still runs (the user may mean it), and adaptive lcores, which give the
+/// CPU away when idle, neither claim nor warn.
+#[derive(Debug)]
+struct CpuClaim {
+    _file: std::fs::File,
+}
+
+impl CpuClaim {
+    /// Claims `cpu`; `Err` holds the warning to print when another process holds it.
+    fn take(cpu: usize) -> Result<Option<CpuClaim>, String> {
+        use std::io::{Read, Seek, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        let name = format!("fastpath-cpu{cpu}.lock");
+        let dirs = [std::path::PathBuf::from("/dev/shm"), std::env::temp_dir()];
+        let Some(mut f) = dirs.iter().find_map(|d| {
+            let p = d.join(&name);
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o666)
+                .open(&p)
+                .or_else(|_| std::fs::File::open(&p))
+                .ok()
+        }) else {
+            return Ok(None);
+        };
+        match crate::sys::flock_exclusive(&f, false) {
+            Ok(true) => {
+                // Best effort: a file another user created may be read-only for us.
+                if f.set_len(0).is_ok() {
+                    let _ = write!(f, "{}", std::process::id());
+                }
+                Ok(Some(CpuClaim { _file: f }))
+            }
+            Ok(false) => {
+                let mut pid = String::new();
+                let _ = f.rewind().and_then(|_| f.read_to_string(&mut pid));
+                let who = match pid.trim() {
+                    "" => "another fastpath process".to_string(),
+                    p => format!("another fastpath process (pid {p})"),
+                };
+                Err(format!(
+                    "CPU {cpu} is already busy-polled by {who}: two busy pollers on one CPU get one \
+                     scheduler tick each in turn (thousands of bursts per second instead of millions); \
+                     give each its own CPU with --cores, or run one with --idle adaptive"
+                ))
+            }
+            Err(_) => Ok(None),
+        }
+    }
 }
 
 /// The CPUs this process may run on.
@@ -201,6 +260,15 @@ impl Runtime {
                 }
             }
         }
+        let mut claims = Vec::new();
+        if cfg.idle == IdleMode::Busy {
+            for c in lcores.iter().filter_map(|l| l.core) {
+                match CpuClaim::take(c) {
+                    Ok(claim) => claims.extend(claim),
+                    Err(warning) => log::warn!("{warning}"),
+                }
+            }
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let mut stats = Vec::new();
@@ -214,7 +282,7 @@ impl Runtime {
                 .map_err(|e| Error::Core(format!("cannot start lcore thread: {e}")))?;
             threads.push(t);
         }
-        Ok(Runtime { threads, stop, stats })
+        Ok(Runtime { threads, stop, stats, _claims: claims })
     }
 
     /// Asks every lcore to stop after its current poll.
@@ -274,6 +342,7 @@ fn lcore_main(idx: usize, mut l: LcoreSpec, cfg: RuntimeConfig, stop: &AtomicBoo
     let mut batch = Batch::new();
     let mut scratch = Batch::new();
     let mut idle_streak: u32 = 0;
+    let mut polls: u32 = 0;
     let mut t_prev = rdtsc();
     // Relaxed: the stop request carries no data.
     while !stop.load(Ordering::Relaxed) {
@@ -292,6 +361,14 @@ fn lcore_main(idx: usize, mut l: LcoreSpec, cfg: RuntimeConfig, stop: &AtomicBoo
             transmit(&mut l.tx, &mut ctx, &mut batch, &mut scratch, st);
             while t.processor.resume(&mut batch, &mut ctx) {
                 transmit(&mut l.tx, &mut ctx, &mut batch, &mut scratch, st);
+            }
+        }
+        polls = polls.wrapping_add(1);
+        if polls % MAINTAIN_EVERY == 0 {
+            // Periodic maintenance (pcap writers, vhost-user configuration pick-up) for queues
+            // that get no traffic; the first idle poll below does it too.
+            for q in l.tx.iter_mut().flatten() {
+                q.flush(&mut ctx);
             }
         }
         if got > 0 {
@@ -325,6 +402,9 @@ fn lcore_main(idx: usize, mut l: LcoreSpec, cfg: RuntimeConfig, stop: &AtomicBoo
     drop(l);
     drop(ctx);
 }
+
+/// Polls between two calls of every transmit queue's [`TxQueue::flush`] (a power of two).
+pub const MAINTAIN_EVERY: u32 = 1024;
 
 #[inline(never)]
 fn back_off(streak: u32, max_sleep_us: u32) {

@@ -170,7 +170,10 @@ pub trait TxQueue: Send {
     /// unsent ones stay in order. Returns how many were sent.
     fn tx_burst(&mut self, ctx: &mut Ctx, batch: &mut Batch) -> usize;
 
-    /// Pushes out anything buffered (called when the lcore is idle and before it stops).
+    /// Pushes out anything buffered and catches up with control-plane changes. The runtime calls
+    /// it at the first empty poll of an idle streak, every [`crate::lcore::MAINTAIN_EVERY`] polls
+    /// (busy or idle), and before the lcore stops, so a queue nobody sends to still answers its
+    /// port's control thread within that many polls.
     fn flush(&mut self, _ctx: &mut Ctx) {}
 
     /// The queue's counters. The runtime adds the mbufs the port did not take to `drops`.

@@ -132,6 +132,25 @@ pub fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// `flock(2)` an exclusive lock on `f`: waits for it when `wait`, else returns
+/// `Ok(false)` when another open file description holds it. The lock goes with the last
+/// descriptor of this open file (and with the process).
+pub fn flock_exclusive(f: &impl AsRawFd, wait: bool) -> io::Result<bool> {
+    let op = if wait { libc::LOCK_EX } else { libc::LOCK_EX | libc::LOCK_NB };
+    loop {
+        // SAFETY: flock on a descriptor we hold; no memory is passed.
+        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) if !wait => return Ok(false),
+            _ => return Err(e),
+        }
+    }
+}
+
 /// True when the error is `EPERM` or `EACCES` (missing privileges).
 pub fn is_perm(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))

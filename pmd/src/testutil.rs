@@ -42,6 +42,42 @@ pub fn require(test: &str, root: bool, cmds: &[&str]) -> bool {
     false
 }
 
+/// The machine-wide lock held by every test that starts busy-polling threads (fastpath lcores,
+/// the `fastpath` command, testpmd forwarding lcores, pktgen, a QEMU vCPU), so that no two such
+/// tests ever run at once, whichever test binary, test thread or checkout they come from: on a
+/// 2-CPU machine two busy pollers on one CPU get one scheduler tick each in turn. Take it first
+/// thing in the test and keep the guard to the end:
+///
+/// ```no_run
+/// let _cpus = fastpath_pmd::testutil::pollers();
+/// ```
+///
+/// It is an `flock` on `$TMPDIR/fastpath-test-pollers.lock`; the lock goes with the guard (or
+/// with the process, if it dies).
+pub fn pollers() -> PollersGuard {
+    let path = std::env::temp_dir().join("fastpath-test-pollers.lock");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .or_else(|_| std::fs::File::open(&path))
+        .unwrap_or_else(|e| panic!("cannot open the test lock {}: {e}", path.display()));
+    let t0 = std::time::Instant::now();
+    crate::sys::flock_exclusive(&f, true).unwrap_or_else(|e| panic!("flock {}: {e}", path.display()));
+    if t0.elapsed() > std::time::Duration::from_secs(1) {
+        eprintln!("(waited {:.1} s for the busy-poller test lock)", t0.elapsed().as_secs_f64());
+    }
+    PollersGuard { _file: f }
+}
+
+/// Held while a busy-polling test runs (see [`pollers`]).
+#[derive(Debug)]
+pub struct PollersGuard {
+    _file: std::fs::File,
+}
+
 /// A global allocator that counts allocations (and reallocations), for tests that prove a path
 /// allocates nothing: `#[global_allocator] static A: CountingAlloc = CountingAlloc::new();`, then
 /// compare [`CountingAlloc::count`] (all threads: for work on other threads, e.g. lcores) or

@@ -40,6 +40,9 @@ pub fn run(mode: Mode, dev: Arc<Mutex<Device>>, kicks: Vec<Arc<crate::shared::Vr
     let mut ever = false;
     // Relaxed: a request flag; nothing is published through it.
     while !stop.load(Ordering::Relaxed) {
+        // Between connections too: a departed frontend's memory is unmapped as soon as the
+        // lcores have let go of it (they acknowledge within MAINTAIN_EVERY polls).
+        lock(&dev).reap();
         let stream = match &mode {
             Mode::Server(l) => match accept(l, &stop) {
                 Some(s) => s,

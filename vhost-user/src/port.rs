@@ -316,6 +316,13 @@ impl TxQueue for VhostTx {
         n
     }
 
+    /// Takes any new configuration even when nothing is sent, so that a frontend's departure
+    /// releases its memory (the control thread unmaps it once we acknowledge) without waiting
+    /// for traffic toward this queue.
+    fn flush(&mut self, _ctx: &mut Ctx) {
+        let _ = self.cursor.live();
+    }
+
     fn stats(&self) -> &QueueStats {
         &self.stats
     }
