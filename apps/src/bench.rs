@@ -82,13 +82,14 @@ pub fn run_bench(a: &BenchArgs) -> Result<(), AppError> {
                         None => format!("  {g:.1} Gbps, {c:.3} cycles/byte"),
                     };
                 }
+                let eff = pt.efficiency.map_or_else(|| "-".to_string(), |e| format!("{e:.3}"));
                 println!(
-                    "{:<18} {:>5} {:>9.2} {:>13.2} {:>10.3} {:>5.0}%{extra}",
+                    "{:<18} {:>5} {:>9.2} {:>13.2} {:>10} {:>5.0}%{extra}",
                     pt.pipeline,
                     pt.cores,
                     pt.mpps,
                     pt.mpps_per_core,
-                    pt.efficiency,
+                    eff,
                     pt.utilisation * 100.0
                 );
             }

@@ -63,6 +63,8 @@ pub struct L2fwdArgs {
     #[arg(long = "stage", value_name = "SPEC")]
     pub stages: Vec<String>,
     /// CPUs for the lcores, e.g. 0 or 0,1 or 0-1 (default: the first CPU this process may use).
+    /// Give busy pollers CPUs of their own: two on one CPU get one scheduler tick each in turn
+    /// (fastpath warns when another fastpath busy-polls a CPU given here).
     #[arg(long, value_name = "LIST")]
     pub cores: Option<String>,
     /// Packets per rx burst (1..=256).

@@ -37,7 +37,7 @@ fn l2fwd_between_two_af_xdp_ports_delivers_every_frame() {
     if !require("l2fwd_between_two_af_xdp_ports_delivers_every_frame", true, &["ip"]) {
         return;
     }
-    let _g = serial();
+    let _cpus = fastpath_pmd::testutil::pollers();
     let ns = Netns::new("fpcl");
     let (a0, a1, b0, b1) = (unique("fpla"), unique("fpla"), unique("fplb"), unique("fplb"));
     let _la = veth(&ns, &a0, &a1, 1);
@@ -107,7 +107,7 @@ fn no_xdp_program_left_after_clean_exit_or_sigkill() {
     if !require("no_xdp_program_left_after_clean_exit_or_sigkill", true, &["ip"]) {
         return;
     }
-    let _g = serial();
+    let _cpus = fastpath_pmd::testutil::pollers();
     let ns = Netns::new("fpck");
     let (a0, a1) = (unique("fpka"), unique("fpka"));
     let _la = veth(&ns, &a0, &a1, 1);

@@ -9,6 +9,7 @@ fn fastpath(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn json_and_plot() {
+    let _cpus = fastpath_pmd::testutil::pollers();
     let dir = tempfile::tempdir().unwrap();
     let svg = dir.path().join("p.svg");
     let o = fastpath(&[
@@ -32,9 +33,10 @@ fn json_and_plot() {
     for (l, name) in lines.iter().zip(["io", "macswap"]) {
         assert_eq!(l["pipeline"], name);
         assert_eq!(l["cores"], 1);
-        for k in ["mpps", "mpps_per_core", "efficiency"] {
+        for k in ["mpps", "mpps_per_core"] {
             assert!(l[k].as_f64().unwrap() > 0.0, "{k} in {l}");
         }
+        assert_eq!(l["efficiency"].as_f64(), Some(1.0), "the 1-core point against itself: {l}");
     }
     let s = std::fs::read_to_string(&svg).unwrap();
     assert!(s.starts_with("<svg") && s.contains("macswap"));
@@ -42,11 +44,20 @@ fn json_and_plot() {
 
 #[test]
 fn table_and_list() {
+    let _cpus = fastpath_pmd::testutil::pollers();
     let o = fastpath(&["bench", "--pipeline", "io", "--cores", "1", "--seconds", "0.2"]);
     assert!(o.status.success());
     let t = String::from_utf8_lossy(&o.stdout);
     assert!(t.lines().next().unwrap().contains("efficiency"));
     assert!(t.lines().any(|l| l.starts_with("io ")));
+    // Without a 1-core point there is nothing to measure efficiency against: none is shown.
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        let o = fastpath(&["bench", "--pipeline", "io", "--cores", "2", "--seconds", "0.2", "--json"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let l: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(l["cores"], 2);
+        assert!(l["efficiency"].is_null(), "{l}");
+    }
     let o = fastpath(&["bench", "--list"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("macswap"));
 }

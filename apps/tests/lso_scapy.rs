@@ -14,6 +14,9 @@
 //! Needs tshark and python3 with scapy (`bash .ci/run` installs them): skips with the reason
 //! when missing, fails instead under CI.
 
+#[path = "tshark/mod.rs"]
+mod tshark;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -224,47 +227,20 @@ fn l2fwd(input: &Path, output: &Path, stages: &[&str]) -> Vec<serde_json::Value>
     lines
 }
 
-/// tshark with checksum validation: for each frame, the checksum statuses (IPv4, TCP, UDP),
-/// malformed markers and expert severities; asserts none is bad.
+/// tshark with checksum validation on every frame (see `tshark::check_clean`).
 fn tshark_clean(pcap: &Path, frames: usize) {
-    let mut c = Command::new("tshark");
-    c.arg("-r").arg(pcap);
-    for o in ["ip.check_checksum:TRUE", "udp.check_checksum:TRUE", "tcp.check_checksum:TRUE"] {
-        c.args(["-o", o]);
-    }
-    c.args(["-T", "fields", "-E", "occurrence=a", "-E", "separator=\t", "-E", "aggregator=,"]);
-    for f in
-        ["ip.checksum.status", "tcp.checksum.status", "udp.checksum.status", "_ws.malformed", "_ws.expert.severity"]
-    {
-        c.args(["-e", f]);
-    }
-    let o = c.output().expect("run tshark");
-    assert!(o.status.success(), "tshark: {}", String::from_utf8_lossy(&o.stderr));
-    let text = String::from_utf8_lossy(&o.stdout);
-    let rows: Vec<Vec<Vec<&str>>> = text
-        .lines()
-        .map(|l| l.split('\t').map(|f| f.split(',').filter(|x| !x.is_empty()).collect()).collect())
-        .collect();
+    let rows = tshark::fields(pcap, &tshark::CLEAN);
     assert_eq!(rows.len(), frames, "tshark sees every frame");
     let mut tcp_checked = 0;
     for (n, r) in rows.iter().enumerate() {
-        let ctx = format!("{}: frame {}: {r:?}", pcap.display(), n + 1);
-        // Status: 0 bad, 1 good, 2 unverified, 3 not present (UDP 0 over IPv4).
-        assert!(r[0].iter().all(|s| *s == "1"), "{ctx}: IPv4 header checksum");
-        assert!(r[1].iter().all(|s| *s == "1"), "{ctx}: TCP checksum");
-        assert!(r[2].iter().all(|s| *s == "1" || *s == "3"), "{ctx}: UDP checksum");
-        assert!(r.get(3).is_none_or(|m| m.is_empty()), "{ctx}: malformed");
-        // 0x800000: error (bad checksum, malformed); warnings (e.g. "previous segment not
-        // captured" for a flow seen from the middle) are fine.
-        let sev = r.get(4).map(|v| v.iter().filter_map(|s| s.parse::<u32>().ok()).max().unwrap_or(0)).unwrap_or(0);
-        assert!(sev < 0x0080_0000, "{ctx}: expert error");
-        tcp_checked += r[1].len();
+        tcp_checked += tshark::check_clean(r, &format!("{}: frame {}: {r:?}", pcap.display(), n + 1));
     }
     assert!(tcp_checked > 0, "tshark checked TCP checksums");
 }
 
 #[test]
 fn lso_of_scapy_packets_verified_by_scapy_and_tshark() {
+    let _cpus = fastpath_pmd::testutil::pollers();
     let test = "lso_of_scapy_packets_verified_by_scapy_and_tshark";
     let Some(py) = scapy_python(test) else { return };
     let dir = tempfile::tempdir().unwrap();
@@ -292,6 +268,7 @@ fn lso_of_scapy_packets_verified_by_scapy_and_tshark() {
 
 #[test]
 fn lso_behind_tunnel_encap_verified_by_scapy_and_tshark() {
+    let _cpus = fastpath_pmd::testutil::pollers();
     let test = "lso_behind_tunnel_encap_verified_by_scapy_and_tshark";
     let Some(py) = scapy_python(test) else { return };
     let dir = tempfile::tempdir().unwrap();

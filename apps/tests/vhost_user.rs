@@ -1,7 +1,10 @@
 //! `fastpath l2fwd --port vhost-user:...` against DPDK's testpmd `net_virtio_user` as the
-//! frontend (and, in `vhost_user_guest.rs`, a QEMU guest): io loopback with traffic for several
-//! seconds, a frontend that leaves and comes back mid-traffic, client mode against a frontend
-//! that listens, two queue pairs. Each run ends with every mbuf back in the pool.
+//! frontend (and, in `vhost_user_guest.rs`, a QEMU guest): io loopback, a frontend that leaves
+//! and comes back mid-traffic, client mode against a frontend that listens, two queue pairs.
+//! Each waits until testpmd has had a known number of frames back through fastpath (a count
+//! with a generous deadline, never a rate), and ends with every frame accounted for and every
+//! mbuf back in the pool. fastpath's lcore runs on CPU 1, testpmd on CPU 0, and the tests hold
+//! the suite's busy-poller lock.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -11,27 +14,8 @@ use serde_json::Value;
 
 const FASTPATH: &str = env!("CARGO_BIN_EXE_fastpath");
 
-fn dpdk_sh() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/dpdk.sh")
-}
-
-/// The tests share the machine's two cores with testpmd: one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn require(test: &str) -> bool {
-    if !fastpath_pmd::testutil::require(test, true, &["dpdk-testpmd"]) {
-        return false;
-    }
-    if !dpdk_sh().is_file() {
-        assert!(!fastpath_pmd::testutil::in_ci(), "{test}: {} is missing", dpdk_sh().display());
-        eprintln!("SKIPPED {test}: {} is missing", dpdk_sh().display());
-        return false;
-    }
-    true
+    fastpath_pmd::testutil::require(test, true, &["dpdk-testpmd", "stdbuf"])
 }
 
 /// A socket path unique to this test run, removed at the end (even on failure).
@@ -54,21 +38,15 @@ impl Drop for Sock {
     }
 }
 
-/// The runtime folder a testpmd with `--file-prefix` leaves behind, removed at the end.
-struct DpdkPrefix(String);
-
-impl Drop for DpdkPrefix {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.0));
-    }
-}
-
 /// A child process killed (and reaped) when the guard goes, even on failure.
 struct Kid(Option<Child>);
 
 impl Kid {
-    fn output(mut self) -> String {
+    /// SIGINT, then everything it printed.
+    fn interrupt_and_output(mut self) -> String {
         let c = self.0.take().expect("child");
+        // SAFETY: kill() on our own child's pid.
+        unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
         let out = c.wait_with_output().expect("wait");
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
     }
@@ -83,18 +61,16 @@ impl Drop for Kid {
     }
 }
 
-/// fastpath l2fwd on one vhost-user port for `secs` seconds, JSON output, lcore on CPU 1 (the
-/// frontend's forwarding lcore is CPU 0).
-fn fastpath(spec: &str, secs: f64, extra: &[&str]) -> Kid {
-    let d = secs.to_string();
-    let mut args = vec!["l2fwd", "--port", spec, "--duration", &d, "--json"];
-    if !extra.contains(&"--cores") {
-        args.extend(["--cores", "1"]);
-    }
-    args.extend(extra);
+/// fastpath l2fwd on `spec` until SIGINT, JSON report, its lcore alone on CPU 1 (testpmd has
+/// CPU 0).
+fn fastpath(spec: &str) -> Kid {
+    fastpath_with(spec, &["--cores", "1"])
+}
+
+fn fastpath_with(spec: &str, args: &[&str]) -> Kid {
     let c = Command::new(FASTPATH)
-        .args(&args)
-        .env("RUST_LOG", "info")
+        .args(["l2fwd", "--port", spec, "--json"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -110,21 +86,108 @@ fn wait_socket(p: &str) {
     }
 }
 
-/// Runs `dpdk.sh virtio-user SOCK SECS [MODE] [server]` and returns its (rx, tx) Mpps line.
-fn virtio_user(sock: &str, secs: u32, server: bool) -> (f64, f64, String) {
-    let mut c = Command::new("bash");
-    c.arg(dpdk_sh()).args(["virtio-user", sock, &secs.to_string(), "io"]);
-    if server {
-        c.arg("server");
+/// How long a frontend may take to start and move its frames: long enough for a loaded
+/// machine (testpmd's start alone takes 1-5 s); the tests wait for counts, not for time.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// DPDK testpmd as the frontend (`net_virtio_user`, io forwarding with `--tx-first`: the frames
+/// it sends come back through fastpath and circulate). Both of its lcores share CPU 0 (the
+/// main lcore sleeps while the forwarding one polls), so that neither its start-up nor its
+/// statistics compete with fastpath's lcore on CPU 1. Its statistics are read from its
+/// line-buffered output: `RX-packets` per port, cumulative.
+struct Testpmd {
+    kid: Kid,
+    log: PathBuf,
+    prefix: String,
+}
+
+impl Testpmd {
+    /// Starts testpmd on `sock`; `vdev_extra` is appended to its vdev (`,server=1`,
+    /// `,packed_vq=1`, `,queues=2`), `args` to its application arguments.
+    fn start(tag: &str, sock: &str, vdev_extra: &str, args: &[&str]) -> Testpmd {
+        let prefix = format!("fpvu{tag}{}", std::process::id());
+        let log = std::env::temp_dir().join(format!("{prefix}.log"));
+        let c = Command::new("stdbuf")
+            .args(["-oL", "dpdk-testpmd", "--lcores", "(0,1)@0", "--main-lcore", "1", "--no-huge", "-m", "1024"])
+            .args(["--no-pci", "--log-level=*:error", "--file-prefix", &prefix])
+            .arg(format!("--vdev=net_virtio_user0,mac=00:01:02:03:04:05,path={sock}{vdev_extra}"))
+            .args(["--", "--forward-mode=io", "--nb-cores=1", "--txd=1024", "--rxd=1024", "--tx-first"])
+            .args(["--total-num-mbufs=16384", "--stats-period", "1", "--auto-start"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).expect("testpmd log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start testpmd");
+        Testpmd { kid: Kid(Some(c)), log, prefix }
     }
-    let out = c.output().expect("run dpdk.sh");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    let line = text.lines().find(|l| l.starts_with("dpdk virtio-user:")).unwrap_or_default().to_string();
-    let num = |k: &str| -> f64 {
-        let w: Vec<&str> = line.split_whitespace().collect();
-        w.iter().position(|x| *x == k).and_then(|i| w.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-    };
-    (num("rx"), num("tx"), text)
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The largest cumulative RX-packets it printed so far (any port).
+    fn rx_so_far(&self) -> u64 {
+        last_count(&self.text(), "RX-packets:")
+    }
+
+    /// Waits until testpmd has received `n` frames back (true), or the deadline passed.
+    fn wait_rx(&self, n: u64) -> bool {
+        let t0 = Instant::now();
+        while t0.elapsed() < DEADLINE {
+            if self.rx_so_far() >= n {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// SIGINT, and its final forward statistics (accumulated over ports): (rx, tx, output).
+    fn stop(mut self) -> (u64, u64, String) {
+        if let Some(c) = self.kid.0.take() {
+            let mut c = c;
+            // SAFETY: kill() on our own child's pid (stdbuf exec'd testpmd in place).
+            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+            let _ = c.wait();
+        }
+        let text = self.text();
+        let tail = text.rsplit_once("Accumulated forward statistics").map_or(text.as_str(), |(_, t)| t);
+        (last_count(tail, "RX-packets:"), last_count(tail, "TX-packets:"), text)
+    }
+
+    /// SIGKILL: gone mid-traffic, no goodbye; returns what it printed.
+    fn kill(mut self) -> String {
+        drop(self.kid.0.take().map(|mut c| {
+            let _ = c.kill();
+            c.wait()
+        }));
+        self.text()
+    }
+}
+
+impl Drop for Testpmd {
+    fn drop(&mut self) {
+        drop(self.kid.0.take().map(|mut c| {
+            let _ = c.kill();
+            c.wait()
+        }));
+        let _ = std::fs::remove_file(&self.log);
+        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.prefix));
+    }
+}
+
+/// The largest number after `key` in testpmd's output (its counters only grow); a key
+/// followed by something that is not a number fails the test.
+fn last_count(text: &str, key: &str) -> u64 {
+    text.split(key)
+        .skip(1)
+        .map(|rest| {
+            let w = rest.split_whitespace().next().unwrap_or_default();
+            w.parse::<u64>().unwrap_or_else(|_| panic!("testpmd printed '{key} {w}': not a count"))
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 struct Report {
@@ -153,6 +216,9 @@ impl Report {
     fn x(&self, k: &str) -> u64 {
         self.port["xstats"][k].as_u64().unwrap_or_else(|| panic!("xstat {k} missing:\n{}", self.text))
     }
+    fn n(&self, k: &str) -> u64 {
+        self.port[k].as_u64().unwrap_or_else(|| panic!("{k} missing:\n{}", self.text))
+    }
     fn check_clean(&self) {
         assert_eq!(self.pool["available"], self.pool["capacity"], "every mbuf back in the pool:\n{}", self.text);
         let errs: u64 = self.port["xstats"]
@@ -165,131 +231,84 @@ impl Report {
         assert_eq!(errs, 0, "no guest errors:\n{}", self.text);
         assert!(!self.text.contains("panicked"), "{}", self.text);
     }
+    /// io loopback sends back all it receives, except what is in hand when the frontend
+    /// leaves (its rings stop): those are counted as drops.
+    fn check_accounted(&self) {
+        let (rx, tx, drops) = (self.n("rx_packets"), self.n("tx_packets"), self.n("tx_drops"));
+        assert_eq!(tx + drops, rx, "every received packet sent or counted:\n{}", self.text);
+        assert!(drops <= 1024, "only the packets in flight at the end are dropped:\n{}", self.text);
+    }
 }
+
+/// Frames a testpmd must get back through fastpath before a test moves on: proof that the
+/// loop runs, not a rate.
+const FRAMES: u64 = 100_000;
 
 #[test]
 fn vhost_user_io_loopback_with_testpmd() {
-    let _serial = serial();
+    let _cpus = fastpath_pmd::testutil::pollers();
     if !require("vhost_user_io_loopback_with_testpmd") {
         return;
     }
     let sock = Sock::new("loop");
-    let fp = fastpath(&format!("vhost-user:{}", sock.path()), 9.0, &[]);
+    let fp = fastpath(&format!("vhost-user:{}", sock.path()));
     wait_socket(sock.path());
-    let (rx, tx, text) = virtio_user(sock.path(), 6, false);
-    let r = report(fp.output());
-    assert!(rx >= 0.01 && tx >= 0.01, "testpmd received and sent through fastpath: {text}");
-    let p = r.port["rx_packets"].as_u64().unwrap();
-    assert!(p > 20_000, "fastpath forwarded {p} packets:\n{}", r.text);
-    // io loopback sends back all it receives, except what is in hand when the frontend leaves
-    // (its rings stop): those are counted as drops.
-    let (tx, drops) = (r.port["tx_packets"].as_u64().unwrap(), r.port["tx_drops"].as_u64().unwrap());
-    assert_eq!(tx + drops, p, "every received packet sent or counted:\n{}", r.text);
-    assert!(drops <= 1024, "only the packets in flight at the end are dropped:\n{}", r.text);
+    let tp = Testpmd::start("loop", sock.path(), ",queues=1", &[]);
+    let ok = tp.wait_rx(FRAMES);
+    let (rx, tx, text) = tp.stop();
+    assert!(ok && rx >= FRAMES && tx >= FRAMES, "testpmd got {FRAMES} frames back through fastpath:\n{text}");
+    let r = report(fp.interrupt_and_output());
+    assert!(r.n("rx_packets") >= FRAMES, "{}", r.text);
+    r.check_accounted();
     assert_eq!(r.x("connections"), 1);
     assert_eq!(r.x("connected"), 0, "testpmd left before the end");
-    assert_eq!(r.x("q0_rx_bytes"), 64 * p, "64-byte frames from testpmd");
+    assert_eq!(r.x("q0_rx_bytes"), 64 * r.n("rx_packets"), "64-byte frames from testpmd");
     r.check_clean();
-}
-
-/// Runs testpmd `net_virtio_user` with `vdev_extra` added to its vdev (e.g. `,packed_vq=1`) in
-/// io loopback for `secs` seconds against `sock`, the way `dpdk.sh virtio-user` does; returns the
-/// largest RX-packets total it printed and its output.
-fn virtio_user_with(sock: &str, secs: u32, vdev_extra: &str, prefix: &str) -> (u64, String) {
-    let log = std::env::temp_dir().join(format!("fp-vu-{prefix}-{}.log", std::process::id()));
-    let pfx = format!("{prefix}{}", std::process::id());
-    let _prefix = DpdkPrefix(pfx.clone());
-    let st = Command::new("timeout")
-        .args(["-s", "INT", &secs.to_string(), "dpdk-testpmd", "-l", "0-1", "--main-lcore", "1", "--no-huge"])
-        .args(["-m", "1024", "--no-pci", "--log-level=*:error", "--file-prefix", &pfx])
-        .arg(format!("--vdev=net_virtio_user0,mac=00:01:02:03:04:05,path={sock},queues=1{vdev_extra}"))
-        .args(["--", "--forward-mode=io", "--nb-cores=1", "--txd=1024", "--rxd=1024", "--tx-first"])
-        .args(["--total-num-mbufs=16384", "--stats-period", "1", "--auto-start"])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&log).expect("testpmd log"))
-        .stderr(Stdio::null())
-        .status()
-        .expect("run testpmd");
-    let _ = st;
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let _ = std::fs::remove_file(&log);
-    let best = text
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("RX-packets:"))
-        .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0);
-    (best, text)
 }
 
 #[test]
 fn vhost_user_packed_ring_io_loopback_with_testpmd() {
-    let _serial = serial();
+    let _cpus = fastpath_pmd::testutil::pollers();
     if !require("vhost_user_packed_ring_io_loopback_with_testpmd") {
         return;
     }
     let sock = Sock::new("packed");
-    let fp = fastpath(&format!("vhost-user:{}", sock.path()), 9.0, &[]);
+    let fp = fastpath(&format!("vhost-user:{}", sock.path()));
     wait_socket(sock.path());
-    let (got, text) = virtio_user_with(sock.path(), 6, ",packed_vq=1", "fpvupk");
-    let r = report(fp.output());
-    assert!(got > 20_000, "testpmd received {got} packets back through fastpath:\n{text}");
+    let tp = Testpmd::start("pk", sock.path(), ",queues=1,packed_vq=1", &[]);
+    let ok = tp.wait_rx(FRAMES);
+    let (rx, _, text) = tp.stop();
+    assert!(ok && rx >= FRAMES, "testpmd got {FRAMES} frames back through fastpath:\n{text}");
+    let r = report(fp.interrupt_and_output());
     assert_eq!(r.x("ring_packed"), 1, "the frontend negotiated the packed ring:\n{}", r.text);
-    let p = r.port["rx_packets"].as_u64().unwrap();
-    assert!(p > 20_000, "fastpath forwarded {p} packets:\n{}", r.text);
-    let (tx, drops) = (r.port["tx_packets"].as_u64().unwrap(), r.port["tx_drops"].as_u64().unwrap());
-    assert!(tx > 20_000, "traffic both ways:\n{}", r.text);
-    assert_eq!(tx + drops, p, "every received packet sent or counted:\n{}", r.text);
-    assert!(drops <= 1024, "only the packets in flight at the end are dropped:\n{}", r.text);
-    assert_eq!(r.x("q0_rx_bytes"), 64 * p, "64-byte frames from testpmd");
+    assert!(r.n("rx_packets") >= FRAMES && r.n("tx_packets") >= FRAMES, "traffic both ways:\n{}", r.text);
+    r.check_accounted();
+    assert_eq!(r.x("q0_rx_bytes"), 64 * r.n("rx_packets"), "64-byte frames from testpmd");
     assert_eq!(r.x("q0_rx_broken") + r.x("q0_tx_broken"), 0);
     r.check_clean();
 }
 
 #[test]
 fn vhost_user_frontend_reconnects_mid_traffic() {
-    let _serial = serial();
+    let _cpus = fastpath_pmd::testutil::pollers();
     if !require("vhost_user_frontend_reconnects_mid_traffic") {
         return;
     }
     let sock = Sock::new("reconn");
-    let fp = fastpath(&format!("vhost-user:{}", sock.path()), 16.0, &[]);
+    let fp = fastpath(&format!("vhost-user:{}", sock.path()));
     wait_socket(sock.path());
     // The first frontend is killed (SIGKILL) in the middle of its traffic: no GET_VRING_BASE,
     // no goodbye, its rings still full.
-    let log = std::env::temp_dir().join(format!("fp-vu-kill-{}.log", std::process::id()));
-    let _prefix = DpdkPrefix(format!("fpvukill{}", std::process::id()));
-    // stdbuf: line-buffered statistics, so that they are in the file before the kill.
-    let mut tp = Command::new("stdbuf")
-        .args(["-oL", "dpdk-testpmd", "-l", "0-1", "--main-lcore", "1", "--no-huge", "-m", "1024"])
-        .args(["--no-pci", "--log-level=*:error", "--file-prefix"])
-        .arg(format!("fpvukill{}", std::process::id()))
-        .arg(format!("--vdev=net_virtio_user0,mac=00:01:02:03:04:05,path={},queues=1", sock.path()))
-        .args(["--", "--forward-mode=io", "--nb-cores=1", "--txd=1024", "--rxd=1024", "--tx-first"])
-        .args(["--total-num-mbufs=16384", "--stats-period", "1", "--auto-start"])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&log).expect("testpmd log"))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start testpmd");
-    std::thread::sleep(Duration::from_secs(5));
-    // Its per-second statistics show the traffic it had before it is killed.
-    let stats = std::fs::read_to_string(&log).unwrap_or_default();
-    tp.kill().expect("SIGKILL testpmd");
-    let _ = tp.wait();
-    let _ = std::fs::remove_file(&log);
-    let best = stats
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("RX-packets:"))
-        .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0);
-    assert!(best > 10_000, "the first frontend had traffic before it was killed:\n{stats}");
-    // testpmd is gone (its rings mid-traffic); a new one connects to the same socket.
-    // dpdk.sh reports medians over the stats periods after the first two: >= 5 s per run.
-    let (rx2, tx2, t2) = virtio_user(sock.path(), 6, false);
-    assert!(rx2 >= 0.01 && tx2 >= 0.01, "traffic resumes after the frontend came back: {t2}");
-    let r = report(fp.output());
+    let tp = Testpmd::start("kill", sock.path(), ",queues=1", &[]);
+    let ok = tp.wait_rx(FRAMES);
+    let text = tp.kill();
+    assert!(ok, "the first frontend had traffic before it was killed:\n{text}");
+    // A new one connects to the same socket: its frames circulate too.
+    let tp = Testpmd::start("again", sock.path(), ",queues=1", &[]);
+    let ok = tp.wait_rx(FRAMES);
+    let (rx, _, text) = tp.stop();
+    assert!(ok && rx >= FRAMES, "traffic resumes after the frontend came back:\n{text}");
+    let r = report(fp.interrupt_and_output());
     assert_eq!(r.x("connections"), 2);
     assert_eq!(r.x("mem_tables"), 2);
     r.check_clean();
@@ -297,7 +316,7 @@ fn vhost_user_frontend_reconnects_mid_traffic() {
 
 #[test]
 fn vhost_user_client_mode_against_listening_frontend() {
-    let _serial = serial();
+    let _cpus = fastpath_pmd::testutil::pollers();
     if !require("vhost_user_client_mode_against_listening_frontend") {
         return;
     }
@@ -305,51 +324,42 @@ fn vhost_user_client_mode_against_listening_frontend() {
     // fastpath starts first and retries every 0.2 s until a frontend listens; that frontend
     // (testpmd, server=1) then goes away and a new one listens on the same path: fastpath
     // reconnects to it.
-    let fp = fastpath(&format!("vhost-user:{},client,reconnect=0.2", sock.path()), 16.0, &[]);
-    std::thread::sleep(Duration::from_millis(500));
-    let (rx, tx, text) = virtio_user(sock.path(), 6, true);
-    assert!(rx >= 0.01 && tx >= 0.01, "traffic in client mode: {text}");
-    let (rx2, tx2, text2) = virtio_user(sock.path(), 6, true);
-    assert!(rx2 >= 0.01 && tx2 >= 0.01, "traffic after reconnecting to a new frontend: {text2}");
-    let r = report(fp.output());
+    let fp = fastpath(&format!("vhost-user:{},client,reconnect=0.2", sock.path()));
+    for round in ["srv1", "srv2"] {
+        let tp = Testpmd::start(round, sock.path(), ",queues=1,server=1", &[]);
+        let ok = tp.wait_rx(FRAMES);
+        let (rx, _, text) = tp.stop();
+        assert!(ok && rx >= FRAMES, "{round}: traffic in client mode:\n{text}");
+    }
+    let r = report(fp.interrupt_and_output());
     assert_eq!(r.x("connections"), 2, "{}", r.text);
-    assert!(r.port["rx_packets"].as_u64().unwrap() > 20_000, "{}", r.text);
+    assert!(r.n("rx_packets") >= 2 * FRAMES, "{}", r.text);
     r.check_clean();
 }
 
 #[test]
 fn vhost_user_two_queue_pairs_with_testpmd() {
-    let _serial = serial();
+    let _cpus = fastpath_pmd::testutil::pollers();
     if !require("vhost_user_two_queue_pairs_with_testpmd") {
         return;
     }
     let sock = Sock::new("mq");
-    // Two lcores: one per queue pair (rx q -> tx q on the same lcore).
-    let fp = fastpath(&format!("vhost-user:{},queues=2", sock.path()), 9.0, &["--cores", "0,1"]);
+    // Two lcores, one per queue pair (l2fwd gives lcore i tx queue i, so that both queue pairs
+    // carry traffic both ways); testpmd's one forwarding lcore polls both of its queues (io
+    // forwarding, RSS off: --tx-first sends on both). Three pollers on two CPUs: fastpath's
+    // lcores idle adaptively (they yield CPU 0 to testpmd whenever their queues are empty).
+    let fp = fastpath_with(&format!("vhost-user:{},queues=2", sock.path()), &["--cores", "0,1", "--idle", "adaptive"]);
     wait_socket(sock.path());
-    let log = std::env::temp_dir().join(format!("fp-vu-mq-{}.log", std::process::id()));
-    let _prefix = DpdkPrefix(format!("fpvumq{}", std::process::id()));
-    // testpmd with two queue pairs, io forwarding, RSS off: --tx-first sends on both queues.
-    let tp = Command::new("timeout")
-        .args(["-s", "INT", "6", "dpdk-testpmd", "-l", "0-1", "--main-lcore", "1", "--no-huge", "-m", "1024"])
-        .args(["--no-pci", "--log-level=*:error", "--file-prefix"])
-        .arg(format!("fpvumq{}", std::process::id()))
-        .arg(format!("--vdev=net_virtio_user0,mac=00:01:02:03:04:05,path={},queues=2", sock.path()))
-        .args(["--", "--forward-mode=io", "--nb-cores=1", "--rxq=2", "--txq=2", "--txd=1024", "--rxd=1024"])
-        .args(["--tx-first", "--total-num-mbufs=16384", "--stats-period", "1", "--auto-start"])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&log).expect("log"))
-        .stderr(Stdio::null())
-        .status()
-        .expect("run testpmd");
-    let _ = tp;
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let _ = std::fs::remove_file(&log);
-    let r = report(fp.output());
+    let tp = Testpmd::start("mq", sock.path(), ",queues=2", &["--rxq=2", "--txq=2"]);
+    let ok = tp.wait_rx(FRAMES);
+    let (_, _, text) = tp.stop();
+    assert!(ok, "testpmd got {FRAMES} frames back:\n{text}");
+    let r = report(fp.interrupt_and_output());
     // Both queue pairs carry traffic both ways.
     for k in ["q0_rx_packets", "q1_rx_packets", "q0_tx_packets", "q1_tx_packets"] {
         assert!(r.x(k) > 1000, "{k}: both queue pairs carry traffic:\n{}\n{text}", r.text);
     }
+    r.check_accounted();
     r.check_clean();
 }
 

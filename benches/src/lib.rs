@@ -318,8 +318,9 @@ pub struct ScalingPoint {
     pub mpps: f64,
     /// `mpps / cores`.
     pub mpps_per_core: f64,
-    /// `mpps / (cores * mpps at 1 core)`; 1.0 for the 1-core point or when 1 core was not run.
-    pub efficiency: f64,
+    /// `mpps / (cores * mpps at 1 core)`, only when a 1-core point was measured in the same run
+    /// (`null` in JSON otherwise: an efficiency against nothing would be invented).
+    pub efficiency: Option<f64>,
     /// Burst size.
     pub burst: usize,
     /// Seconds measured.
@@ -457,7 +458,7 @@ pub fn run_point(
         cores,
         mpps,
         mpps_per_core: mpps / cores as f64,
-        efficiency: 1.0,
+        efficiency: None,
         burst: cfg.burst,
         seconds: elapsed,
         samples,
@@ -477,7 +478,7 @@ pub fn run(p: &BenchPipeline, cfg: &BenchConfig, progress: &mut dyn FnMut(&str))
     }
     if let Some(one) = pts.iter().find(|p| p.cores == 1).map(|p| p.mpps) {
         for pt in pts.iter_mut() {
-            pt.efficiency = if one > 0.0 { pt.mpps / (pt.cores as f64 * one) } else { 0.0 };
+            pt.efficiency = (one > 0.0).then(|| pt.mpps / (pt.cores as f64 * one));
         }
     }
     Ok(pts)
@@ -611,7 +612,7 @@ mod tests {
             cores: c,
             mpps: m,
             mpps_per_core: m / c as f64,
-            efficiency: 1.0,
+            efficiency: None,
             burst: 32,
             seconds: 1.0,
             samples: vec![m],

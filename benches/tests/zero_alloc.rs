@@ -22,6 +22,7 @@ fn allocs() -> u64 {
 
 #[test]
 fn forwarding_allocates_nothing() {
+    let _cpus = fastpath_pmd::testutil::pollers();
     let pool = Mempool::new("za", &PoolConfig { mbufs: 4096, chunk_size: 2048, pages: PagePolicy::Small }).unwrap();
     let frame: std::sync::Arc<[u8]> = fastpath_benches::example_frame(64).into();
 

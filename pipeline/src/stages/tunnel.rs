@@ -15,7 +15,11 @@
 //! wanted. The hash covers the inner 5-tuple (addresses, protocol, TCP/UDP ports; addresses and
 //! protocol for fragments and other protocols) or, for non-IP frames, the MAC addresses and
 //! EtherType; the source port is `49152 + hash % 16384` (RFC 7348 section 5), so a flow always
-//! gets the same port.
+//! gets the same port. For IPv4 the hash is `fold(mum(A ^ K1, P ^ K2))`: `A` holds the source
+//! address as a little-endian `u32` and the destination's two halves as big-endian `u16`s
+//! (bits 32..48 and 48..64), `P` the two ports as a little-endian `u32` and the protocol in bits
+//! 32..40, `mum` the 128-bit product's halves xored, `fold` the result's halves xored
+//! (`pipeline/tests/tunnels.rs` checks the stage against a separate transcription of this).
 //!
 //! The outer IPv4 header checksum is always right. The outer UDP checksum is 0 over IPv4 unless
 //! `udp-csum=on`, and always computed over IPv6 — except when the inner packet still asks for

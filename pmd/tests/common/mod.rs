@@ -7,13 +7,6 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// Tests that busy-poll cores take this lock: one at a time, so that they do not starve each
-/// other (and their traffic) on a 2-core machine.
-pub fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static M: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    M.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// A child process killed on drop (when the test failed before waiting for it).
 #[derive(Debug)]
 pub struct Reap(pub Option<std::process::Child>);
