@@ -1,33 +1,34 @@
 #!/usr/bin/env bash
-# AF_XDP side by side with DPDK 22.11's net_af_xdp, on one veth pair (run as root).
+# AF_XDP side by side with DPDK 22.11's net_af_xdp on one veth pair (run as root), with the same
+# busy-poll setting on both sides: DPDK 22.11 busy-polls by default (busy_budget=64:
+# SO_PREFER_BUSY_POLL, SO_BUSY_POLL_BUDGET 64), fastpath with `busy-poll=on` does the same; each
+# comparison runs twice, both sides busy-polling, then neither (fastpath's default, DPDK's
+# busy_budget=0).
 #
-#   scripts/bench-af-xdp.sh [RUNS] [SECS]        (defaults: 5 runs of 10 s each)
+#   scripts/bench-af-xdp.sh [ROUNDS] [SECS]        (defaults: 5 rounds of 10 s)
 #
-# Topology: veth g0 (in netns fpbench) <-> p0 (this namespace). Same generator for both
-# receivers, alternating runs, medians over the runs:
-#   rx: `dpdk.sh af-xdp-txonly g0` feeds p0 (forwarding core 0); on p0 the receiver is either
-#       `fastpath l2fwd --port af_xdp:p0 --stage drop --cores 1` or `dpdk.sh af-xdp-rxonly p0`
-#       (its forwarding core is 1 too). Each figure is the median of the per-second rates after
-#       the first two seconds (as dpdk.sh computes testpmd's).
-#   tx: `fastpath pktgen --port af_xdp:g0 --cores 0` versus `dpdk.sh af-xdp-txonly g0` (core 0),
+# Topology: veth g0 (in netns fpbench) <-> p0 (this namespace).
+#   rx: one generator for every receiver: testpmd net_af_xdp txonly on g0 (dpdk.sh af-xdp-txonly,
+#       forwarding lcore on CPU 0); the receiver on p0 forwards on CPU 1: fastpath
+#       `l2fwd --port af_xdp:p0 --stage drop --cores 1`, or testpmd net_af_xdp rxonly (-l 0-1).
+#   tx: fastpath `pktgen --port af_xdp:g0 --cores 0` or testpmd net_af_xdp txonly on g0 (CPU 0),
 #       64-byte UDP frames, nothing listening on p0 (the kernel drops them).
-# Prints every run, then the medians and the ratio fastpath / DPDK. Cleans up on exit.
+# Rates: per second, first two seconds dropped, median (scripts/lib.sh); ABBA rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=${1:-5}
-SECS=${2:-10}
+. scripts/lib.sh
+ROUNDS=${1:-5}; SECS=${2:-10}
 NS=fpbench
-DPDK=../shared/peers/dpdk.sh
+PEERS=../shared/peers
 FP=./target/release/fastpath
+EAL="--no-huge -m 1024 --no-pci --log-level=*:error"
+TPMD="--nb-cores=1 --total-num-mbufs=16384 --stats-period 1 --auto-start"
 
 [ "$(id -u)" = 0 ] || { echo "bench-af-xdp: run as root (AF_XDP)" >&2; exit 2; }
-command -v dpdk-testpmd >/dev/null || bash "$DPDK" install
-[ -x "$FP" ] || nice -n 15 cargo build --release -p fastpath-apps
+bash "$PEERS/dpdk.sh" install
+cargo build --release -q -p fastpath-apps
 
-cleanup() {
-  ip link del p0 2>/dev/null || true
-  ip netns del "$NS" 2>/dev/null || true
-}
+cleanup() { ip link del p0 2>/dev/null || true; ip netns del "$NS" 2>/dev/null || true; rm -rf /var/run/dpdk/fpbx*$$; }
 trap cleanup EXIT
 cleanup
 ip netns add "$NS"
@@ -38,43 +39,45 @@ ip link set p0 up
 ip netns exec "$NS" ip link set g0 up
 ip netns exec "$NS" ip link set lo up
 
-median() { sort -g | awk '{ v[NR]=$1 } END { if (NR==0) print "0"; else printf "%.3f\n", v[int((NR+1)/2)] }'; }
-
-# median of fastpath l2fwd's per-second rx rates (after the first two), from `--stats 1` lines
-fp_rx_median() {
-  awk '/^port 0 /{ for (i=1;i<=NF;i++) if ($i=="rx") { print $(i+1); break } }' | tail -n +3 | median
-}
-
-gen_start() { # the DPDK generator on g0, for SECS+4 s
-  bash "$DPDK" af-xdp-txonly g0 $((SECS + 4)) "$NS" >/dev/null 2>&1 &
+BUDGET=64 FPBP=",busy-poll=on"
+gen_start() { # the DPDK generator on g0 (CPU 0) for SECS+4 s
+  bash "$PEERS/dpdk.sh" af-xdp-txonly g0 $((SECS + 4)) "$NS" >/dev/null 2>&1 &
   GEN=$!
   sleep 2
 }
-
-echo "bench-af-xdp: $RUNS runs x $SECS s, $(nproc) CPUs, load: $(cut -d' ' -f1-3 /proc/loadavg)"
-fp_rx=(); dp_rx=(); fp_tx=(); dp_tx=()
-for r in $(seq "$RUNS"); do
+side_fastpath-rx() {
   gen_start
-  v=$("$FP" l2fwd --port af_xdp:p0 --stage drop --cores 1 --duration "$SECS" --stats 1 2>/dev/null | fp_rx_median)
+  local log; log=$(mktemp)
+  "$FP" l2fwd --port "af_xdp:p0$FPBP" --stage drop --cores 1 --duration "$SECS" --stats 1 --json >"$log" 2>/dev/null
   wait "$GEN" || true
-  fp_rx+=("$v"); echo "run $r rx  fastpath l2fwd af_xdp:p0 --stage drop: $v Mpps"
-
+  echo "$(fp_period_median rx <"$log") $(fp_cycles_per_packet "$log")"; rm -f "$log"
+}
+side_dpdk-rx() {
   gen_start
-  v=$(bash "$DPDK" af-xdp-rxonly p0 "$SECS" | awk '{ print $(NF-1) }')
+  local log; log=$(mktemp)
+  timeout -s INT "$SECS" dpdk-testpmd -l 0-1 $EAL --file-prefix fpbxr$$ --vdev="net_af_xdp0,iface=p0,busy_budget=$BUDGET" \
+    -- --forward-mode=rxonly $TPMD --record-core-cycles </dev/null >"$log" 2>&1 || true
   wait "$GEN" || true
-  dp_rx+=("$v"); echo "run $r rx  dpdk af-xdp-rxonly p0:                  $v Mpps"
-
-  v=$(ip netns exec "$NS" "$FP" pktgen --port af_xdp:g0 --cores 0 --duration "$SECS" --json 2>/dev/null |
+  echo "$(tp_period_median "$log" Rx-pps) $(tp_cycles_per_packet "$log")"; rm -f "$log"
+}
+side_fastpath-tx() {
+  local v
+  v=$(ip netns exec "$NS" "$FP" pktgen --port "af_xdp:g0$FPBP" --cores 0 --duration "$SECS" --json 2>/dev/null |
       sed -n 's/.*"tx_mpps_median":\([0-9.e+-]*\).*/\1/p')
-  fp_tx+=("$(printf '%.3f' "$v")"); echo "run $r tx  fastpath pktgen af_xdp:g0:              ${fp_tx[-1]} Mpps"
+  printf '%.3f\n' "$v"
+}
+side_dpdk-tx() {
+  local log; log=$(mktemp)
+  ip netns exec "$NS" timeout -s INT "$SECS" dpdk-testpmd -l 0-1 --main-lcore 1 $EAL --file-prefix fpbxt$$ \
+    --vdev="net_af_xdp0,iface=g0,busy_budget=$BUDGET" -- --forward-mode=txonly $TPMD </dev/null >"$log" 2>&1 || true
+  tp_period_median "$log" Tx-pps; rm -f "$log"
+}
 
-  v=$(bash "$DPDK" af-xdp-txonly g0 "$SECS" "$NS" | awk '{ print $(NF-1) }')
-  dp_tx+=("$v"); echo "run $r tx  dpdk af-xdp-txonly g0:                   $v Mpps"
+machine
+for bp in on off; do
+  if [ "$bp" = on ]; then BUDGET=64 FPBP=",busy-poll=on"; else BUDGET=0 FPBP=""; fi
+  echo "== busy polling $bp on both sides (DPDK busy_budget=$BUDGET, fastpath${FPBP:- default}): receive on p0"
+  compare "$ROUNDS" Mpps fastpath-rx dpdk-rx
+  echo "== busy polling $bp on both sides: transmit on g0"
+  compare "$ROUNDS" Mpps fastpath-tx dpdk-tx
 done
-
-m_fp_rx=$(printf '%s\n' "${fp_rx[@]}" | median); m_dp_rx=$(printf '%s\n' "${dp_rx[@]}" | median)
-m_fp_tx=$(printf '%s\n' "${fp_tx[@]}" | median); m_dp_tx=$(printf '%s\n' "${dp_tx[@]}" | median)
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-echo
-echo "median rx: fastpath $m_fp_rx Mpps, dpdk $m_dp_rx Mpps, ratio $(ratio "$m_fp_rx" "$m_dp_rx")"
-echo "median tx: fastpath $m_fp_tx Mpps, dpdk $m_dp_tx Mpps, ratio $(ratio "$m_fp_tx" "$m_dp_tx")"

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use fastpath_mempool::{Mempool, PagePolicy, PoolConfig};
 use fastpath_pipeline::{BuildEnv, PipelineSpec};
-use fastpath_pmd::{IdleMode, LcoreSpec, Port, PortStats, Runtime, RuntimeConfig, Task};
+use fastpath_pmd::{IdleMode, LcoreSpec, Port, PortStats, Runtime, RuntimeConfig};
 use serde_json::json;
 
 use crate::cli::{parse_list, L2fwdArgs};
@@ -48,7 +48,13 @@ pub fn run(a: &L2fwdArgs) -> Result<(), AppError> {
     // Tasks: every rx queue of every port, sent by default to the peer port; spread over lcores.
     let two = ports.len() == 2;
     let peer = |p: usize| if two { 1 - p } else { p };
-    let mut lcores: Vec<LcoreSpec> = cpus.iter().map(|&c| LcoreSpec { core: Some(c), ..Default::default() }).collect();
+    // One pipeline per lcore, shared by its tasks (stages keep per-lcore state).
+    let mut lcores: Vec<LcoreSpec> = Vec::new();
+    for &c in &cpus {
+        let mut l = LcoreSpec::new(Some(c));
+        l.add_processor(Box::new(pspec.build(&env)?));
+        lcores.push(l);
+    }
     let mut next_txq = vec![0u16; ports.len()];
     let mut k = 0;
     let nq: Vec<u16> = ports.iter().map(|p| p.info().rx_queues).collect();
@@ -57,7 +63,7 @@ pub fn run(a: &L2fwdArgs) -> Result<(), AppError> {
             let l = k % lcores.len();
             k += 1;
             let rx = ports[p].rx_queue(q)?;
-            lcores[l].tasks.push(Task { rx, processor: Box::new(pspec.build(&env)?), default_out: peer(p) as u16 });
+            lcores[l].add_task(rx, 0, peer(p) as u16);
             let dst = peer(p);
             if lcores[l].tx.get(dst).is_none_or(|t| t.is_none()) {
                 let txq = next_txq[dst];
@@ -116,6 +122,7 @@ pub fn run(a: &L2fwdArgs) -> Result<(), AppError> {
                 s.tx_packets.get(),
                 s.tx_drops.get(),
                 s.no_route.get(),
+                s.busy_cycles.get(),
             )
         })
         .collect();
@@ -145,7 +152,8 @@ pub fn run(a: &L2fwdArgs) -> Result<(), AppError> {
                 out,
                 "{}",
                 json!({"lcore": i, "core": l.0, "busy_polls": l.1, "idle_polls": l.2, "utilisation": l.3,
-                       "rx_packets": l.4, "tx_packets": l.5, "tx_drops": l.6, "no_route": l.7})
+                       "rx_packets": l.4, "tx_packets": l.5, "tx_drops": l.6, "no_route": l.7,
+                       "busy_cycles": l.8, "cycles_per_packet": (l.4 > 0).then(|| l.8 as f64 / l.4 as f64)})
             );
         }
         for (i, s) in stages.iter().enumerate() {

@@ -13,7 +13,7 @@ use fastpath_benches::{encapsulated_frame, example_frame};
 use fastpath_mempool::{Batch, Mempool, PagePolicy, PoolConfig};
 use fastpath_pipeline::{make_stage, BuildEnv, Stage};
 use fastpath_pmd::drivers::null::{NullConfig, NullPort};
-use fastpath_pmd::lcore::{transmit, LcoreStats};
+use fastpath_pmd::lcore::{LcoreStats, Output};
 use fastpath_pmd::{Ctx, Port};
 
 fn cpu_time() -> Duration {
@@ -46,13 +46,12 @@ fn tunnels(c: &mut Criterion) {
         let mut e = stage(enc, &pool);
         let mut d = stage(dec, &pool);
         let mut batch = Batch::new();
-        let mut scratch = Batch::new();
         let st = LcoreStats::default();
         for (what, frame) in [("encap", inner.clone()), ("decap", outer), ("roundtrip", inner)] {
             let mut a = NullPort::new(0, &pool, NullConfig { frame: Some(frame), ..NullConfig::default() });
             let mut b = NullPort::new(1, &pool, NullConfig::default());
             let mut rx = a.rx_queue(0).unwrap();
-            let mut tx = vec![None, Some(b.tx_queue(0).unwrap())];
+            let mut out = Output::new(vec![None, Some(b.tx_queue(0).unwrap())], 32);
             g.bench_function(format!("{name}/{what}_burst_32"), |bn| {
                 bn.iter_custom(|iters| {
                     let t0 = cpu_time();
@@ -68,7 +67,7 @@ fn tunnels(c: &mut Criterion) {
                             d.process(&mut batch, &mut ctx);
                         }
                         assert_eq!(batch.len(), 32, "{name} {what}: a stage dropped frames");
-                        transmit(&mut tx, &mut ctx, &mut batch, &mut scratch, &st);
+                        out.transmit(&mut ctx, &mut batch, &st);
                     }
                     cpu_time() - t0
                 })
@@ -81,8 +80,8 @@ fn tunnels(c: &mut Criterion) {
     let mut a = NullPort::new(0, &pool, NullConfig { frame: Some(frame), ..NullConfig::default() });
     let mut b = NullPort::new(1, &pool, NullConfig::default());
     let mut rx = a.rx_queue(0).unwrap();
-    let mut tx = vec![None, Some(b.tx_queue(0).unwrap())];
-    let (mut batch, mut scratch, st) = (Batch::new(), Batch::new(), LcoreStats::default());
+    let mut out = Output::new(vec![None, Some(b.tx_queue(0).unwrap())], 32);
+    let (mut batch, st) = (Batch::new(), LcoreStats::default());
     g.bench_function("none/rx_copy_tx_burst_32", |bn| {
         bn.iter_custom(|iters| {
             let t0 = cpu_time();
@@ -91,7 +90,7 @@ fn tunnels(c: &mut Criterion) {
                 for m in batch.iter_mut() {
                     m.set_out_port(1);
                 }
-                transmit(&mut tx, &mut ctx, &mut batch, &mut scratch, &st);
+                out.transmit(&mut ctx, &mut batch, &st);
             }
             cpu_time() - t0
         })

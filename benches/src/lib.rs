@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use fastpath_mempool::{Mempool, PagePolicy, PoolConfig};
 use fastpath_pipeline::{BuildEnv, PipelineSpec};
 use fastpath_pmd::drivers::null::{NullConfig, NullPort};
-use fastpath_pmd::{Error, LcoreSpec, Offloads, Port, Runtime, RuntimeConfig, Task};
+use fastpath_pmd::{Error, LcoreSpec, Offloads, Port, Runtime, RuntimeConfig};
 use serde::Serialize;
 
 /// A named benchmark pipeline: the stages and the frames the null ports produce.
@@ -388,9 +388,10 @@ pub fn run_point(
         let mut b = NullPort::new(1, &pool, ncfg);
         let env = BuildEnv { pool: pool.clone(), ports: vec![a.info().clone(), b.info().clone()] };
         let spec = PipelineSpec::parse(&p.stages, &env)?;
-        let mut l = LcoreSpec { core: Some(cfg.cpus[i]), ..Default::default() };
-        l.tasks.push(Task { rx: a.rx_queue(0)?, processor: Box::new(spec.build(&env)?), default_out: 1 });
-        l.tasks.push(Task { rx: b.rx_queue(0)?, processor: Box::new(spec.build(&env)?), default_out: 0 });
+        let mut l = LcoreSpec::new(Some(cfg.cpus[i]));
+        let p = l.add_processor(Box::new(spec.build(&env)?));
+        l.add_task(a.rx_queue(0)?, p, 1);
+        l.add_task(b.rx_queue(0)?, p, 0);
         l.set_tx(0, a.tx_queue(0)?);
         l.set_tx(1, b.tx_queue(0)?);
         lcores.push(l);

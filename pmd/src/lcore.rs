@@ -1,19 +1,28 @@
 //! The lcore runtime: busy-polling threads pinned to cores.
 //!
-//! Each lcore owns its tasks (rx queue -> processor -> tx queues) and one transmit queue per
-//! port it sends to. Its loop:
+//! Each lcore owns its tasks (rx queue -> processor), its processors (one per task, or one
+//! shared by every task of the lcore: the vswitch's "one pipeline per lcore") and one transmit
+//! queue per port it sends to. Its loop:
 //!
 //! ```text
 //! while running:
 //!   for task in tasks:
 //!     n = task.rx.rx_burst(ctx, batch, burst)          // up to `burst` mbufs
 //!     every mbuf's out_port = task.default_out          // stages may change it
-//!     task.processor.process(batch, ctx)                 // the pipeline
-//!     tx[out_port].tx_burst(..) grouped by out_port      // unsent: freed, counted as drops
-//!     while task.processor.resume(batch, ctx):           // more output held (segmentation)
-//!       tx[out_port].tx_burst(..) grouped by out_port
+//!     processors[task.processor].process(batch, ctx)    // the pipeline
+//!     output.transmit(batch)                            // into per-port buffers (see below)
+//!     while processors[task.processor].resume(..):      // more output held (segmentation, flooding)
+//!       output.transmit(batch)
+//!   output.flush()                                      // every port with buffered packets
 //!   count the poll as busy (n > 0) or idle, with its TSC cycles
 //! ```
+//!
+//! Output batching (OVS's): a processed batch whose packets all go to one port whose buffer is
+//! empty is sent at once; otherwise each packet is appended to its port's buffer in one pass,
+//! a buffer that reaches the burst size is sent, and whatever is buffered is sent at the end of
+//! the loop iteration. So packets from many rx queues to one port leave in full bursts, one
+//! guest notification or kick per loop, and grouping costs one pass over the packets whatever
+//! the number of ports. Unsent packets are freed and counted as the queue's and the lcore's drops.
 //!
 //! Nothing here locks or allocates after start-up. Counters are per lcore ([`LcoreStats`]) and
 //! read by anyone. [`IdleMode::Adaptive`] backs off (pause, yield, then short sleeps) when every
@@ -61,19 +70,22 @@ impl Processor for Passthrough {
     fn process(&mut self, _batch: &mut Batch, _ctx: &mut Ctx) {}
 }
 
-/// One rx queue, its processor and where packets go by default.
+/// One rx queue, the processor that handles what it receives, and where packets go by default.
 pub struct Task {
     /// The receive queue polled.
     pub rx: Box<dyn RxQueue>,
-    /// The processing between receive and transmit.
-    pub processor: Box<dyn Processor>,
+    /// Index of the processor in [`LcoreSpec::processors`].
+    pub processor: usize,
     /// Port id set as every received mbuf's `out_port` before processing.
     pub default_out: u16,
 }
 
 impl fmt::Debug for Task {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Task").field("default_out", &self.default_out).finish_non_exhaustive()
+        f.debug_struct("Task")
+            .field("processor", &self.processor)
+            .field("default_out", &self.default_out)
+            .finish_non_exhaustive()
     }
 }
 
@@ -82,6 +94,8 @@ impl fmt::Debug for Task {
 pub struct LcoreSpec {
     /// CPU to pin to (none: not pinned).
     pub core: Option<usize>,
+    /// Processors, referred to by index from the tasks (several tasks may share one).
+    pub processors: Vec<Box<dyn Processor>>,
     /// Tasks polled round-robin.
     pub tasks: Vec<Task>,
     /// Transmit queues by port id (`None` where this lcore does not send).
@@ -90,11 +104,39 @@ pub struct LcoreSpec {
 
 impl fmt::Debug for LcoreSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LcoreSpec").field("core", &self.core).field("tasks", &self.tasks.len()).finish()
+        f.debug_struct("LcoreSpec")
+            .field("core", &self.core)
+            .field("processors", &self.processors.len())
+            .field("tasks", &self.tasks.len())
+            .finish()
     }
 }
 
 impl LcoreSpec {
+    /// An lcore pinned to `core` (none: not pinned), with nothing to do yet.
+    pub fn new(core: Option<usize>) -> LcoreSpec {
+        LcoreSpec { core, ..Default::default() }
+    }
+
+    /// Adds a processor and returns its index (for [`LcoreSpec::add_task`]).
+    pub fn add_processor(&mut self, p: Box<dyn Processor>) -> usize {
+        self.processors.push(p);
+        self.processors.len() - 1
+    }
+
+    /// Adds a task polling `rx` through processor `processor` (an index from
+    /// [`LcoreSpec::add_processor`]), its packets sent to `default_out` unless a stage says
+    /// otherwise.
+    pub fn add_task(&mut self, rx: Box<dyn RxQueue>, processor: usize, default_out: u16) {
+        self.tasks.push(Task { rx, processor, default_out });
+    }
+
+    /// Adds a task with a processor of its own.
+    pub fn add_task_with(&mut self, rx: Box<dyn RxQueue>, processor: Box<dyn Processor>, default_out: u16) {
+        let p = self.add_processor(processor);
+        self.add_task(rx, p, default_out);
+    }
+
     /// Installs the transmit queue for port `port`.
     pub fn set_tx(&mut self, port: u16, q: Box<dyn TxQueue>) {
         let i = port as usize;
@@ -102,6 +144,18 @@ impl LcoreSpec {
             self.tx.resize_with(i + 1, || None);
         }
         self.tx[i] = Some(q);
+    }
+
+    /// Checks that every task names a processor of this lcore.
+    fn check(&self, idx: usize) -> Result<(), Error> {
+        match self.tasks.iter().find(|t| t.processor >= self.processors.len()) {
+            Some(t) => Err(Error::Config(format!(
+                "lcore {idx}: a task uses processor {} but the lcore has {}: add it with add_processor",
+                t.processor,
+                self.processors.len()
+            ))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -249,6 +303,9 @@ impl Runtime {
         if cfg.burst == 0 || cfg.burst > MAX_BURST {
             return Err(Error::Config(format!("burst {} is out of range: use 1..={MAX_BURST}", cfg.burst)));
         }
+        for (i, l) in lcores.iter().enumerate() {
+            l.check(i)?;
+        }
         let avail = available_cores();
         for l in &lcores {
             if let Some(c) = l.core {
@@ -332,44 +389,46 @@ fn fmt_list(v: &[usize]) -> String {
     v.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",")
 }
 
-fn lcore_main(idx: usize, mut l: LcoreSpec, cfg: RuntimeConfig, stop: &AtomicBool, st: &LcoreStats) {
+fn lcore_main(idx: usize, l: LcoreSpec, cfg: RuntimeConfig, stop: &AtomicBool, st: &LcoreStats) {
     if let Some(c) = l.core {
         if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
             log::warn!("lcore {idx}: could not pin to core {c}; running unpinned");
         }
     }
+    let LcoreSpec { mut processors, mut tasks, tx, .. } = l;
     let mut ctx = Ctx::empty(idx);
+    let mut out = Output::new(tx, cfg.burst);
     let mut batch = Batch::new();
-    let mut scratch = Batch::new();
     let mut idle_streak: u32 = 0;
     let mut polls: u32 = 0;
     let mut t_prev = rdtsc();
     // Relaxed: the stop request carries no data.
     while !stop.load(Ordering::Relaxed) {
         let mut got = 0usize;
-        for t in l.tasks.iter_mut() {
+        for t in tasks.iter_mut() {
             let n = t.rx.rx_burst(&mut ctx, &mut batch, cfg.burst);
             if n == 0 {
                 continue;
             }
             got += n;
-            let out = t.default_out;
+            let dflt = t.default_out;
             for m in batch.iter_mut() {
-                m.set_out_port(out);
+                m.set_out_port(dflt);
             }
-            t.processor.process(&mut batch, &mut ctx);
-            transmit(&mut l.tx, &mut ctx, &mut batch, &mut scratch, st);
-            while t.processor.resume(&mut batch, &mut ctx) {
-                transmit(&mut l.tx, &mut ctx, &mut batch, &mut scratch, st);
+            // The index was checked at launch.
+            let p = &mut processors[t.processor];
+            p.process(&mut batch, &mut ctx);
+            out.transmit(&mut ctx, &mut batch, st);
+            while p.resume(&mut batch, &mut ctx) {
+                out.transmit(&mut ctx, &mut batch, st);
             }
         }
+        out.flush(&mut ctx, st);
         polls = polls.wrapping_add(1);
         if polls % MAINTAIN_EVERY == 0 {
             // Periodic maintenance (pcap writers, vhost-user configuration pick-up) for queues
             // that get no traffic; the first idle poll below does it too.
-            for q in l.tx.iter_mut().flatten() {
-                q.flush(&mut ctx);
-            }
+            out.maintain(&mut ctx);
         }
         if got > 0 {
             let now = rdtsc();
@@ -381,9 +440,7 @@ fn lcore_main(idx: usize, mut l: LcoreSpec, cfg: RuntimeConfig, stop: &AtomicBoo
         } else {
             idle_streak = idle_streak.saturating_add(1);
             if idle_streak == 1 {
-                for q in l.tx.iter_mut().flatten() {
-                    q.flush(&mut ctx);
-                }
+                out.maintain(&mut ctx);
             }
             if let IdleMode::Adaptive { max_sleep_us } = cfg.idle {
                 back_off(idle_streak, max_sleep_us);
@@ -394,12 +451,13 @@ fn lcore_main(idx: usize, mut l: LcoreSpec, cfg: RuntimeConfig, stop: &AtomicBoo
             t_prev = now;
         }
     }
-    for q in l.tx.iter_mut().flatten() {
-        q.flush(&mut ctx);
-    }
+    out.flush(&mut ctx, st);
+    out.maintain(&mut ctx);
     // Queues, processors and the caches (ctx) drop here, on the lcore that owned them; the
     // caches return their mbufs to the pools.
-    drop(l);
+    drop(tasks);
+    drop(processors);
+    drop(out);
     drop(ctx);
 }
 
@@ -425,41 +483,107 @@ fn back_off(streak: u32, max_sleep_us: u32) {
     std::thread::sleep(Duration::from_micros(us));
 }
 
-/// Sends a processed batch, grouped by `out_port`. Unsent mbufs are freed and counted.
-#[inline]
-pub fn transmit(
-    tx: &mut [Option<Box<dyn TxQueue>>],
-    ctx: &mut Ctx,
-    batch: &mut Batch,
-    scratch: &mut Batch,
-    st: &LcoreStats,
-) {
-    let Some(first) = batch.first().map(|m| m.out_port()) else { return };
-    if batch.iter().all(|m| m.out_port() == first) {
-        send(tx, first, ctx, batch, st);
-        return;
-    }
-    while let Some(p) = batch.first().map(|m| m.out_port()) {
-        batch.partition_into(scratch, |m| m.out_port() != p);
-        send(tx, p, ctx, scratch, st);
+/// An lcore's transmit side: one queue and one output buffer per port it sends to (see the
+/// module doc). Used by the runtime; public for tests and for benchmarks of the transmit path.
+pub struct Output {
+    tx: Vec<Option<Box<dyn TxQueue>>>,
+    bufs: Vec<Batch>,
+    /// Ports whose buffer holds packets, each once (`queued[p]` says whether it is listed).
+    dirty: Vec<u16>,
+    queued: Vec<bool>,
+    burst: usize,
+}
+
+impl fmt::Debug for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Output").field("ports", &self.tx.len()).field("burst", &self.burst).finish_non_exhaustive()
     }
 }
 
-#[inline]
-fn send(tx: &mut [Option<Box<dyn TxQueue>>], port: u16, ctx: &mut Ctx, b: &mut Batch, st: &LcoreStats) {
-    match tx.get_mut(port as usize).and_then(|t| t.as_mut()) {
-        Some(q) => {
-            let n = q.tx_burst(ctx, b);
-            st.tx_packets.add(n as u64);
-            if !b.is_empty() {
-                q.stats().drops.add(b.len() as u64);
-                st.tx_drops.add(b.len() as u64);
-                ctx.free_batch(b);
+impl Output {
+    /// Transmit queues by port id; buffers are sent when they reach `burst` packets.
+    pub fn new(tx: Vec<Option<Box<dyn TxQueue>>>, burst: usize) -> Output {
+        let n = tx.len();
+        Output {
+            bufs: (0..n).map(|_| Batch::new()).collect(),
+            dirty: Vec::with_capacity(n),
+            queued: vec![false; n],
+            tx,
+            burst: burst.clamp(1, MAX_BURST),
+        }
+    }
+
+    /// Takes a processed batch (emptying it): sent at once when it all goes to one port with
+    /// nothing buffered, else buffered by `out_port`. Packets for a port without a transmit queue
+    /// here are freed and counted as `no_route`.
+    #[inline]
+    pub fn transmit(&mut self, ctx: &mut Ctx, batch: &mut Batch, st: &LcoreStats) {
+        let Some(first) = batch.first().map(|m| m.out_port()) else { return };
+        let f = first as usize;
+        if self.bufs.get(f).is_some_and(|b| b.is_empty()) && batch.iter().all(|m| m.out_port() == first) {
+            self.send(f, ctx, batch, st);
+            return;
+        }
+        for m in batch.drain_all() {
+            let p = m.out_port() as usize;
+            if self.tx.get(p).is_none_or(|t| t.is_none()) {
+                st.no_route.inc();
+                ctx.free(m);
+                continue;
+            }
+            let b = &mut self.bufs[p];
+            // Never full: a buffer is sent when it reaches `burst` <= its capacity.
+            let _ = b.push(m);
+            if !self.queued[p] {
+                self.queued[p] = true;
+                self.dirty.push(p as u16);
+            }
+            if b.len() >= self.burst {
+                let mut full = std::mem::take(&mut self.bufs[p]);
+                self.send(p, ctx, &mut full, st);
+                self.bufs[p] = full;
             }
         }
-        None => {
-            st.no_route.add(b.len() as u64);
-            ctx.free_batch(b);
+    }
+
+    /// Sends everything buffered.
+    #[inline]
+    pub fn flush(&mut self, ctx: &mut Ctx, st: &LcoreStats) {
+        while let Some(p) = self.dirty.pop() {
+            let p = p as usize;
+            self.queued[p] = false;
+            if !self.bufs[p].is_empty() {
+                let mut b = std::mem::take(&mut self.bufs[p]);
+                self.send(p, ctx, &mut b, st);
+                self.bufs[p] = b;
+            }
+        }
+    }
+
+    /// Calls every queue's [`TxQueue::flush`] (periodic maintenance).
+    pub fn maintain(&mut self, ctx: &mut Ctx) {
+        for q in self.tx.iter_mut().flatten() {
+            q.flush(ctx);
+        }
+    }
+
+    /// Sends `b` on port `p` (which has a queue, or the packets are counted as `no_route`).
+    #[inline]
+    fn send(&mut self, p: usize, ctx: &mut Ctx, b: &mut Batch, st: &LcoreStats) {
+        match self.tx.get_mut(p).and_then(|t| t.as_mut()) {
+            Some(q) => {
+                let n = q.tx_burst(ctx, b);
+                st.tx_packets.add(n as u64);
+                if !b.is_empty() {
+                    q.dropped(b.len() as u64);
+                    st.tx_drops.add(b.len() as u64);
+                    ctx.free_batch(b);
+                }
+            }
+            None => {
+                st.no_route.add(b.len() as u64);
+                ctx.free_batch(b);
+            }
         }
     }
 }

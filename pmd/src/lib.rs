@@ -22,10 +22,11 @@ pub mod sys;
 #[cfg(feature = "test-utils")]
 pub mod testutil;
 pub mod time;
+pub mod txshare;
 pub mod virtio_net;
 
 pub use ctx::Ctx;
-pub use lcore::{IdleMode, LcoreSpec, LcoreStats, Passthrough, Processor, Runtime, RuntimeConfig, Task};
+pub use lcore::{IdleMode, LcoreSpec, LcoreStats, Output, Passthrough, Processor, Runtime, RuntimeConfig, Task};
 pub use port::{LiveOffloads, Offloads, Port, PortInfo, QueueSet, RxQueue, TxQueue};
 pub use spec::Spec;
 pub use stats::{Counter, PortStats, QueueStats};

@@ -176,8 +176,14 @@ pub trait TxQueue: Send {
     /// port's control thread within that many polls.
     fn flush(&mut self, _ctx: &mut Ctx) {}
 
-    /// The queue's counters. The runtime adds the mbufs the port did not take to `drops`.
+    /// The queue's counters.
     fn stats(&self) -> &QueueStats;
+
+    /// Counts `n` packets the port did not take (the caller frees them). A queue shared by
+    /// several lcores counts under its lock ([`crate::txshare`]).
+    fn dropped(&mut self, n: u64) {
+        self.stats().drops.add(n);
+    }
 }
 
 /// A port: opened on the control path, its queues then handed to lcores.

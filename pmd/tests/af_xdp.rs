@@ -12,7 +12,7 @@ use common::*;
 use fastpath_mempool::{Batch, Mempool, PagePolicy, PoolConfig};
 use fastpath_pmd::drivers::af_xdp::{bpf, netlink, AfXdpConfig, AfXdpPort, AttachVia, XdpMode};
 use fastpath_pmd::testutil::require;
-use fastpath_pmd::{Ctx, IdleMode, LcoreSpec, Passthrough, Port, Runtime, RuntimeConfig, Task};
+use fastpath_pmd::{Ctx, IdleMode, LcoreSpec, Passthrough, Port, Runtime, RuntimeConfig};
 
 fn new_pool(name: &str, mbufs: u32) -> Mempool {
     Mempool::new(name, &PoolConfig { mbufs, chunk_size: 2048, pages: PagePolicy::Small }).unwrap()
@@ -52,7 +52,7 @@ fn forward(ports: &mut [Box<dyn Port>], queues: u16) -> Runtime {
         let mut l = LcoreSpec { core, ..Default::default() };
         for p in 0..2u16 {
             let rx = ports[p as usize].rx_queue(q).unwrap();
-            l.tasks.push(Task { rx, processor: Box::new(Passthrough), default_out: 1 - p });
+            l.add_task_with(rx, Box::new(Passthrough), 1 - p);
             let tx = ports[p as usize].tx_queue(q).unwrap();
             l.set_tx(p, tx);
         }

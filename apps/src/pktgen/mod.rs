@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use fastpath_mempool::{Mempool, PagePolicy, PoolConfig};
 use fastpath_pmd::time::{rdtsc, tsc_hz};
-use fastpath_pmd::{IdleMode, LcoreSpec, Runtime, RuntimeConfig, Task};
+use fastpath_pmd::{IdleMode, LcoreSpec, Runtime, RuntimeConfig};
 use serde_json::json;
 
 use gen::{latency, Analyzer, AnalyzerStats, FrameSpec, GenQueue, MIN_SIZE};
@@ -124,13 +124,13 @@ pub fn run(a: &PktgenArgs) -> Result<(), AppError> {
     let stop = Arc::new(AtomicBool::new(false));
     let hz = tsc_hz();
     let deadline = a.duration.map_or(0, |d| rdtsc() + (d * hz as f64) as u64 + hz / 20);
-    let mut lcores: Vec<LcoreSpec> = cpus.iter().map(|&c| LcoreSpec { core: Some(c), ..Default::default() }).collect();
+    let mut lcores: Vec<LcoreSpec> = cpus.iter().map(|&c| LcoreSpec::new(Some(c))).collect();
     let per_gen = if rate == 0 { 0 } else { (rate / cpus.len() as u64).max(1) };
     let mut gens = Vec::new();
     for (i, l) in lcores.iter_mut().enumerate() {
         let g = GenQueue::new(i as u16, &pool, &spec, per_gen, deadline, stop.clone());
         gens.push(g.counters());
-        l.tasks.push(Task { rx: Box::new(g), processor: Box::new(fastpath_pmd::Passthrough), default_out: 0 });
+        l.add_task_with(Box::new(g), Box::new(fastpath_pmd::Passthrough), 0);
         l.set_tx(0, port.tx_queue(i as u16)?);
     }
     let mut analyzers = Vec::new();
@@ -139,7 +139,7 @@ pub fn run(a: &PktgenArgs) -> Result<(), AppError> {
         analyzers.push(st.clone());
         let rx = port.rx_queue(q)?;
         let l = q as usize % lcores.len();
-        lcores[l].tasks.push(Task { rx, processor: Box::new(Analyzer::new(a.dst_port, st)), default_out: 0 });
+        lcores[l].add_task_with(rx, Box::new(Analyzer::new(a.dst_port, st)), 0);
     }
     fastpath_pmd::signal::install();
     let rt = Runtime::launch(lcores, RuntimeConfig { burst: a.burst, idle: IdleMode::Busy })?;
