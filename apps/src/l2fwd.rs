@@ -1,17 +1,12 @@
 //! `fastpath l2fwd`: forward between two ports (0<->1), or back out of a single port, through a
 //! pipeline, on one or more lcores.
 
-use std::io::Write;
-use std::time::{Duration, Instant};
-
 use fastpath_mempool::{Mempool, PagePolicy, PoolConfig};
 use fastpath_pipeline::{BuildEnv, PipelineSpec};
-use fastpath_pmd::{IdleMode, LcoreSpec, Port, PortStats, Runtime, RuntimeConfig};
-use serde_json::json;
+use fastpath_pmd::{IdleMode, LcoreSpec, Port, Runtime, RuntimeConfig};
 
-use crate::cli::{parse_list, L2fwdArgs};
-use crate::ports;
-use crate::AppError;
+use crate::cli::L2fwdArgs;
+use crate::{ports, run, AppError};
 
 /// Runs l2fwd to the end.
 pub fn run(a: &L2fwdArgs) -> Result<(), AppError> {
@@ -29,13 +24,7 @@ pub fn run(a: &L2fwdArgs) -> Result<(), AppError> {
     if !(a.stats >= 0.0 && a.stats.is_finite()) {
         return Err(AppError::Usage(format!("--stats {}: give 0 or a positive number of seconds", a.stats)));
     }
-    let cpus = match &a.cores {
-        Some(l) => parse_list(l).map_err(|e| AppError::Usage(format!("--cores: {e}")))?,
-        None => vec![fastpath_pmd::lcore::available_cores().first().copied().unwrap_or(0)],
-    };
-    if cpus.is_empty() {
-        return Err(AppError::Usage("--cores: the list is empty".into()));
-    }
+    let cpus = run::cpus(&a.cores)?;
     let pool = Mempool::new("l2fwd", &PoolConfig { mbufs: a.mbufs, chunk_size: 2048, pages: PagePolicy::Auto })
         .map_err(|e| AppError::Usage(format!("--mbufs: {e}")))?;
     let mut ports: Vec<Box<dyn Port>> = Vec::new();
@@ -55,16 +44,14 @@ pub fn run(a: &L2fwdArgs) -> Result<(), AppError> {
         l.add_processor(Box::new(pspec.build(&env)?));
         lcores.push(l);
     }
+    let placement = run::place_rx(&ports, lcores.len());
+    log::info!("rx queues on lcores:\n{}", run::describe_placement(&ports, &cpus, &placement));
     let mut next_txq = vec![0u16; ports.len()];
-    let mut k = 0;
-    let nq: Vec<u16> = ports.iter().map(|p| p.info().rx_queues).collect();
-    for (p, &queues) in nq.iter().enumerate() {
-        for q in 0..queues {
-            let l = k % lcores.len();
-            k += 1;
+    for (l, rxqs) in placement.iter().enumerate() {
+        for &(p, q) in rxqs {
+            let (p, dst) = (p as usize, peer(p as usize));
             let rx = ports[p].rx_queue(q)?;
-            lcores[l].add_task(rx, 0, peer(p) as u16);
-            let dst = peer(p);
+            lcores[l].add_task(rx, 0, dst as u16);
             if lcores[l].tx.get(dst).is_none_or(|t| t.is_none()) {
                 let txq = next_txq[dst];
                 if txq >= ports[dst].info().tx_queues {
@@ -85,158 +72,14 @@ pub fn run(a: &L2fwdArgs) -> Result<(), AppError> {
     let idle = if a.idle == "adaptive" { IdleMode::Adaptive { max_sleep_us: 500 } } else { IdleMode::Busy };
     fastpath_pmd::signal::install();
     let rt = Runtime::launch(lcores, RuntimeConfig { burst: a.burst, idle })?;
-    let start = Instant::now();
-    let mut last_print = (Instant::now(), ports.iter().map(|p| p.stats()).collect::<Vec<_>>());
-    let reason = loop {
-        std::thread::sleep(Duration::from_millis(20));
-        if fastpath_pmd::signal::stop_requested() {
-            break "signal";
-        }
-        if a.duration.is_some_and(|d| start.elapsed().as_secs_f64() >= d) {
-            break "duration";
-        }
-        if ports.iter().all(|p| p.rx_exhausted()) {
-            break "input ended";
-        }
-        if rt.finished() {
-            break "lcores ended";
-        }
-        if a.stats > 0.0 && last_print.0.elapsed().as_secs_f64() >= a.stats {
-            let now = (Instant::now(), ports.iter().map(|p| p.stats()).collect::<Vec<_>>());
-            print_rates(&ports, &last_print, &now);
-            last_print = now;
-        }
-    };
-    let elapsed = start.elapsed().as_secs_f64();
-    let lcore_stats: Vec<_> = rt.stats().to_vec();
+    let (reason, seconds) =
+        run::control_loop(&rt, &ports, a.duration, a.stats, || ports.iter().all(|p| p.rx_exhausted()), || {});
+    let lcore_stats: Vec<_> = rt.stats().iter().map(|s| run::LcoreSnapshot::of(s)).collect();
     rt.join()?;
-    let lstats: Vec<_> = lcore_stats
-        .iter()
-        .map(|s| {
-            (
-                s.core,
-                s.busy_polls.get(),
-                s.idle_polls.get(),
-                s.utilisation(),
-                s.rx_packets.get(),
-                s.tx_packets.get(),
-                s.tx_drops.get(),
-                s.no_route.get(),
-                s.busy_cycles.get(),
-            )
-        })
-        .collect();
-    let final_stats: Vec<PortStats> = ports.iter().map(|p| p.stats()).collect();
-    let xstats: Vec<_> = ports.iter().map(|p| p.xstats()).collect();
-    let infos: Vec<_> = ports.iter().map(|p| p.info().clone()).collect();
+    let mut report = run::Report::gather(&ports, &lcore_stats, pspec.stats().summary());
+    report.stopped_by = reason;
+    report.seconds = seconds;
     drop(ports);
-    let stages = pspec.stats().summary();
-    let out = std::io::stdout();
-    let mut out = out.lock();
-    if a.json {
-        for ((info, s), x) in infos.iter().zip(&final_stats).zip(&xstats) {
-            let mut o = json!({
-                "port": info.id, "driver": info.driver, "name": info.name,
-                "rx_packets": s.rx_packets, "tx_packets": s.tx_packets,
-                "rx_bytes": s.rx_bytes, "tx_bytes": s.tx_bytes,
-                "drops": s.drops(), "rx_drops": s.rx_drops, "tx_drops": s.tx_drops,
-                "rx_errors": s.rx_errors, "tx_errors": s.tx_errors, "seconds": elapsed,
-            });
-            if !x.is_empty() {
-                o["xstats"] = x.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>().into();
-            }
-            let _ = writeln!(out, "{o}");
-        }
-        for (i, l) in lstats.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{}",
-                json!({"lcore": i, "core": l.0, "busy_polls": l.1, "idle_polls": l.2, "utilisation": l.3,
-                       "rx_packets": l.4, "tx_packets": l.5, "tx_drops": l.6, "no_route": l.7,
-                       "busy_cycles": l.8, "cycles_per_packet": (l.4 > 0).then(|| l.8 as f64 / l.4 as f64)})
-            );
-        }
-        for (i, s) in stages.iter().enumerate() {
-            let drops: serde_json::Map<_, _> = s.drops.iter().map(|(r, n)| (r.to_string(), json!(n))).collect();
-            let mut o = json!({"stage": s.stage, "index": i, "packets": s.packets, "drops": drops});
-            if !s.stats.is_empty() {
-                o["stats"] =
-                    s.stats.iter().map(|(r, n)| (r.to_string(), json!(n))).collect::<serde_json::Map<_, _>>().into();
-            }
-            let _ = writeln!(out, "{o}");
-        }
-        let _ = writeln!(
-            out,
-            "{}",
-            json!({"mempool": pool.name(), "capacity": pool.capacity(), "available": pool.available(), "stopped_by": reason})
-        );
-    } else {
-        let _ = writeln!(out, "stopped by {reason} after {elapsed:.2} s");
-        let _ = writeln!(
-            out,
-            "{:<5} {:<8} {:>14} {:>14} {:>16} {:>16} {:>10}",
-            "port", "driver", "rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "drops"
-        );
-        for (info, s) in infos.iter().zip(&final_stats) {
-            let _ = writeln!(
-                out,
-                "{:<5} {:<8} {:>14} {:>14} {:>16} {:>16} {:>10}",
-                info.id,
-                info.driver,
-                s.rx_packets,
-                s.tx_packets,
-                s.rx_bytes,
-                s.tx_bytes,
-                s.drops()
-            );
-        }
-        for (i, l) in lstats.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "lcore {i} (cpu {}): {} busy / {} idle polls, {:.1}% busy cycles",
-                l.0.map_or("-".into(), |c| c.to_string()),
-                l.1,
-                l.2,
-                l.3 * 100.0
-            );
-        }
-        for s in &stages {
-            let d: Vec<String> = s.drops.iter().filter(|d| d.1 > 0).map(|(r, n)| format!("{r}={n}")).collect();
-            let st: Vec<String> = s.stats.iter().map(|(r, n)| format!("{r}={n}")).collect();
-            let _ = writeln!(
-                out,
-                "stage {}: {} packets{}{}",
-                s.stage,
-                s.packets,
-                if st.is_empty() { String::new() } else { format!(", {}", st.join(" ")) },
-                if d.is_empty() { String::new() } else { format!(", drops {}", d.join(" ")) }
-            );
-        }
-    }
-    if pool.available() != pool.capacity() {
-        log::warn!("{} of {} mbufs did not come back to the pool", pool.in_use(), pool.capacity());
-    }
+    report.print(&pool, a.json);
     Ok(())
-}
-
-fn print_rates(ports: &[Box<dyn Port>], a: &(Instant, Vec<PortStats>), b: &(Instant, Vec<PortStats>)) {
-    let dt = (b.0 - a.0).as_secs_f64().max(1e-9);
-    for (p, (x, y)) in ports.iter().zip(a.1.iter().zip(&b.1)) {
-        let rxp = (y.rx_packets - x.rx_packets) as f64 / dt / 1e6;
-        let txp = (y.tx_packets - x.tx_packets) as f64 / dt / 1e6;
-        let rxb = (y.rx_bytes - x.rx_bytes) as f64 * 8.0 / dt / 1e9;
-        let txb = (y.tx_bytes - x.tx_bytes) as f64 * 8.0 / dt / 1e9;
-        println!(
-            "port {} {:<6} rx {:8.3} Mpps {:7.3} Gbps | tx {:8.3} Mpps {:7.3} Gbps | rx {} tx {} drops {}",
-            p.info().id,
-            p.info().driver,
-            rxp,
-            rxb,
-            txp,
-            txb,
-            y.rx_packets,
-            y.tx_packets,
-            y.drops()
-        );
-    }
 }

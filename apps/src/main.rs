@@ -5,6 +5,7 @@ mod cli;
 mod l2fwd;
 mod pktgen;
 mod ports;
+mod run;
 
 use std::fmt;
 use std::process::ExitCode;
