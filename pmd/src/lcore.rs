@@ -29,12 +29,13 @@
 //! queue stays empty; the default is pure busy polling.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
+use fastpath_mempool::ring::spsc;
 use fastpath_mempool::{Batch, DEFAULT_BURST, MAX_BURST};
 
 use crate::ctx::Ctx;
@@ -159,6 +160,69 @@ impl LcoreSpec {
     }
 }
 
+/// A change to a running lcore (the live runtime). Sent through the lcore's command ring
+/// ([`Runtime::command`]) and applied between two passes of its loop, so that the lcore never
+/// sees half a change and the other ports' traffic is not interrupted.
+pub enum Command {
+    /// Adds a processor; it gets the next index (the lcore's processor count before it).
+    AddProcessor(Box<dyn Processor>),
+    /// Adds a task.
+    AddTask(Task),
+    /// Installs the transmit queue of a port (a queue it replaces comes back).
+    SetTx(u16, Box<dyn TxQueue>),
+    /// Takes a port out: every task polling one of its rx queues and its transmit queue come
+    /// back; packets still buffered for it are freed and counted as the lcore's `tx_drops`.
+    RemovePort(u16),
+    /// Answered with [`Returned::Synced`] once every earlier command is applied and the lcore
+    /// is between two passes (a grace period: nothing of a pass that began before it is in use).
+    Sync(u64),
+}
+
+impl fmt::Debug for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::AddProcessor(_) => f.write_str("AddProcessor"),
+            Command::AddTask(t) => write!(f, "AddTask({t:?})"),
+            Command::SetTx(p, _) => write!(f, "SetTx({p})"),
+            Command::RemovePort(p) => write!(f, "RemovePort({p})"),
+            Command::Sync(n) => write!(f, "Sync({n})"),
+        }
+    }
+}
+
+/// What a running lcore hands back to the control thread (to be dropped there: closing a queue
+/// may take system calls that have no place on an lcore).
+pub enum Returned {
+    /// A task taken out.
+    Task(Task),
+    /// A transmit queue taken out or replaced, with its port.
+    Tx(u16, Box<dyn TxQueue>),
+    /// The answer to [`Command::Sync`].
+    Synced(u64),
+}
+
+impl fmt::Debug for Returned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Returned::Task(t) => write!(f, "Task({t:?})"),
+            Returned::Tx(p, _) => write!(f, "Tx({p})"),
+            Returned::Synced(n) => write!(f, "Synced({n})"),
+        }
+    }
+}
+
+/// Commands an lcore's ring holds; a full ring is an error for the sender, never a wait.
+const COMMANDS: usize = 256;
+/// Returned objects an lcore's return ring holds (the control thread drains it).
+const RETURNS: usize = 4096;
+
+/// The control thread's ends of one lcore's rings.
+#[derive(Debug)]
+struct LcoreLink {
+    commands: spsc::Producer<Command>,
+    returns: spsc::Consumer<Returned>,
+}
+
 /// What an lcore does when all its queues are empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IdleMode {
@@ -229,6 +293,10 @@ pub struct Runtime {
     threads: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     stats: Vec<Arc<CachePadded<LcoreStats>>>,
+    /// One per lcore; the locks are the control side's (commands come from any control thread),
+    /// never taken by an lcore.
+    links: Vec<Mutex<LcoreLink>>,
+    sync_seq: AtomicU64,
     _claims: Vec<CpuClaim>,
 }
 
@@ -329,17 +397,21 @@ impl Runtime {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let mut stats = Vec::new();
+        let mut links = Vec::new();
         for (i, l) in lcores.into_iter().enumerate() {
             let st = Arc::new(CachePadded::new(LcoreStats { core: l.core, ..Default::default() }));
             stats.push(st.clone());
             let stop = stop.clone();
+            let (cmd_tx, cmd_rx) = spsc::channel(COMMANDS);
+            let (ret_tx, ret_rx) = spsc::channel(RETURNS);
+            links.push(Mutex::new(LcoreLink { commands: cmd_tx, returns: ret_rx }));
             let t = std::thread::Builder::new()
                 .name(format!("lcore{i}"))
-                .spawn(move || lcore_main(i, l, cfg, &stop, &st))
+                .spawn(move || lcore_main(i, l, cfg, &stop, &st, cmd_rx, ret_tx))
                 .map_err(|e| Error::Core(format!("cannot start lcore thread: {e}")))?;
             threads.push(t);
         }
-        Ok(Runtime { threads, stop, stats, _claims: claims })
+        Ok(Runtime { threads, stop, stats, links, sync_seq: AtomicU64::new(0), _claims: claims })
     }
 
     /// Asks every lcore to stop after its current poll.
@@ -361,6 +433,73 @@ impl Runtime {
     /// Per-lcore counters.
     pub fn stats(&self) -> &[Arc<CachePadded<LcoreStats>>] {
         &self.stats
+    }
+
+    /// Lcores running.
+    pub fn lcores(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Sends `cmd` to lcore `lcore`; it is applied between two passes of its loop. Fails when
+    /// there is no such lcore or its command ring is full (it is not polling, or too many
+    /// commands are in flight): nothing waits.
+    pub fn command(&self, lcore: usize, cmd: Command) -> Result<(), Error> {
+        let link = self.links.get(lcore).ok_or_else(|| Error::Core(format!("no lcore {lcore}")))?;
+        let mut l = link.lock().unwrap_or_else(|e| e.into_inner());
+        l.commands.enqueue(cmd).map_err(|c| {
+            Error::Core(format!(
+                "lcore {lcore}: its command ring is full ({c:?} not sent): retry when it has caught up"
+            ))
+        })
+    }
+
+    /// Takes what the lcores handed back (tasks, transmit queues); sync answers are dropped.
+    pub fn collect(&self) -> Vec<(usize, Returned)> {
+        let mut v = Vec::new();
+        for (i, link) in self.links.iter().enumerate() {
+            let mut l = link.lock().unwrap_or_else(|e| e.into_inner());
+            while let Some(r) = l.returns.dequeue() {
+                if !matches!(r, Returned::Synced(_)) {
+                    v.push((i, r));
+                }
+            }
+        }
+        v
+    }
+
+    /// A grace period: returns once every lcore has applied every command sent before the call
+    /// and has finished the pass of its loop that was running (so nothing it read before the
+    /// call is still in use), or fails after `timeout` (an lcore that has stopped, or is stuck).
+    /// What lcores hand back meanwhile is returned.
+    pub fn synchronize(&self, timeout: Duration) -> Result<Vec<(usize, Returned)>, Error> {
+        // Relaxed: a unique number; nothing is published through it.
+        let seq = self.sync_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        for i in 0..self.links.len() {
+            self.command(i, Command::Sync(seq))?;
+        }
+        let t0 = std::time::Instant::now();
+        let mut pending: Vec<bool> = vec![true; self.links.len()];
+        let mut got = Vec::new();
+        while pending.iter().any(|&p| p) {
+            for (i, link) in self.links.iter().enumerate() {
+                let mut l = link.lock().unwrap_or_else(|e| e.into_inner());
+                while let Some(r) = l.returns.dequeue() {
+                    match r {
+                        Returned::Synced(n) if n == seq => pending[i] = false,
+                        Returned::Synced(_) => {}
+                        r => got.push((i, r)),
+                    }
+                }
+            }
+            if pending.iter().any(|&p| p) {
+                if t0.elapsed() >= timeout {
+                    let late: Vec<usize> = (0..pending.len()).filter(|&i| pending[i]).collect();
+                    return Err(Error::Core(format!("lcores {late:?} did not answer within {timeout:?}")));
+                }
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+        Ok(got)
     }
 
     /// Stops (if not yet) and waits for every lcore; an lcore that panicked is an error.
@@ -389,7 +528,15 @@ fn fmt_list(v: &[usize]) -> String {
     v.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",")
 }
 
-fn lcore_main(idx: usize, l: LcoreSpec, cfg: RuntimeConfig, stop: &AtomicBool, st: &LcoreStats) {
+fn lcore_main(
+    idx: usize,
+    l: LcoreSpec,
+    cfg: RuntimeConfig,
+    stop: &AtomicBool,
+    st: &LcoreStats,
+    mut commands: spsc::Consumer<Command>,
+    mut returns: spsc::Producer<Returned>,
+) {
     if let Some(c) = l.core {
         if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
             log::warn!("lcore {idx}: could not pin to core {c}; running unpinned");
@@ -424,6 +571,9 @@ fn lcore_main(idx: usize, l: LcoreSpec, cfg: RuntimeConfig, stop: &AtomicBool, s
             }
         }
         out.flush(&mut ctx, st);
+        if let Some(c) = commands.dequeue() {
+            apply(idx, c, &mut processors, &mut tasks, &mut out, &mut ctx, st, &mut returns);
+        }
         polls = polls.wrapping_add(1);
         if polls % MAINTAIN_EVERY == 0 {
             // Periodic maintenance (pcap writers, vhost-user configuration pick-up) for queues
@@ -459,6 +609,58 @@ fn lcore_main(idx: usize, l: LcoreSpec, cfg: RuntimeConfig, stop: &AtomicBool, s
     drop(processors);
     drop(out);
     drop(ctx);
+}
+
+/// Applies one command between two passes of the loop (the control path of an lcore: rare, so
+/// the few allocations a new task or processor needs are fine here).
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    idx: usize,
+    c: Command,
+    processors: &mut Vec<Box<dyn Processor>>,
+    tasks: &mut Vec<Task>,
+    out: &mut Output,
+    ctx: &mut Ctx,
+    st: &LcoreStats,
+    returns: &mut spsc::Producer<Returned>,
+) {
+    let mut give_back = |r: Returned| {
+        if let Err(r) = returns.enqueue(r) {
+            log::warn!("lcore {idx}: return ring full; dropping {r:?} on the lcore");
+        }
+    };
+    match c {
+        Command::AddProcessor(p) => processors.push(p),
+        Command::AddTask(t) => {
+            if t.processor < processors.len() {
+                tasks.push(t);
+            } else {
+                log::error!("lcore {idx}: task for processor {} of {}: refused", t.processor, processors.len());
+                give_back(Returned::Task(t));
+            }
+        }
+        Command::SetTx(p, q) => {
+            if let Some(old) = out.set_tx(p, q, ctx, st) {
+                give_back(Returned::Tx(p, old));
+            }
+        }
+        Command::RemovePort(p) => {
+            let mut i = 0;
+            while i < tasks.len() {
+                if tasks[i].rx.port_id() == p {
+                    give_back(Returned::Task(tasks.remove(i)));
+                } else {
+                    i += 1;
+                }
+            }
+            if let Some(q) = out.take_tx(p, ctx, st) {
+                give_back(Returned::Tx(p, q));
+            }
+        }
+        Command::Sync(n) => give_back(Returned::Synced(n)),
+    }
 }
 
 /// Polls between two calls of every transmit queue's [`TxQueue::flush`] (a power of two).
@@ -558,6 +760,33 @@ impl Output {
                 self.bufs[p] = b;
             }
         }
+    }
+
+    /// Installs port `p`'s transmit queue; returns the one it replaces (after sending what was
+    /// buffered for it).
+    pub fn set_tx(&mut self, p: u16, q: Box<dyn TxQueue>, ctx: &mut Ctx, st: &LcoreStats) -> Option<Box<dyn TxQueue>> {
+        let i = p as usize;
+        if self.tx.len() <= i {
+            self.tx.resize_with(i + 1, || None);
+            self.bufs.resize_with(i + 1, Batch::new);
+            self.queued.resize(i + 1, false);
+            // The dirty list holds each port at most once: room for all, so pushing never grows it.
+            self.dirty.reserve(self.tx.len().saturating_sub(self.dirty.len()));
+        }
+        let mut b = std::mem::take(&mut self.bufs[i]);
+        self.send(i, ctx, &mut b, st);
+        self.bufs[i] = b;
+        self.tx[i].replace(q)
+    }
+
+    /// Takes port `p`'s transmit queue out; what was buffered for it is freed and counted as
+    /// drops (its port is going away).
+    pub fn take_tx(&mut self, p: u16, ctx: &mut Ctx, st: &LcoreStats) -> Option<Box<dyn TxQueue>> {
+        let i = p as usize;
+        let b = self.bufs.get_mut(i)?;
+        st.tx_drops.add(b.len() as u64);
+        ctx.free_batch(b);
+        self.tx.get_mut(i).and_then(|t| t.take())
     }
 
     /// Calls every queue's [`TxQueue::flush`] (periodic maintenance).

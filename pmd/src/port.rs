@@ -162,6 +162,12 @@ pub trait RxQueue: Send {
 
     /// The queue's counters.
     fn stats(&self) -> &QueueStats;
+
+    /// The id of the port the queue belongs to (what it stamps on its mbufs), so that a running
+    /// lcore can hand back a removed port's queues; `PORT_NONE` when it has none.
+    fn port_id(&self) -> u16 {
+        fastpath_mempool::PORT_NONE
+    }
 }
 
 /// A transmit queue, owned by one lcore.

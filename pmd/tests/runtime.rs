@@ -275,3 +275,45 @@ fn two_lcores_share_one_tx_queue_and_count_every_packet() {
     drop((src1, src2, sink_tx, sink_rx));
     assert_eq!(p.available(), p.capacity());
 }
+
+#[test]
+fn live_commands_add_and_remove_ports_while_others_forward() {
+    use fastpath_pmd::lcore::{Command, Returned};
+    use fastpath_pmd::Task;
+    let _cpus = fastpath_pmd::testutil::pollers();
+    let p = pool(8192);
+    let cpus = fastpath_pmd::lcore::available_cores();
+    let mut a = NullPort::new(0, &p, NullConfig::default());
+    let mut b = NullPort::new(1, &p, NullConfig::default());
+    let mut sink = NullPort::new(2, &p, NullConfig { no_rx: true, queues: 2, ..Default::default() });
+    let mut l = LcoreSpec::new(cpus.last().copied());
+    let proc0 = l.add_processor(Box::new(Passthrough));
+    l.add_task(a.rx_queue(0).unwrap(), proc0, 2);
+    l.set_tx(2, sink.tx_queue(0).unwrap());
+    let rt = Runtime::launch(vec![l], RuntimeConfig::default()).unwrap();
+    assert!(wait_for(|| a.stats().rx_packets > 10_000, 30.0));
+    // Plug port b live: its frames flow too, a's keep flowing.
+    rt.command(0, Command::AddTask(Task { rx: b.rx_queue(0).unwrap(), processor: proc0, default_out: 2 })).unwrap();
+    let a0 = a.stats().rx_packets;
+    assert!(wait_for(|| b.stats().rx_packets > 10_000 && a.stats().rx_packets > a0 + 10_000, 30.0));
+    // Unplug port a: its task comes back; after a grace period it receives no more.
+    rt.command(0, Command::RemovePort(0)).unwrap();
+    let back = rt.synchronize(Duration::from_secs(30)).unwrap();
+    assert!(back.iter().any(|(_, r)| matches!(r, Returned::Task(t) if t.rx.port_id() == 0)), "{back:?}");
+    let a1 = a.stats().rx_packets;
+    let b1 = b.stats().rx_packets;
+    assert!(wait_for(|| b.stats().rx_packets > b1 + 10_000, 30.0), "b forwards on");
+    assert_eq!(a.stats().rx_packets, a1, "a is polled no more");
+    // A transmit queue swapped live: the old one comes back.
+    rt.command(0, Command::SetTx(2, sink.tx_queue(1).unwrap())).unwrap();
+    let back = rt.synchronize(Duration::from_secs(30)).unwrap();
+    assert!(back.iter().any(|(_, r)| matches!(r, Returned::Tx(2, _))), "{back:?}");
+    let st = rt.stats()[0].clone();
+    rt.join().unwrap();
+    drop(back);
+    let s = sink.stats();
+    assert_eq!(a.stats().rx_packets + b.stats().rx_packets, s.tx_packets + st.tx_drops.get());
+    assert_eq!(st.no_route.get(), 0);
+    drop((a, b, sink));
+    assert_eq!(p.available(), p.capacity());
+}

@@ -245,6 +245,10 @@ impl RxQueue for NullRx {
     fn stats(&self) -> &QueueStats {
         &self.stats
     }
+
+    fn port_id(&self) -> u16 {
+        self.port
+    }
 }
 
 /// Transmit side of a null port: frees everything.

@@ -201,6 +201,10 @@ impl RxQueue for PcapRx {
     fn stats(&self) -> &QueueStats {
         &self.stats
     }
+
+    fn port_id(&self) -> u16 {
+        self.port
+    }
 }
 
 /// Transmit side of a pcap port (frees and counts as drops when no file was given).

@@ -155,6 +155,10 @@ impl RxQueue for RingRx {
     fn stats(&self) -> &QueueStats {
         &self.stats
     }
+
+    fn port_id(&self) -> u16 {
+        self.port
+    }
 }
 
 /// Transmit side of a ring port.

@@ -160,6 +160,10 @@ impl RxQueue for XskRx {
     fn stats(&self) -> &QueueStats {
         &self.stats
     }
+
+    fn port_id(&self) -> u16 {
+        self.port
+    }
 }
 
 impl Drop for XskRx {

@@ -395,6 +395,10 @@ impl RxQueue for TapRx {
     fn stats(&self) -> &QueueStats {
         &self.stats
     }
+
+    fn port_id(&self) -> u16 {
+        self.port
+    }
 }
 
 /// Transmit side of a tap queue.
