@@ -41,6 +41,8 @@ ip netns exec "$NS" ip link set lo up
 
 BUDGET=64 FPBP=",busy-poll=on"
 gen_start() { # the DPDK generator on g0 (CPU 0) for SECS+4 s
+  # The kernel releases the previous receiver's socket in deferred work: give it a second.
+  sleep 1
   bash "$PEERS/dpdk.sh" af-xdp-txonly g0 $((SECS + 4)) "$NS" >/dev/null 2>&1 &
   GEN=$!
   sleep 2
@@ -61,12 +63,14 @@ side_dpdk-rx() {
   echo "$(tp_period_median "$log" Rx-pps) $(tp_cycles_per_packet "$log")"; rm -f "$log"
 }
 side_fastpath-tx() {
+  sleep 1
   local v
   v=$(ip netns exec "$NS" "$FP" pktgen --port "af_xdp:g0$FPBP" --cores 0 --duration "$SECS" --json 2>/dev/null |
       sed -n 's/.*"tx_mpps_median":\([0-9.e+-]*\).*/\1/p')
   printf '%.3f\n' "$v"
 }
 side_dpdk-tx() {
+  sleep 1
   local log; log=$(mktemp)
   ip netns exec "$NS" timeout -s INT "$SECS" dpdk-testpmd -l 0-1 --main-lcore 1 $EAL --file-prefix fpbxt$$ \
     --vdev="net_af_xdp0,iface=g0,busy_budget=$BUDGET" -- --forward-mode=txonly $TPMD </dev/null >"$log" 2>&1 || true

@@ -74,7 +74,7 @@ compare() {
   echo "== $rounds rounds, ABBA order; medians:"
   local fp=${sides[0]} fm; fm=$(median <"$tmp/$fp.v")
   for name in "${sides[@]}"; do
-    local m c; m=$(median <"$tmp/$name.v"); c=$(grep -v '^-$' "$tmp/$name.c" | median)
+    local m c; m=$(median <"$tmp/$name.v"); c=$({ grep -v '^-$' "$tmp/$name.c" || true; } | median)
     printf '  %-24s %10s %s%s\n' "$name" "$m" "$unit" "$( [ "$c" != nan ] && echo " ($c cycles/packet)")"
   done
   for name in "${sides[@]:1}"; do
