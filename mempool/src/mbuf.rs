@@ -11,7 +11,8 @@
 //!
 //! The header keeps every field the receive path and the pipeline touch in its first cache line
 //! (after DPDK's `rte_mbuf_core.h`); the second line holds the owning pool, the attached buffer of
-//! an indirect mbuf, and user metadata. Its layout is pinned by tests.
+//! an indirect mbuf, user metadata and the switch's per-packet metadata (segment, destination,
+//! disposition), like DPDK's `vnet_buffer` opaque area in VPP. Its layout is pinned by tests.
 //!
 //! Multi-segment packets chain headers through `next`; the first segment holds `pkt_len` and
 //! `nb_segs`. A *clone* ([`crate::PoolCache::clone_shallow`]) is a chain of indirect mbufs: their own
@@ -91,7 +92,13 @@ pub struct MbufHeader {
     pub(crate) userdata: u64,
     /// Index of the chunk in its pool.
     pub(crate) index: u32,
-    _pad: [u8; 28],
+    /// The L2 segment (switching domain) a switch placed the packet in.
+    pub(crate) segment: u16,
+    /// A destination chosen by a switch stage for later ones (a remote VTEP, a drop reason).
+    pub(crate) dest: u16,
+    /// What a switch stage decided to do with the packet, for later stages to act on.
+    pub(crate) disposition: u8,
+    _pad: [u8; 23],
 }
 
 const _: () = assert!(std::mem::size_of::<MbufHeader>() == MBUF_HDR_SIZE);
@@ -152,7 +159,10 @@ impl MbufHeader {
                 timestamp: 0,
                 userdata: 0,
                 index,
-                _pad: [0; 28],
+                segment: 0,
+                dest: 0,
+                disposition: 0,
+                _pad: [0; 23],
             })
         }
     }
@@ -314,6 +324,12 @@ impl Mbuf {
         timestamp, set_timestamp: u64;
         /// Application data.
         userdata, set_userdata: u64;
+        /// The L2 segment a switch placed the packet in (switch metadata, cache line 1).
+        segment, set_segment: u16;
+        /// A destination chosen by a switch stage for later ones (switch metadata).
+        dest, set_dest: u16;
+        /// What a switch stage decided to do with the packet (switch metadata).
+        disposition, set_disposition: u8;
     }
 
     /// Adds offload flags.
@@ -686,9 +702,10 @@ pub(crate) fn prefetch_header(h: *const MbufHeader) {
     prefetch0(h.cast::<u8>().wrapping_add(64));
 }
 
-/// Prefetches the cache line at `p` into every cache level (a hint: any address is fine).
+/// Prefetches the cache line at `p` into every cache level (a hint: any address is fine), like
+/// DPDK's `rte_prefetch0`: for table lookups that want their buckets loading while they work.
 #[inline(always)]
-pub(crate) fn prefetch0(p: *const u8) {
+pub fn prefetch0(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: PREFETCHT0 is a hint: it never faults, whatever the address, and writes nothing.
     unsafe {
@@ -796,5 +813,8 @@ mod tests {
         assert_eq!(offset_of!(MbufHeader, timestamp), 80);
         assert_eq!(offset_of!(MbufHeader, userdata), 88);
         assert_eq!(offset_of!(MbufHeader, index), 96);
+        assert_eq!(offset_of!(MbufHeader, segment), 100);
+        assert_eq!(offset_of!(MbufHeader, dest), 102);
+        assert_eq!(offset_of!(MbufHeader, disposition), 104);
     }
 }

@@ -486,17 +486,10 @@ impl PoolCache {
             // cannot reach zero meanwhile).
             // SAFETY: src is a live segment of m's chain and c is ours; the extra reference keeps it alive.
             unsafe {
-                let s = &*src;
-                let direct = if s.shared.is_null() { src } else { s.shared };
+                let direct = if (*src).shared.is_null() { src } else { (*src).shared };
                 (*direct).refcnt.fetch_add(1, Ordering::Relaxed);
-                let ch = c.as_ptr();
-                (*ch).shared = direct;
-                (*ch).buf_addr = s.buf_addr;
-                (*ch).buf_len = s.buf_len;
-                (*ch).data_off = s.data_off;
-                (*ch).data_len = s.data_len;
-                (*ch).pkt_len = s.data_len as u32;
-                src = s.next;
+                attach(c.as_ptr(), src, direct);
+                src = (*src).next;
             }
             match head.as_mut() {
                 None => {
@@ -514,6 +507,58 @@ impl PoolCache {
             }
         }
         head
+    }
+
+    /// Up to `n` shallow clones of `m` (as [`PoolCache::clone_shallow`] makes them), appended
+    /// to `out`; returns how many were made (fewer when `out` has no room or the pool runs
+    /// dry). For a single-segment `m` (the common case when flooding) the buffer gains all its
+    /// references with one atomic add instead of one per clone; a chain takes the general path.
+    pub fn clone_n(&mut self, m: &Mbuf, n: usize, out: &mut Batch) -> usize {
+        let n = n.min(out.remaining_capacity());
+        if !m.is_contiguous() {
+            let mut made = 0;
+            while made < n {
+                let Some(c) = self.clone_shallow(m) else { break };
+                // Room was checked above.
+                let _ = out.push(c);
+                made += 1;
+            }
+            return made;
+        }
+        let start = out.len();
+        if !self.alloc_bulk(out, n) {
+            while out.len() - start < n {
+                let Some(c) = self.alloc() else { break };
+                let _ = out.push(c);
+            }
+        }
+        let made = out.len() - start;
+        let src = m.as_ptr();
+        // SAFETY: src is m's live (single) segment, borrowed for this call.
+        let direct = unsafe {
+            if (*src).shared.is_null() {
+                src
+            } else {
+                (*src).shared
+            }
+        };
+        // Relaxed, as Arc::clone: we hold a reference through m, so the count cannot reach zero
+        // meanwhile, and the clones are handed to other threads only through synchronising
+        // hand-offs (rings) later. A count that would overflow makes no clones.
+        // SAFETY: direct is live (m holds a reference to it); refcnt is atomic.
+        let rc = unsafe { &(*direct).refcnt };
+        if made == 0 || rc.load(Ordering::Relaxed) as usize + made >= u16::MAX as usize {
+            self.free_tail(out, start);
+            return 0;
+        }
+        rc.fetch_add(made as u16, Ordering::Relaxed);
+        for c in out[start..].iter_mut() {
+            // SAFETY: c is a fresh mbuf we own; src is m's live segment; the reference for this
+            // attachment was taken by the add above.
+            unsafe { attach(c.as_ptr(), src, direct) };
+            copy_metadata(m, c);
+        }
+        made
     }
 
     /// A deep copy of `m` into fresh, writable mbufs (a chain when it does not fit one), with a
@@ -566,6 +611,25 @@ impl PoolCache {
     }
 }
 
+/// Points the fresh header `c` at the buffer window of segment `src`, whose direct header
+/// `direct` already counts the reference `c` now holds.
+///
+/// # Safety
+/// `c` must be a fresh header owned by the caller; `src` and `direct` live headers, with one
+/// reference of `direct` taken for `c`.
+unsafe fn attach(c: *mut MbufHeader, src: *const MbufHeader, direct: *mut MbufHeader) {
+    // SAFETY: per the contract both headers are live and `c` is ours to write.
+    unsafe {
+        let s = &*src;
+        (*c).shared = direct;
+        (*c).buf_addr = s.buf_addr;
+        (*c).buf_len = s.buf_len;
+        (*c).data_off = s.data_off;
+        (*c).data_len = s.data_len;
+        (*c).pkt_len = s.data_len as u32;
+    }
+}
+
 /// Copies the per-packet metadata (not the data window) from `src` to `dst`.
 pub fn copy_metadata(src: &Mbuf, dst: &mut Mbuf) {
     dst.set_ol_flags(src.ol_flags());
@@ -584,6 +648,9 @@ pub fn copy_metadata(src: &Mbuf, dst: &mut Mbuf) {
     dst.set_outer_l3_len(src.outer_l3_len());
     dst.set_timestamp(src.timestamp());
     dst.set_userdata(src.userdata());
+    dst.set_segment(src.segment());
+    dst.set_dest(src.dest());
+    dst.set_disposition(src.disposition());
 }
 
 impl Drop for PoolCache {

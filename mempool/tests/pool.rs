@@ -178,6 +178,41 @@ fn refcounted_clone_shares_and_frees_in_any_order() {
 }
 
 #[test]
+fn clone_n_takes_every_reference_at_once() {
+    let p = pool(64);
+    let mut c = p.cache();
+    let mut m = c.alloc().unwrap();
+    m.append(60).unwrap().copy_from_slice(&[5u8; 60]);
+    m.set_out_port(4);
+    m.set_segment(7);
+    let mut out = Batch::new();
+    assert_eq!(c.clone_n(&m, 10, &mut out), 10);
+    assert_eq!(m.refcnt(), 11);
+    assert!(out.iter().all(|k| k.is_indirect() && k.to_vec() == m.to_vec() && k.segment() == 7));
+    // A clone of a clone attaches to the same direct buffer.
+    let first = out.pop().unwrap();
+    assert_eq!(c.clone_n(&first, 2, &mut out), 2);
+    out.push(first).unwrap();
+    assert_eq!(m.refcnt(), 13);
+    // Bounded by the pool: 64 - 1 - 12 left.
+    let mut more = Batch::new();
+    assert_eq!(c.clone_n(&m, 100, &mut more), 51);
+    c.free_batch(&mut more);
+    c.free_batch(&mut out);
+    assert!(m.is_writable());
+    // A chain takes the general path.
+    let mut s = c.alloc().unwrap();
+    s.append(10).unwrap();
+    m.chain(s).unwrap();
+    assert_eq!(c.clone_n(&m, 3, &mut out), 3);
+    assert!(out.iter().all(|k| k.nb_segs() == 2 && k.to_vec() == m.to_vec()));
+    c.free_batch(&mut out);
+    c.free(m);
+    drop(c);
+    assert_eq!(p.available(), 64);
+}
+
+#[test]
 fn deep_copy_spans_segments() {
     let p = pool(64);
     let mut c = p.cache();

@@ -9,6 +9,7 @@
 //! - [`checksum`]: the Internet checksum, vectorised (AVX-512 / AVX2 / scalar, chosen at run time).
 //! - [`parse`]: the packet-type parser that fills an mbuf's lengths and packet type.
 //! - [`stages`]: the stages, among them the tunnels ([`stages::tunnel`]) and the checksum stage.
+//! - [`switch`]: the vswitch data path (FDB, learning, flooding, VTEP) as a per-lcore processor.
 #![deny(missing_docs)]
 
 pub mod builder;
@@ -16,6 +17,7 @@ pub mod checksum;
 pub mod parse;
 pub mod stage;
 pub mod stages;
+pub mod switch;
 pub mod wire;
 
 pub use builder::{make_stage, BuildEnv, Pipeline, PipelineSpec, PipelineStats, StageSummary, STAGE_FORMS};

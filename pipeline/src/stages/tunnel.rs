@@ -475,18 +475,60 @@ pub fn source_port(hash: u32) -> u16 {
     0xc000 | (hash as u16 & 0x3fff)
 }
 
-const E_NO_HEADROOM: u8 = 0;
-const E_SHARED: u8 = 1;
-const E_TOO_BIG: u8 = 2;
-const ENCAP_REASONS: &[&str] = &["no-headroom", "shared-buffer", "too-big"];
+/// Encap drop reason: the outer headers do not fit in front of the frame.
+pub const E_NO_HEADROOM: u8 = 0;
+/// Encap drop reason: the frame's buffer is shared with a clone and cannot be written.
+pub const E_SHARED: u8 = 1;
+/// Encap drop reason: the outer IP packet would exceed 65535 bytes.
+pub const E_TOO_BIG: u8 = 2;
+/// Encap drop reasons, by code.
+pub const ENCAP_REASONS: &[&str] = &["no-headroom", "shared-buffer", "too-big"];
 
 /// Inner requests whose work changes the inner bytes after encap.
 const INNER_PENDING: u64 =
     offload::TX_IP_CKSUM | offload::TX_TCP_CKSUM | offload::TX_UDP_CKSUM | offload::TX_TCP_SEG | offload::TX_UDP_SEG;
 
-/// The per-packet state of an encap stage.
+/// What one packet's outer headers may take from its destination instead of the template: the
+/// next hop's MAC, the remote address and the VNI (a switch encapsulates to many remote VTEPs
+/// with one template per tunnel kind and family). The encap stage, with one remote, patches
+/// nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OuterDest {
+    /// Outer destination MAC (the remote's, or its next hop's).
+    pub dst_mac: [u8; 6],
+    /// Outer destination address: IPv4 in the first 4 bytes, or IPv6.
+    pub dst_ip: [u8; 16],
+    /// One's-complement sum of the address's 16-bit words (see [`OuterDest::new`]).
+    pub dst_sum: u32,
+    /// VNI (VSID for NVGRE).
+    pub vni: u32,
+}
+
+impl OuterDest {
+    /// The destination `addr` behind `mac`, in `vni`.
+    pub fn new(addr: IpAddr, mac: [u8; 6], vni: u32) -> OuterDest {
+        let mut dst_ip = [0u8; 16];
+        let n = match addr {
+            IpAddr::V4(a) => {
+                dst_ip[..4].copy_from_slice(&a.octets());
+                4
+            }
+            IpAddr::V6(a) => {
+                dst_ip.copy_from_slice(&a.octets());
+                16
+            }
+        };
+        OuterDest { dst_mac: mac, dst_ip, dst_sum: checksum::sum(&dst_ip[..n]) as u32, vni }
+    }
+}
+
+/// The immutable part of an encapsulation (one tunnel kind and outer family): the outer header
+/// template, its precomputed sums, and the metadata every packet gets. The encap stages use
+/// one with their whole configuration in it; the switch uses one per tunnel class, patching
+/// each packet's destination ([`OuterDest`]) in with `PATCH`. Shared by the two, so that both
+/// write the same headers the same way.
 #[derive(Debug)]
-struct EncapCore<const KIND: u8, const V6: bool> {
+pub struct EncapTemplate<const KIND: u8, const V6: bool> {
     tmpl: [u8; MAX_OUTER_LEN],
     len: usize,
     /// One's-complement sum of the template's IPv4 header (lengths, id and checksum 0).
@@ -494,17 +536,22 @@ struct EncapCore<const KIND: u8, const V6: bool> {
     /// Pseudo-header sum without the length (addresses and protocol).
     pseudo: u32,
     udp_csum: bool,
-    ident: u16,
+    /// The output port computes the outer UDP checksum: request it instead of computing it.
+    udp_offload: bool,
     l2_base: u16,
     flags: u64,
     ptype: u32,
 }
 
-impl<const KIND: u8, const V6: bool> EncapCore<KIND, V6> {
+impl<const KIND: u8, const V6: bool> EncapTemplate<KIND, V6> {
     const L3: usize = if V6 { 40 } else { 20 };
     const L4: usize = 14 + Self::L3;
 
-    fn new(cfg: &EncapConfig) -> Self {
+    /// A template for `cfg` (its kind and family must match `KIND` and `V6`). With
+    /// `udp_offload`, a wanted outer UDP checksum is left to the output port
+    /// (`TX_OUTER_UDP_CKSUM`, field 0).
+    pub fn new(cfg: &EncapConfig, udp_offload: bool) -> Self {
+        debug_assert!(cfg.kind == KIND && cfg.local.is_ipv6() == V6);
         let t = cfg.template();
         let mut tmpl = [0u8; MAX_OUTER_LEN];
         tmpl[..t.len()].copy_from_slice(&t);
@@ -522,13 +569,13 @@ impl<const KIND: u8, const V6: bool> EncapCore<KIND, V6> {
         };
         let (ip_flag, ip_ptype) =
             if V6 { (offload::TX_OUTER_IPV6, ptype::L3_IPV6) } else { (offload::TX_OUTER_IPV4, ptype::L3_IPV4) };
-        EncapCore {
+        EncapTemplate {
             tmpl,
             len: t.len(),
             ip_sum,
             pseudo,
             udp_csum: cfg.udp_csum,
-            ident: 0,
+            udp_offload,
             l2_base: (t.len() - Self::L4) as u16,
             flags: tun_flag | ip_flag,
             ptype: ptype::L2_ETHER | ip_ptype | tun_ptype,
@@ -537,7 +584,7 @@ impl<const KIND: u8, const V6: bool> EncapCore<KIND, V6> {
 
     /// The outer header length: a constant for VXLAN and NVGRE, so that the copy is inlined.
     #[inline(always)]
-    fn hdr_len(&self) -> usize {
+    pub fn hdr_len(&self) -> usize {
         match KIND {
             VXLAN => Self::L4 + 16,
             NVGRE => Self::L4 + gre::NVGRE_HEADER_LEN,
@@ -545,8 +592,10 @@ impl<const KIND: u8, const V6: bool> EncapCore<KIND, V6> {
         }
     }
 
+    /// Encapsulates `m` in place: the outer headers go into its headroom (see the module doc).
+    /// With `PATCH`, `dest` replaces the template's destination MAC, address and VNI.
     #[inline(always)]
-    fn encap(&mut self, m: &mut Mbuf) -> Result<(), u8> {
+    pub fn encap<const PATCH: bool>(&self, m: &mut Mbuf, ident: u16, dest: &OuterDest) -> Result<(), u8> {
         let n = self.hdr_len();
         let ip_total = m.pkt_len() + n - 14;
         if ip_total > u16::MAX as usize {
@@ -554,24 +603,75 @@ impl<const KIND: u8, const V6: bool> EncapCore<KIND, V6> {
         }
         let info = inner_info(m.data());
         let pending = m.ol_flags() & INNER_PENDING;
-        let mut flags = self.flags;
-        let ident = self.ident;
-        self.ident = self.ident.wrapping_add(1);
         let Some(h) = m.prepend(n) else { return Err(if m.is_writable() { E_NO_HEADROOM } else { E_SHARED }) };
+        let flags = self.write::<PATCH>(h, ip_total, ident, info.hash, pending, dest);
+        self.finish(m, flags, pending, &info, if PATCH { dest.dst_sum } else { 0 });
+        Ok(())
+    }
+
+    /// Encapsulates `inner` (whose buffer may be shared: a clone) behind `head`, a fresh empty
+    /// mbuf that gets the outer headers, `inner`'s metadata and `inner` as its tail. On error
+    /// `inner` comes back.
+    #[inline]
+    pub fn encap_onto<const PATCH: bool>(
+        &self,
+        head: &mut Mbuf,
+        inner: Mbuf,
+        ident: u16,
+        dest: &OuterDest,
+    ) -> Result<(), (u8, Mbuf)> {
+        let n = self.hdr_len();
+        let ip_total = inner.pkt_len() + n - 14;
+        if ip_total > u16::MAX as usize {
+            return Err((E_TOO_BIG, inner));
+        }
+        let info = inner_info(inner.data());
+        let pending = inner.ol_flags() & INNER_PENDING;
+        let Some(h) = head.append(n) else { return Err((E_NO_HEADROOM, inner)) };
+        let flags = self.write::<PATCH>(h, ip_total, ident, info.hash, pending, dest);
+        fastpath_mempool::copy_metadata(&inner, head);
+        head.chain(inner).map_err(|i| (E_TOO_BIG, i))?;
+        self.finish(head, flags, pending, &info, if PATCH { dest.dst_sum } else { 0 });
+        Ok(())
+    }
+
+    /// Writes the outer headers into `h` (`hdr_len()` bytes) for an IP packet of `ip_total`
+    /// bytes; returns the `ol_flags` the packet gets.
+    #[inline(always)]
+    fn write<const PATCH: bool>(
+        &self,
+        h: &mut [u8],
+        ip_total: usize,
+        ident: u16,
+        hash: u32,
+        pending: u64,
+        dest: &OuterDest,
+    ) -> u64 {
+        let n = h.len();
         copy_header(h, &self.tmpl[..n]);
+        let mut flags = self.flags;
+        let mut dst_sum = 0;
+        if PATCH {
+            h[..6].copy_from_slice(&dest.dst_mac);
+            let (at, len) = if V6 { (14 + 24, 16) } else { (14 + 16, 4) };
+            h[at..at + len].copy_from_slice(&dest.dst_ip[..len]);
+            let (vni_at, vni) = if KIND == NVGRE { (Self::L4 + 4, dest.vni) } else { (Self::L4 + 12, dest.vni) };
+            h[vni_at..vni_at + 3].copy_from_slice(&vni.to_be_bytes()[1..]);
+            dst_sum = dest.dst_sum;
+        }
         let l4_len = (ip_total - Self::L3) as u16;
         if V6 {
             h[18..20].copy_from_slice(&l4_len.to_be_bytes());
             // Flow label from the inner flow (RFC 6438), version and class from the template.
-            let fl = info.hash & 0x000f_ffff;
+            let fl = hash & 0x000f_ffff;
             h[15] = (h[15] & 0xf0) | (fl >> 16) as u8;
             h[16] = (fl >> 8) as u8;
             h[17] = fl as u8;
         } else {
             h[16..18].copy_from_slice(&(ip_total as u16).to_be_bytes());
             h[18..20].copy_from_slice(&ident.to_be_bytes());
-            // Template sum + two words: under 2^18, so two folds suffice.
-            let mut c = self.ip_sum + ip_total as u32 + ident as u32;
+            // Template sum + a few words: under 2^19, so two folds suffice.
+            let mut c = self.ip_sum + dst_sum + ip_total as u32 + ident as u32;
             c = (c & 0xffff) + (c >> 16);
             c = (c & 0xffff) + (c >> 16);
             let c = !(c as u16);
@@ -583,22 +683,30 @@ impl<const KIND: u8, const V6: bool> EncapCore<KIND, V6> {
         let l4 = Self::L4;
         if KIND == NVGRE {
             // The FlowID: the low byte of the key.
-            h[l4 + 7] = (info.hash >> 16) as u8;
+            h[l4 + 7] = (hash >> 16) as u8;
         } else {
-            h[l4..l4 + 2].copy_from_slice(&source_port(info.hash).to_be_bytes());
+            h[l4..l4 + 2].copy_from_slice(&source_port(hash).to_be_bytes());
             h[l4 + 4..l4 + 6].copy_from_slice(&l4_len.to_be_bytes());
-            if self.udp_csum {
-                if pending != 0 {
-                    flags |= offload::TX_OUTER_UDP_CKSUM;
-                } else {
-                    // Pseudo-header (with the length) + UDP header + payload, over every segment.
-                    let mut s = Sum::new(checksum::fold(self.pseudo as u64 + l4_len as u64));
-                    let _ = checksum::add_chain(&mut s, m, l4, l4_len as usize);
-                    let c = checksum::udp_wire(s.checksum());
-                    if let Some(d) = m.data_mut().get_mut(l4 + 6..l4 + 8) {
-                        d.copy_from_slice(&c.to_be_bytes());
-                    }
-                }
+            if self.udp_csum && (pending != 0 || self.udp_offload) {
+                flags |= offload::TX_OUTER_UDP_CKSUM;
+            }
+        }
+        flags
+    }
+
+    /// Completes an encapsulated packet: the outer UDP checksum when it is computed here, and
+    /// the metadata of the module doc. `dst_sum`: the patched destination address's sum.
+    #[inline(always)]
+    fn finish(&self, m: &mut Mbuf, flags: u64, pending: u64, info: &InnerInfo, dst_sum: u32) {
+        if KIND != NVGRE && self.udp_csum && pending == 0 && !self.udp_offload {
+            let l4 = Self::L4;
+            let l4_len = m.pkt_len() - l4;
+            // Pseudo-header (with the length) + UDP header + payload, over every segment.
+            let mut s = Sum::new(checksum::fold(self.pseudo as u64 + dst_sum as u64 + l4_len as u64));
+            let _ = checksum::add_chain(&mut s, m, l4, l4_len);
+            let c = checksum::udp_wire(s.checksum());
+            if let Some(d) = m.data_mut().get_mut(l4 + 6..l4 + 8) {
+                d.copy_from_slice(&c.to_be_bytes());
             }
         }
         m.set_ol_flags(
@@ -610,7 +718,26 @@ impl<const KIND: u8, const V6: bool> EncapCore<KIND, V6> {
         m.set_l3_len(info.l3_len);
         m.set_l4_len(info.l4_len as u8);
         m.set_packet_type(self.ptype | info.inner_ptype);
-        Ok(())
+    }
+}
+
+/// The per-packet state of an encap stage: its template and the IPv4 identification.
+#[derive(Debug)]
+struct EncapCore<const KIND: u8, const V6: bool> {
+    t: EncapTemplate<KIND, V6>,
+    ident: u16,
+}
+
+impl<const KIND: u8, const V6: bool> EncapCore<KIND, V6> {
+    fn new(cfg: &EncapConfig) -> Self {
+        EncapCore { t: EncapTemplate::new(cfg, false), ident: 0 }
+    }
+
+    #[inline(always)]
+    fn encap(&mut self, m: &mut Mbuf) -> Result<(), u8> {
+        let ident = self.ident;
+        self.ident = self.ident.wrapping_add(1);
+        self.t.encap::<false>(m, ident, &OuterDest::default())
     }
 }
 
@@ -747,27 +874,58 @@ impl DecapConfig {
     }
 }
 
-#[derive(Debug)]
-struct DecapCore<const KIND: u8> {
+/// The decapsulation of one tunnel kind: the checks and the stripping, used by the decap
+/// stages and by the switch (which reads the outer addresses in between, see [`outer_ip`]).
+#[derive(Debug, Clone)]
+pub struct DecapCore<const KIND: u8> {
     vni: Option<u32>,
     port: u16,
     known: Vec<(u16, u8)>,
 }
 
-/// The outer IP header as decap sees it.
+/// The outer IP header as decap sees it (checked by [`outer_ip`]).
 #[derive(Debug, Clone, Copy)]
-struct OuterIp {
+pub struct OuterIp {
     /// Offset of the IP header.
-    l3: usize,
+    pub l3: usize,
     /// Offset of the L4 (tunnel) header.
-    l4: usize,
+    pub l4: usize,
     /// L4 protocol.
-    proto: u8,
+    pub proto: u8,
     /// L4 length by the IP header.
-    l4_len: usize,
+    pub l4_len: usize,
+}
+
+/// What decapsulation found in the outer headers it removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decapsulated {
+    /// The VNI (VSID for NVGRE).
+    pub vni: u32,
+    /// Outer source address: the remote VTEP.
+    pub src: IpAddr,
+    /// Outer destination address: it should be ours.
+    pub dst: IpAddr,
 }
 
 impl OuterIp {
+    /// True for an IPv6 outer header (in the frame `d` it was read from).
+    #[inline(always)]
+    pub fn is_v6(&self, d: &[u8]) -> bool {
+        d[self.l3] >> 4 == 6
+    }
+
+    /// The outer source and destination addresses, read from the frame `d`.
+    #[inline(always)]
+    pub fn addrs(&self, d: &[u8]) -> (IpAddr, IpAddr) {
+        let h = &d[self.l3..];
+        if self.is_v6(d) {
+            let p = Ipv6Packet::new_unchecked(h);
+            (IpAddr::from(p.src_bytes()), IpAddr::from(p.dst_bytes()))
+        } else {
+            (IpAddr::from([h[12], h[13], h[14], h[15]]), IpAddr::from([h[16], h[17], h[18], h[19]]))
+        }
+    }
+
     /// The pseudo-header sum (only needed for a UDP checksum, so computed late).
     fn pseudo(&self, d: &[u8]) -> u16 {
         let h = &d[self.l3..];
@@ -785,10 +943,11 @@ impl OuterIp {
     }
 }
 
-/// Reads and checks the outer Ethernet and IP headers: the straight path for untagged
-/// Ethernet and IPv4 without options, the general one otherwise.
+/// Reads and checks the outer Ethernet and IP headers of a frame of `pkt_len` bytes whose first
+/// segment is `d`: the straight path for untagged Ethernet and IPv4 without options, the general
+/// one otherwise. Errors are decap reason codes ([`DECAP_REASONS`]).
 #[inline(always)]
-fn outer_ip(d: &[u8], pkt_len: usize) -> Result<OuterIp, u8> {
+pub fn outer_ip(d: &[u8], pkt_len: usize) -> Result<OuterIp, u8> {
     if let Some(ip) = d.get(14..34) {
         if get_u16(d, 12) == ethertype::IPV4 && ip[0] == 0x45 {
             let tl = get_u16(ip, 2) as usize;
@@ -872,9 +1031,16 @@ fn outer_ip_slow(d: &[u8], pkt_len: usize) -> Result<OuterIp, u8> {
 }
 
 impl<const KIND: u8> DecapCore<KIND> {
-    /// Checks the tunnel header at `ip.l4`: returns the offset of the inner frame and the VNI.
+    /// Decapsulation of tunnels on UDP port `port` (ignored for NVGRE), of VNI `vni` only when
+    /// given, knowing the GENEVE options `known` (class, type).
+    pub fn new(port: u16, vni: Option<u32>, known: Vec<(u16, u8)>) -> Self {
+        DecapCore { vni, port, known }
+    }
+
+    /// Checks the tunnel header at `ip.l4` of `m` (whose first segment is `d`): returns the
+    /// offset of the inner frame and the VNI. Errors are decap reason codes.
     #[inline(always)]
-    fn tunnel(&self, m: &Mbuf, d: &[u8], ip: &OuterIp) -> Result<(usize, u32), u8> {
+    pub fn tunnel(&self, m: &Mbuf, d: &[u8], ip: &OuterIp) -> Result<(usize, u32), u8> {
         let (l4_off, l4_len) = (ip.l4, ip.l4_len);
         if KIND == NVGRE {
             if ip.proto != ip_proto::GRE {
@@ -975,8 +1141,9 @@ impl<const KIND: u8> DecapCore<KIND> {
         Ok((l4_off + 8 + g.header_len(), g.vni()))
     }
 
+    /// Checks and strips the outer headers of `m`; returns what they said.
     #[inline(always)]
-    fn decap(&self, m: &mut Mbuf) -> Result<(), u8> {
+    pub fn decap(&self, m: &mut Mbuf) -> Result<Decapsulated, u8> {
         let pkt_len = m.pkt_len();
         let d = m.data();
         let ip = outer_ip(d, pkt_len)?;
@@ -984,27 +1151,39 @@ impl<const KIND: u8> DecapCore<KIND> {
         if self.vni.is_some_and(|v| v != vni) {
             return Err(D_WRONG_VNI);
         }
-        let outer_end = ip.l4 + ip.l4_len;
-        if outer_end < inner + 14 || inner + 14 > d.len() {
-            return Err(D_TRUNCATED);
-        }
-        // Stripping and trimming move this mbuf's own window and never write the buffer, so a
-        // clone (shared buffer) is decapsulated like any other packet.
-        // Ethernet padding behind the outer packet is not part of the inner frame.
-        if pkt_len > outer_end && !m.trim(pkt_len - outer_end) {
-            return Err(D_BAD_LENGTH);
-        }
-        m.adj(inner);
-        let info = frame_info::<false>(m.data());
-        m.set_ol_flags(m.ol_flags() & !OUTER_FLAGS);
-        m.set_packet_type(info.ptype);
-        m.set_outer_l2_len(0);
-        m.set_outer_l3_len(0);
-        m.set_l2_len(info.l2_len as u8);
-        m.set_l3_len(info.l3_len);
-        m.set_l4_len(info.l4_len as u8);
-        Ok(())
+        let (src, dst) = ip.addrs(d);
+        strip(m, &ip, inner)?;
+        Ok(Decapsulated { vni, src, dst })
     }
+}
+
+/// Removes the outer headers of `m` (read by [`outer_ip`], the inner frame at `inner`), trims
+/// Ethernet padding behind the outer packet and describes the inner frame in the metadata (see
+/// the module doc). Errors are decap reason codes.
+#[inline(always)]
+pub fn strip(m: &mut Mbuf, ip: &OuterIp, inner: usize) -> Result<(), u8> {
+    let pkt_len = m.pkt_len();
+    let d = m.data();
+    let outer_end = ip.l4 + ip.l4_len;
+    if outer_end < inner + 14 || inner + 14 > d.len() {
+        return Err(D_TRUNCATED);
+    }
+    // Stripping and trimming move this mbuf's own window and never write the buffer, so a
+    // clone (shared buffer) is decapsulated like any other packet.
+    // Ethernet padding behind the outer packet is not part of the inner frame.
+    if pkt_len > outer_end && !m.trim(pkt_len - outer_end) {
+        return Err(D_BAD_LENGTH);
+    }
+    m.adj(inner);
+    let info = frame_info::<false>(m.data());
+    m.set_ol_flags(m.ol_flags() & !OUTER_FLAGS);
+    m.set_packet_type(info.ptype);
+    m.set_outer_l2_len(0);
+    m.set_outer_l3_len(0);
+    m.set_l2_len(info.l2_len as u8);
+    m.set_l3_len(info.l3_len);
+    m.set_l4_len(info.l4_len as u8);
+    Ok(())
 }
 
 /// Flags that describe the outer headers, cleared by decap.
@@ -1032,7 +1211,7 @@ impl<const KIND: u8> Decap<KIND> {
         Decap {
             name,
             counters: StageCounters::new(name, DECAP_REASONS),
-            core: DecapCore { vni: cfg.vni, port: cfg.port, known: cfg.known_options.clone() },
+            core: DecapCore::new(cfg.port, cfg.vni, cfg.known_options.clone()),
         }
     }
 }
@@ -1044,7 +1223,7 @@ impl<const KIND: u8> Stage for Decap<KIND> {
 
     #[inline]
     fn process(&mut self, batch: &mut Batch, ctx: &mut Ctx) {
-        filter(batch, ctx, &self.counters, |m| self.core.decap(m));
+        filter(batch, ctx, &self.counters, |m| self.core.decap(m).map(|_| ()));
     }
 
     fn counters(&self) -> &Arc<StageCounters> {

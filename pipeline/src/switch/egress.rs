@@ -1,0 +1,180 @@
+//! Known unicast that changes on the way out, in place: encapsulation to a remote VTEP (its
+//! neighbour resolved, the result within the uplink's largest frame unless it is a TSO packet
+//! that segmentation will cut) and the VLAN tag of the uplink. The same checks serve the
+//! flood's copies, which are built onto read-only clones ([`Egress::vtep_onto`]).
+//!
+//! Neighbour resolution: a packet for a VTEP whose MAC is not known is dropped
+//! (`neighbour-unresolved`) and this lcore sends an ARP request or neighbour solicitation
+//! itself, out of the uplink, at most one per VTEP per 100 ms over all lcores; a stale entry
+//! is still used, and solicited the same way.
+
+use arrayvec::ArrayVec;
+use fastpath_mempool::offload::TX_SEG_MASK;
+use fastpath_mempool::{Batch, Mbuf};
+use fastpath_pmd::Ctx;
+
+use crate::stages::tunnel::OuterDest;
+use crate::switch::encap::AnyTemplate;
+use crate::switch::processor::Sw;
+use crate::switch::stats::{reason, stat, SwitchStage};
+use crate::switch::topology::Topology;
+use crate::switch::underlay::Underlay;
+use crate::switch::vtep::NeighState;
+use crate::switch::{meta, vlan};
+
+/// Solicitations one burst may ask for.
+const SOLICITS: usize = 16;
+
+/// One lcore's encap state.
+#[derive(Debug)]
+pub struct Egress {
+    templates: Box<[AnyTemplate]>,
+    ident: u16,
+    solicit: ArrayVec<u16, SOLICITS>,
+}
+
+impl Egress {
+    /// The egress of `topo`.
+    pub fn new(topo: &Topology) -> Egress {
+        Egress { templates: AnyTemplate::all(topo), ident: 0, solicit: ArrayVec::new() }
+    }
+
+    /// Encapsulates or tags, in place, every packet of `batch` that needs it; failures are
+    /// marked dropped (counted). Returns how many were dropped.
+    #[inline]
+    pub fn run(&mut self, sw: &Sw, batch: &mut Batch) -> usize {
+        let mut dropped = 0;
+        for m in batch.iter_mut() {
+            if let Err(r) = self.one(sw, m) {
+                sw.c.dropped(SwitchStage::Egress, m.port(), r);
+                meta::set_drop(m, r);
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    /// Encapsulates or tags `m` in place when its action says so.
+    #[inline(always)]
+    pub fn one(&mut self, sw: &Sw, m: &mut Mbuf) -> Result<(), u8> {
+        match meta::action(m) {
+            meta::TO_VTEP => self.vtep(sw, m),
+            meta::TO_UPLINK => uplink(sw, m),
+            _ => Ok(()),
+        }
+    }
+
+    /// Asks for a solicitation of VTEP `id` (sent by [`Egress::solicit`]).
+    pub fn want_solicit(&mut self, id: u16) {
+        if !self.solicit.contains(&id) {
+            let _ = self.solicit.try_push(id);
+        }
+    }
+
+    /// The outer destination for VTEP `id` in segment `seg`, and the template, for a packet of
+    /// `pkt_len` bytes (`tso`: segmentation will cut it).
+    #[inline]
+    fn dest(&mut self, sw: &Sw, id: u16, seg: u16, pkt_len: usize, tso: bool) -> Result<(OuterDest, usize), u8> {
+        let s = sw.topo.segments.get(seg as usize).ok_or(reason::NO_SEGMENT)?;
+        let class = s.class.ok_or(reason::NO_SEGMENT)? as usize;
+        let n = sw.vteps.neigh(id);
+        if n.state != NeighState::Reachable && n.state != NeighState::Permanent {
+            self.want_solicit(id);
+        }
+        if n.state == NeighState::Incomplete {
+            return Err(reason::NEIGH_UNRESOLVED);
+        }
+        if !tso && pkt_len + self.templates[class].hdr_len() > sw.topo.uplink_max_frame {
+            return Err(reason::TOO_BIG_AFTER_ENCAP);
+        }
+        let Some(addr) = sw.vteps.addr(id) else { return Err(reason::NEIGH_UNRESOLVED) };
+        let mut dst_ip = [0u8; 16];
+        match addr {
+            std::net::IpAddr::V4(a) => dst_ip[..4].copy_from_slice(&a.octets()),
+            std::net::IpAddr::V6(a) => dst_ip.copy_from_slice(&a.octets()),
+        }
+        let d = OuterDest { dst_mac: n.mac, dst_ip, dst_sum: sw.vteps.addr_sum(id), vni: s.vni.unwrap_or(0) };
+        Ok((d, class))
+    }
+
+    /// The IPv4 identification of the next outer header (from 0, as the encap stages).
+    fn next_ident(&mut self) -> u16 {
+        let i = self.ident;
+        self.ident = i.wrapping_add(1);
+        i
+    }
+
+    /// Encapsulates `m` in place to the VTEP in its `dest`.
+    #[inline]
+    fn vtep(&mut self, sw: &Sw, m: &mut Mbuf) -> Result<(), u8> {
+        let tso = m.ol_flags() & TX_SEG_MASK != 0;
+        let (d, class) = self.dest(sw, m.dest(), m.segment(), m.pkt_len(), tso)?;
+        let ident = self.next_ident();
+        self.templates[class].encap(m, ident, &d).map_err(reason::of_encap)?;
+        m.set_out_port(sw.topo.uplink.unwrap_or(0));
+        meta::set_action(m, meta::FORWARD);
+        sw.c.stat(SwitchStage::Egress, stat::ENCAPSULATED, 1);
+        Ok(())
+    }
+
+    /// Encapsulates the read-only `inner` (of segment `seg`) to VTEP `id` behind `head`.
+    pub fn vtep_onto(&mut self, sw: &Sw, head: &mut Mbuf, inner: Mbuf, id: u16) -> Result<(), (u8, Mbuf)> {
+        let tso = inner.ol_flags() & TX_SEG_MASK != 0;
+        let (d, class) = match self.dest(sw, id, inner.segment(), inner.pkt_len(), tso) {
+            Ok(x) => x,
+            Err(r) => return Err((r, inner)),
+        };
+        let ident = self.next_ident();
+        self.templates[class].encap_onto(head, inner, ident, &d).map_err(|(e, i)| (reason::of_encap(e), i))?;
+        head.set_out_port(sw.topo.uplink.unwrap_or(0));
+        meta::set_action(head, meta::FORWARD);
+        sw.c.stat(SwitchStage::Egress, stat::ENCAPSULATED, 1);
+        Ok(())
+    }
+
+    /// Sends the solicitations asked for since the last call, as far as `out` has room.
+    #[inline]
+    pub fn solicit(&mut self, sw: &Sw, under: &Underlay, out: &mut Batch, ctx: &mut Ctx) {
+        for id in self.solicit.drain(..) {
+            if out.remaining_capacity() == 0 {
+                break;
+            }
+            if let Some(m) = under.solicit(sw, id, ctx) {
+                let _ = out.push(m);
+            }
+        }
+    }
+
+    /// True when solicitations wait.
+    pub fn wants_solicit(&self) -> bool {
+        !self.solicit.is_empty()
+    }
+}
+
+/// The segment's uplink tag for `m`, or the reason it has none.
+#[inline]
+pub fn uplink_tag(sw: &Sw, m: &Mbuf) -> Result<u16, u8> {
+    sw.topo.segments.get(m.segment() as usize).and_then(|s| s.uplink_tag).ok_or(reason::NO_DESTINATION)
+}
+
+/// Tags `m` in place with its segment's uplink VLAN.
+#[inline]
+fn uplink(sw: &Sw, m: &mut Mbuf) -> Result<(), u8> {
+    let tag = uplink_tag(sw, m)?;
+    if !vlan::push(m, tag) {
+        return Err(if m.is_writable() { reason::NO_HEADROOM } else { reason::SHARED_BUFFER });
+    }
+    m.set_out_port(sw.topo.uplink.unwrap_or(0));
+    meta::set_action(m, meta::FORWARD);
+    sw.c.stat(SwitchStage::Egress, stat::VLAN_PUSHED, 1);
+    Ok(())
+}
+
+/// Tags the read-only `inner` with `tag` behind `head`.
+pub fn uplink_onto(sw: &Sw, head: &mut Mbuf, inner: Mbuf, tag: u16) -> Result<(), (u8, Mbuf)> {
+    vlan::push_onto(head, inner, tag).map_err(|i| (reason::RUNT, i))?;
+    head.set_out_port(sw.topo.uplink.unwrap_or(0));
+    meta::set_action(head, meta::FORWARD);
+    sw.c.stat(SwitchStage::Egress, stat::VLAN_PUSHED, 1);
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! The vswitch data path: bridges of access ports joined across hosts by VXLAN, GENEVE or
+//! NVGRE overlays and by the uplink's VLANs, with MAC learning, aging, flooding by head-end
+//! replication, a VTEP that answers ARP / ND and resolves its peers, and the offload fallback
+//! in front of every port. `docs/vswitch.md` is the design; each pass has its file:
+//!
+//! - [`config`]: what the application gives; [`topology`]: the checked, derived tables;
+//! - [`fdb`]: the MAC table (lock-free readers, one writer); [`vtep`]: the remote VTEPs;
+//! - [`processor`]: the per-lcore [`SwitchProcessor`] and its passes: [`ingress`],
+//!   [`underlay`] (with [`arp`] and [`nd`]), [`lookup`], [`learn`], [`forward`], [`egress`]
+//!   (with [`encap`] and [`vlan`]), [`flood`];
+//! - [`control`]: [`SwitchControl`], the one writer of the tables; [`event`]: what the lcores
+//!   tell it; [`stats`]: the counters; [`clock`]: time.
+//!
+//! ```no_run
+//! # fn f(cfg: &fastpath_pipeline::switch::SwitchConfig, pool: &fastpath_mempool::Mempool) -> Result<(), fastpath_pmd::Error> {
+//! let (mut control, processors) = fastpath_pipeline::switch::build(cfg, pool, 2)?;
+//! // Give processors[i] to lcore i (every rx task of the lcore shares it), then, from the
+//! // control thread, about every millisecond:
+//! control.poll();
+//! let stats = control.stats();
+//! # Ok(()) }
+//! ```
+
+pub mod arp;
+pub mod clock;
+pub mod config;
+pub mod control;
+pub mod egress;
+pub mod encap;
+pub mod event;
+pub mod fdb;
+pub mod flood;
+pub mod forward;
+pub mod ingress;
+pub mod learn;
+pub mod lookup;
+pub mod meta;
+pub mod nd;
+pub mod processor;
+pub mod stats;
+pub mod topology;
+pub mod underlay;
+pub mod vlan;
+pub mod vtep;
+
+use std::sync::Arc;
+
+use fastpath_mempool::ring::spsc;
+use fastpath_mempool::Mempool;
+use fastpath_pmd::Error;
+
+pub use clock::{Clock, ManualClock};
+pub use config::{BridgeConfig, FdbConfig, PortConfig, PortRole, StaticMac, StaticNeighbour, SwitchConfig, TunnelKind};
+pub use control::{FdbEntry, SwitchControl};
+pub use processor::SwitchProcessor;
+pub use stats::{BridgeStats, SwitchPortStats, SwitchStats, VtepStats};
+
+/// Checks `cfg` and builds the control side and `lcores` processors (one per lcore; every rx
+/// task of an lcore shares its processor). Head mbufs, clones and solicitations come from
+/// `pool`. Errors name the bridge, port or key and the fix.
+pub fn build(
+    cfg: &SwitchConfig,
+    pool: &Mempool,
+    lcores: usize,
+) -> Result<(SwitchControl, Vec<SwitchProcessor>), Error> {
+    build_with_clock(cfg, pool, lcores, Clock::system())
+}
+
+/// [`build`] with a given clock (tests move a [`Clock::manual`] to age entries).
+pub fn build_with_clock(
+    cfg: &SwitchConfig,
+    pool: &Mempool,
+    lcores: usize,
+    clock: Clock,
+) -> Result<(SwitchControl, Vec<SwitchProcessor>), Error> {
+    if lcores == 0 {
+        return Err(Error::Config("the switch needs at least one lcore (processor)".into()));
+    }
+    let topo = Arc::new(topology::Topology::new(cfg)?);
+    let (fdb, writer) = fdb::Fdb::new(cfg.fdb.capacity);
+    let vteps = Arc::new(vtep::Vteps::default());
+    let mut rings = Vec::new();
+    let mut counters = Vec::new();
+    let mut procs = Vec::new();
+    for _ in 0..lcores {
+        let (tx, rx) = spsc::channel(event::RING_SIZE);
+        let (p, c) = SwitchProcessor::new((&topo, &fdb, &vteps), tx, pool, clock.clone());
+        rings.push(rx);
+        counters.push(c);
+        procs.push(p);
+    }
+    let control = SwitchControl::new(topo, writer, vteps, rings, counters, clock, cfg.fdb);
+    if control.stats().fdb_entries < cfg.static_macs.len() as u64 {
+        return Err(Error::Config(format!(
+            "fdb capacity = {} cannot hold the {} static MACs: raise it",
+            cfg.fdb.capacity,
+            cfg.static_macs.len()
+        )));
+    }
+    Ok((control, procs))
+}

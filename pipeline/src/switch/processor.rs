@@ -1,0 +1,247 @@
+//! The per-lcore switch: one [`SwitchProcessor`] per lcore, shared by every rx task of it. A
+//! burst goes through named passes (each in its own file):
+//!
+//! ```text
+//! ingress     segment and origin by port role; uplink: VLAN pop, decap + VTEP check, ARP / ND
+//! lookup      every key of the burst hashed, both buckets prefetched
+//! learn       source MACs: refresh, or an event to the control side
+//! forward     destination MACs: a port, the uplink's VLAN, a VTEP, or flood
+//! (drops and consumed packets leave the batch)
+//! egress      known unicast to a VTEP encapsulated, to the uplink tagged, in place
+//! gro         decapsulated TCP to ports that take TSO, merged
+//! flood       copies to every other destination of the segment (backlog, resume)
+//! tx-offload  checksums / segmentation that each output port cannot do itself
+//! ```
+//!
+//! Nothing here takes a lock or allocates: the FDB and the VTEP table are read lock-free, the
+//! control side is told through this lcore's SPSC ring, and every buffer is inline or made when
+//! the processor is built.
+
+use std::fmt;
+use std::sync::Arc;
+
+use fastpath_mempool::offload::ptype;
+use fastpath_mempool::ring::spsc;
+use fastpath_mempool::{Batch, Mbuf, Mempool};
+use fastpath_pmd::{Ctx, LiveOffloads, Offloads, PortInfo, Processor};
+
+use crate::stage::Stage;
+use crate::stages::gro::Gro;
+use crate::stages::segment::{capability_table, SegmentStage};
+use crate::stages::txoffload;
+use crate::switch::clock::{Clock, Now};
+use crate::switch::egress::Egress;
+use crate::switch::event::Event;
+use crate::switch::fdb::Fdb;
+use crate::switch::flood::Flooder;
+use crate::switch::learn::Learner;
+use crate::switch::lookup::{self, Scratch};
+use crate::switch::stats::{LcoreCounters, SwitchStage};
+use crate::switch::topology::Topology;
+use crate::switch::underlay::Underlay;
+use crate::switch::vtep::Vteps;
+use crate::switch::{forward, ingress, meta};
+
+/// What every pass of one lcore reads, and the ring it writes events to.
+pub struct Sw {
+    /// The checked configuration.
+    pub topo: Arc<Topology>,
+    /// The FDB (read only here).
+    pub fdb: Arc<Fdb>,
+    /// Remote VTEPs.
+    pub vteps: Arc<Vteps>,
+    /// This lcore's counters.
+    pub c: Arc<LcoreCounters>,
+    /// Events to the control side.
+    pub events: spsc::Producer<Event>,
+    /// The pool head mbufs, clones and solicitations come from.
+    pub pool: Mempool,
+    /// The time of this burst.
+    pub now: Now,
+}
+
+impl fmt::Debug for Sw {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sw").field("now", &self.now).finish_non_exhaustive()
+    }
+}
+
+impl Sw {
+    /// Sends an event to the control side; false when the ring is full (the event is lost).
+    #[inline]
+    pub fn send(&mut self, e: Event) -> bool {
+        self.events.enqueue(e).is_ok()
+    }
+}
+
+/// The offloads of each port, refreshed per burst from the ports whose peer decides them.
+#[derive(Debug)]
+struct PortCaps {
+    caps: Box<[Offloads]>,
+    live: Box<[(usize, LiveOffloads)]>,
+}
+
+impl PortCaps {
+    fn new(ports: &[PortInfo]) -> PortCaps {
+        PortCaps {
+            caps: capability_table(ports),
+            live: ports.iter().filter_map(|p| Some((p.id as usize, p.live.clone()?))).collect(),
+        }
+    }
+
+    fn refresh(&mut self) {
+        for (id, l) in self.live.iter() {
+            if let Some(c) = self.caps.get_mut(*id) {
+                *c = l.get();
+            }
+        }
+    }
+
+    fn takes_tso(&self, port: u16) -> bool {
+        self.caps.get(port as usize).is_some_and(|c| c.contains(Offloads::TX_TCP_TSO))
+    }
+}
+
+/// One lcore's switch (see the module doc). Build them with [`crate::switch::build`]; each must
+/// be driven by one thread at a time.
+pub struct SwitchProcessor {
+    sw: Sw,
+    clock: Clock,
+    under: Underlay,
+    scratch: Box<Scratch>,
+    learner: Learner,
+    egress: Egress,
+    flood: Flooder,
+    caps: PortCaps,
+    gro: Gro,
+    gro_batch: Batch,
+    txoff: SegmentStage,
+}
+
+impl fmt::Debug for SwitchProcessor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SwitchProcessor").field("flood", &self.flood).finish_non_exhaustive()
+    }
+}
+
+impl SwitchProcessor {
+    /// A processor over the shared tables, sending events to `events`; returns it with its
+    /// counters.
+    pub(crate) fn new(
+        shared: (&Arc<Topology>, &Arc<Fdb>, &Arc<Vteps>),
+        events: spsc::Producer<Event>,
+        pool: &Mempool,
+        clock: Clock,
+    ) -> (SwitchProcessor, Arc<LcoreCounters>) {
+        let (topo, fdb, vteps) = shared;
+        let ports: Vec<PortInfo> = topo.ports.iter().map(|p| p.info.clone()).collect();
+        let gro = Gro::new(u16::MAX as usize);
+        let txoff = txoffload::tx_offload(&ports);
+        let mut c = LcoreCounters::new(ports.len(), topo.segments.len());
+        c.extra = vec![gro.counters().clone(), txoff.counters().clone()];
+        let c = Arc::new(c);
+        let sw = Sw {
+            topo: topo.clone(),
+            fdb: fdb.clone(),
+            vteps: vteps.clone(),
+            c: c.clone(),
+            events,
+            pool: pool.clone(),
+            now: Now::default(),
+        };
+        let p = SwitchProcessor {
+            under: Underlay::new(topo),
+            egress: Egress::new(topo),
+            sw,
+            clock,
+            scratch: Box::default(),
+            learner: Learner::default(),
+            flood: Flooder::default(),
+            caps: PortCaps::new(&ports),
+            gro,
+            gro_batch: Batch::new(),
+            txoff,
+        };
+        (p, c)
+    }
+
+    /// Learns and looks up the classified packets.
+    #[inline]
+    fn switch(&mut self, batch: &mut Batch, learn: usize) {
+        let s = &mut self.scratch;
+        lookup::prepare(&self.sw.fdb, batch, s);
+        self.sw.c.packets(SwitchStage::Learn, learn as u64);
+        self.sw.c.packets(SwitchStage::Forward, learn as u64);
+        for (i, m) in batch.iter_mut().enumerate() {
+            if meta::action(m) != meta::LEARN {
+                continue;
+            }
+            self.learner.one(&mut self.sw, m, s.src[i], s.src_b[i], &s.outer[i]);
+            if meta::action(m) == meta::LEARN {
+                forward::one(&self.sw, m, s.dst[i], s.dst_b[i]);
+            }
+        }
+    }
+
+    /// Merges decapsulated TCP going to ports that take TSO.
+    #[inline]
+    fn gro(&mut self, batch: &mut Batch, ctx: &mut Ctx) {
+        let wants = |m: &Mbuf| {
+            meta::origin(m) == meta::FROM_TUNNEL
+                && meta::action(m) == meta::FORWARD
+                && m.packet_type() & ptype::L4_MASK == ptype::L4_TCP
+        };
+        if batch.iter().filter(|m| wants(m)).take(2).count() < 2 {
+            return;
+        }
+        self.caps.refresh();
+        let caps = &self.caps;
+        batch.partition_into(&mut self.gro_batch, |m| !(wants(m) && caps.takes_tso(m.out_port())));
+        if !self.gro_batch.is_empty() {
+            self.gro.process(&mut self.gro_batch, ctx);
+            batch.append(&mut self.gro_batch);
+        }
+    }
+}
+
+/// Takes dropped and consumed packets out of the batch and frees them (drops are counted).
+#[inline]
+fn sweep(batch: &mut Batch, ctx: &mut Ctx) {
+    batch.partition_into(&mut ctx.drops, |m| !matches!(meta::action(m), meta::DROP | meta::CONSUMED));
+    ctx.free_drops();
+}
+
+impl Processor for SwitchProcessor {
+    fn process(&mut self, batch: &mut Batch, ctx: &mut Ctx) {
+        if batch.is_empty() {
+            return;
+        }
+        self.sw.now = Now::at(self.clock.now_ns());
+        let t = ingress::run(&mut self.sw, &self.under, batch, &mut self.scratch.outer);
+        if t.learn > 0 {
+            self.switch(batch, t.learn);
+        }
+        sweep(batch, ctx);
+        if self.egress.run(&self.sw, batch) > 0 {
+            sweep(batch, ctx);
+        }
+        self.gro(batch, ctx);
+        self.flood.process(&self.sw, &mut self.egress, &self.under, batch, ctx);
+        if self.egress.wants_solicit() {
+            self.egress.solicit(&self.sw, &self.under, batch, ctx);
+        }
+        self.txoff.process(batch, ctx);
+    }
+
+    fn resume(&mut self, batch: &mut Batch, ctx: &mut Ctx) -> bool {
+        if self.txoff.resume(batch, ctx) {
+            return true;
+        }
+        if !self.flood.holds() {
+            return false;
+        }
+        self.flood.fill(&self.sw, &mut self.egress, &self.under, batch, ctx);
+        self.txoff.process(batch, ctx);
+        true
+    }
+}
