@@ -51,6 +51,43 @@ pub enum Cmd {
     /// Generate UDP traffic on a port; report loss and latency of the frames that come back.
     #[command(after_help = PORT_HELP)]
     Pktgen(PktgenArgs),
+    /// The virtual switch of a compute host: bridges of VM, container and uplink ports, MAC
+    /// learning, VXLAN / GENEVE / NVGRE overlays and VLANs, from a TOML config.
+    #[command(after_help = VSWITCH_HELP)]
+    Vswitch(VswitchArgs),
+}
+
+/// The vswitch config forms, shown after its help.
+pub const VSWITCH_HELP: &str = "\
+The config file (TOML; docs/vswitch.md has the reference and a worked example):
+  [vswitch]  cores = \"LIST\", idle = \"busy\"|\"adaptive\", mbufs = N, burst = 1..=256, fdb_size = N,
+             fdb_aging = SECS, mac_limit_bridge = N, mac_limit_port = N
+  [[bridge]] name = \"NAME\", vni = 0..=16777215, tunnel = \"vxlan\"|\"geneve\"|\"nvgre\", local = \"IP\",
+             remotes = [\"IP\", ...], vlan = 1..=4094, udp_port = 1..=65535
+  [[port]]   name = \"NAME\", spec = \"SPEC\", role = \"access\"|\"uplink\", bridge = \"NAME\", vlan = 1..=4094
+  [[fdb]]    bridge = \"NAME\", mac = \"aa:bb:cc:dd:ee:ff\", port = \"NAME\" | vtep = \"IP\", vlan = 1..=4094
+  [[neighbour]] ip = \"IP\", mac = \"aa:bb:cc:dd:ee:ff\"   (a remote VTEP's MAC, instead of ARP / ND)
+Port SPECs: as for l2fwd (fastpath l2fwd --help).";
+
+/// `fastpath vswitch`.
+#[derive(Args, Debug)]
+pub struct VswitchArgs {
+    /// The configuration file (TOML).
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: std::path::PathBuf,
+    /// CPUs for the lcores, e.g. 0 or 0,1 or 0-1 (default: the config's `cores`, else the first
+    /// CPU this process may use). Every rx queue of every port is polled by one of them.
+    #[arg(long, value_name = "LIST")]
+    pub cores: Option<String>,
+    /// Stop after this many seconds (default: run until SIGINT or SIGTERM).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Print per-port rates every SECS seconds (0: only at the end).
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    pub stats: f64,
+    /// At the end, print one JSON object per line: each port, bridge, lcore, stage, the pool.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `fastpath l2fwd`.

@@ -6,6 +6,7 @@ mod l2fwd;
 mod pktgen;
 mod ports;
 mod run;
+mod vswitch;
 
 use std::fmt;
 use std::process::ExitCode;
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
         cli::Cmd::L2fwd(a) => l2fwd::run(a),
         cli::Cmd::Bench(a) => bench::run_bench(a),
         cli::Cmd::Pktgen(a) => pktgen::run(a),
+        cli::Cmd::Vswitch(a) => vswitch::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -64,7 +64,6 @@ fn port_label(i: &PortInfo) -> String {
 /// Gives every lcore a transmit queue of every port: lcore l gets queue l where the port has a
 /// queue per lcore; where it has fewer, the lcores that map to one queue (l mod queues) share it
 /// behind its lock (`fastpath_pmd::txshare`). Returns, per port, how many of its queues are shared.
-#[allow(dead_code)] // the vswitch's (next)
 pub fn give_every_lcore_every_port(
     ports: &mut [Box<dyn Port>],
     lcores: &mut [LcoreSpec],

@@ -1,0 +1,469 @@
+//! The vswitch's configuration file (TOML), read strictly: an unknown key, a wrong type or value,
+//! a name used twice or a reference to nothing is an error that names the file, the line, the
+//! key and the accepted forms. Nothing starts until the whole file is right.
+//!
+//! ```toml
+//! [vswitch]                  # optional; every key has a default
+//! cores = "0,1"              # CPUs of the lcores (--cores overrides)
+//! idle = "busy"              # busy | adaptive
+//! mbufs = 32768
+//! burst = 32
+//! fdb_size = 65536           # MAC entries in all (the table's capacity)
+//! fdb_aging = 300            # seconds
+//! mac_limit_bridge = 16384   # learned MACs per bridge (and VLAN); more are refused, counted
+//! mac_limit_port = 4096      # learned MACs per port
+//!
+//! [[bridge]]                 # one L2 domain (a tenant network)
+//! name = "tenant-a"
+//! vni = 100                  # overlay id (optional: a bridge may be host-local)
+//! tunnel = "vxlan"           # vxlan | geneve | nvgre
+//! local = "10.50.0.1"        # our VTEP address (IPv4 or IPv6), owned on the uplink
+//! remotes = ["10.50.0.2"]    # VTEPs for flooding (head-end replication)
+//! vlan = 30                  # optional: the same segment as VLAN 30 on the uplink
+//! udp_port = 4789            # optional: the tunnel's UDP port (4789 VXLAN, 6081 GENEVE)
+//!
+//! [[port]]
+//! name = "uplink"
+//! spec = "af_xdp:eth1"       # any port SPEC that l2fwd takes
+//! role = "uplink"            # uplink | access (default)
+//!
+//! [[port]]
+//! name = "vm1"
+//! spec = "vhost-user:/run/fastpath/vm1.sock,client"
+//! bridge = "tenant-a"
+//! vlan = 10                  # optional: an access port in VLAN 10 of a VLAN-only bridge
+//!
+//! [[fdb]]                    # optional static MAC entries (never aged, never moved)
+//! bridge = "tenant-a"
+//! mac = "02:00:00:00:00:01"
+//! port = "vm1"               # or: vtep = "10.50.0.2"
+//!
+//! [[neighbour]]              # optional: a remote VTEP's MAC, so that no ARP / ND is needed
+//! ip = "10.50.0.2"
+//! mac = "02:00:0a:32:00:02"
+//! ```
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The accepted forms, shown with every error.
+pub const FORMS: &str =
+    "  [vswitch]  cores = \"LIST\", idle = \"busy\"|\"adaptive\", mbufs = N, burst = 1..=256, fdb_size = N,
+             fdb_aging = SECS, mac_limit_bridge = N, mac_limit_port = N
+  [[bridge]] name = \"NAME\", vni = 0..=16777215, tunnel = \"vxlan\"|\"geneve\"|\"nvgre\", local = \"IP\",
+             remotes = [\"IP\", ...], vlan = 1..=4094, udp_port = 1..=65535
+  [[port]]   name = \"NAME\", spec = \"SPEC\", role = \"access\"|\"uplink\", bridge = \"NAME\", vlan = 1..=4094
+  [[fdb]]    bridge = \"NAME\", mac = \"aa:bb:cc:dd:ee:ff\", port = \"NAME\" | vtep = \"IP\", vlan = 1..=4094
+  [[neighbour]] ip = \"IP\", mac = \"aa:bb:cc:dd:ee:ff\"";
+
+/// Global settings (`[vswitch]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Global {
+    /// CPUs of the lcores.
+    pub cores: Option<String>,
+    /// `busy` or `adaptive`.
+    pub idle: Idle,
+    /// Mbufs in the pool.
+    pub mbufs: u32,
+    /// Packets per rx burst.
+    pub burst: usize,
+    /// Capacity of the MAC table, in entries.
+    pub fdb_size: usize,
+    /// Aging of learned MACs, seconds.
+    pub fdb_aging: u64,
+    /// Learned MACs per bridge segment.
+    pub mac_limit_bridge: usize,
+    /// Learned MACs per port.
+    pub mac_limit_port: usize,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Global {
+            cores: None,
+            idle: Idle::Busy,
+            mbufs: 32768,
+            burst: 32,
+            fdb_size: 65536,
+            fdb_aging: 300,
+            mac_limit_bridge: 16384,
+            mac_limit_port: 4096,
+        }
+    }
+}
+
+/// What lcores do when idle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Idle {
+    /// Poll without pause.
+    Busy,
+    /// Back off when idle.
+    Adaptive,
+}
+
+/// A tunnel protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Tunnel {
+    /// RFC 7348.
+    #[default]
+    Vxlan,
+    /// RFC 8926.
+    Geneve,
+    /// RFC 7637.
+    Nvgre,
+}
+
+/// A port's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A VM's, container's or host's port in one bridge.
+    #[default]
+    Access,
+    /// The physical port: the underlay (tunnels) and VLAN trunks.
+    Uplink,
+}
+
+/// `[[bridge]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bridge {
+    /// Its name.
+    pub name: Spanned<String>,
+    /// The overlay network id.
+    pub vni: Option<u32>,
+    /// The tunnel protocol (with `vni`).
+    #[serde(default)]
+    pub tunnel: Tunnel,
+    /// Our VTEP address.
+    pub local: Option<IpAddr>,
+    /// Remote VTEPs to flood to.
+    #[serde(default)]
+    pub remotes: Vec<IpAddr>,
+    /// The segment's VLAN on the uplink.
+    pub vlan: Option<u16>,
+    /// The tunnel's UDP port.
+    pub udp_port: Option<u16>,
+}
+
+/// `[[port]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Port {
+    /// Its name.
+    pub name: Spanned<String>,
+    /// The port spec (as `l2fwd --port` takes).
+    pub spec: String,
+    /// Its role.
+    #[serde(default)]
+    pub role: Role,
+    /// The bridge of an access port.
+    pub bridge: Option<Spanned<String>>,
+    /// The access VLAN.
+    pub vlan: Option<u16>,
+}
+
+/// `[[fdb]]`: a static MAC entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticMac {
+    /// The bridge.
+    pub bridge: Spanned<String>,
+    /// The access VLAN of a VLAN-only bridge.
+    pub vlan: Option<u16>,
+    /// The address.
+    #[serde(deserialize_with = "mac")]
+    pub mac: [u8; 6],
+    /// A local port...
+    pub port: Option<Spanned<String>>,
+    /// ... or a remote VTEP.
+    pub vtep: Option<IpAddr>,
+}
+
+/// `[[neighbour]]`: a remote VTEP's MAC address (permanent, like `ip neigh ... permanent`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Neighbour {
+    /// The VTEP's address.
+    pub ip: Spanned<IpAddr>,
+    /// Its MAC address.
+    #[serde(deserialize_with = "mac")]
+    pub mac: [u8; 6],
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[vswitch]`.
+    #[serde(default)]
+    pub vswitch: Global,
+    /// `[[bridge]]`s.
+    #[serde(default)]
+    pub bridge: Vec<Bridge>,
+    /// `[[port]]`s, in port-id order.
+    #[serde(default)]
+    pub port: Vec<Port>,
+    /// `[[fdb]]`s.
+    #[serde(default)]
+    pub fdb: Vec<StaticMac>,
+    /// `[[neighbour]]`s.
+    #[serde(default)]
+    pub neighbour: Vec<Neighbour>,
+    /// The file it came from and its text (for errors).
+    #[serde(skip)]
+    pub source: Source,
+}
+
+/// Where a config came from.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    /// The file.
+    pub path: PathBuf,
+    /// Its text.
+    pub text: String,
+}
+
+impl Source {
+    /// `FILE: line N:` for a byte offset.
+    pub fn at(&self, offset: usize) -> String {
+        let line = self.text.as_bytes()[..offset.min(self.text.len())].iter().filter(|&&b| b == b'\n').count() + 1;
+        format!("{}: line {line}", self.path.display())
+    }
+}
+
+fn mac<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u8; 6], D::Error> {
+    let s = String::deserialize(d)?;
+    fastpath_pmd::sys::parse_mac(&s).map_err(serde::de::Error::custom)
+}
+
+/// A config error: the message (file, line, key, problem); the accepted forms are appended when
+/// shown.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\n  accepted:\n{FORMS}", self.0)
+    }
+}
+
+impl Config {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: cannot read the config: {e}", path.display())))?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and checks `text` (from `path`, for messages).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let mut c: Config = toml::from_str(text).map_err(|e| {
+            let at = e.span().map(|s| Source { path: path.into(), text: text.into() }.at(s.start));
+            let msg = e.message().trim().to_string();
+            ConfigError(format!("{}: {msg}", at.unwrap_or_else(|| path.display().to_string())))
+        })?;
+        c.source = Source { path: path.into(), text: text.into() };
+        c.check()?;
+        Ok(c)
+    }
+
+    fn err<T>(&self, span: std::ops::Range<usize>, what: &str) -> Result<T, ConfigError> {
+        Err(ConfigError(format!("{}: {what}", self.source.at(span.start))))
+    }
+
+    /// The cross-references and ranges serde cannot check.
+    fn check(&self) -> Result<(), ConfigError> {
+        let g = &self.vswitch;
+        let file = self.source.path.display();
+        if !(1..=256).contains(&g.burst) {
+            return Err(ConfigError(format!("{file}: [vswitch] burst = {}: use 1..=256", g.burst)));
+        }
+        if g.fdb_size == 0 || g.fdb_aging == 0 {
+            return Err(ConfigError(format!("{file}: [vswitch] fdb_size and fdb_aging must be positive")));
+        }
+        let mut names = HashSet::new();
+        let mut vnis = HashSet::new();
+        for b in &self.bridge {
+            let n = b.name.get_ref();
+            if n.is_empty() || !names.insert(n.clone()) {
+                return self.err(b.name.span(), &format!("[[bridge]] name = '{n}': empty or used twice"));
+            }
+            if let Some(v) = b.vni {
+                if v > 0xff_ffff {
+                    return self.err(b.name.span(), &format!("[[bridge]] '{n}': vni = {v}: use 0..=16777215"));
+                }
+                if !vnis.insert((b.tunnel, v, b.local)) {
+                    return self.err(b.name.span(), &format!("[[bridge]] '{n}': vni {v} is another bridge's too"));
+                }
+                if b.local.is_none() {
+                    return self.err(b.name.span(), &format!("[[bridge]] '{n}': vni needs local = \"IP\" (our VTEP)"));
+                }
+                if b.tunnel == Tunnel::Nvgre && b.udp_port.is_some() {
+                    return self.err(b.name.span(), &format!("[[bridge]] '{n}': udp_port: NVGRE is not over UDP"));
+                }
+            } else if b.local.is_some() || !b.remotes.is_empty() || b.udp_port.is_some() {
+                return self.err(
+                    b.name.span(),
+                    &format!("[[bridge]] '{n}': local, remotes and udp_port need a vni (or remove them)"),
+                );
+            }
+            let fam = b.local.map(|l| l.is_ipv4());
+            if let Some(r) = b.remotes.iter().find(|r| Some(r.is_ipv4()) != fam) {
+                return self.err(b.name.span(), &format!("[[bridge]] '{n}': remote {r} is not of local's family"));
+            }
+            if let Some(v) = b.vlan.filter(|v| !(1..=4094).contains(v)) {
+                return self.err(b.name.span(), &format!("[[bridge]] '{n}': vlan = {v}: use 1..=4094"));
+            }
+        }
+        let mut pnames = HashSet::new();
+        let mut uplinks = 0;
+        for p in &self.port {
+            let n = p.name.get_ref();
+            if n.is_empty() || !pnames.insert(n.clone()) {
+                return self.err(p.name.span(), &format!("[[port]] name = '{n}': empty or used twice"));
+            }
+            match p.role {
+                Role::Uplink => {
+                    uplinks += 1;
+                    if p.bridge.is_some() || p.vlan.is_some() {
+                        return self.err(
+                            p.name.span(),
+                            &format!("[[port]] '{n}': an uplink carries every bridge: remove bridge and vlan"),
+                        );
+                    }
+                }
+                Role::Access => {
+                    if let Some(b) = &p.bridge {
+                        if !names.contains(b.get_ref()) {
+                            return self
+                                .err(b.span(), &format!("[[port]] '{n}': bridge '{}' is not defined", b.get_ref()));
+                        }
+                    }
+                }
+            }
+            if let Some(v) = p.vlan.filter(|v| !(1..=4094).contains(v)) {
+                return self.err(p.name.span(), &format!("[[port]] '{n}': vlan = {v}: use 1..=4094"));
+            }
+        }
+        if uplinks > 1 {
+            return Err(ConfigError(format!("{file}: more than one [[port]] with role = \"uplink\": give one")));
+        }
+        let needs_uplink = self.bridge.iter().any(|b| b.vni.is_some() || b.vlan.is_some())
+            || self.port.iter().any(|p| p.vlan.is_some());
+        if needs_uplink && uplinks == 0 {
+            return Err(ConfigError(format!(
+                "{file}: bridges with vni or vlan need a [[port]] with role = \"uplink\" (the underlay)"
+            )));
+        }
+        for f in &self.fdb {
+            if !names.contains(f.bridge.get_ref()) {
+                return self.err(f.bridge.span(), &format!("[[fdb]] bridge '{}' is not defined", f.bridge.get_ref()));
+            }
+            match (&f.port, f.vtep) {
+                (Some(p), None) if !pnames.contains(p.get_ref()) => {
+                    return self.err(p.span(), &format!("[[fdb]] port '{}' is not defined", p.get_ref()));
+                }
+                (Some(_), None) | (None, Some(_)) => {}
+                _ => return self.err(f.bridge.span(), "[[fdb]] give exactly one of port = \"NAME\" or vtep = \"IP\""),
+            }
+        }
+        let remotes: HashSet<IpAddr> = self.bridge.iter().flat_map(|b| b.remotes.iter().copied()).collect();
+        for n in &self.neighbour {
+            if !remotes.contains(n.ip.get_ref()) && !self.fdb.iter().any(|f| f.vtep == Some(*n.ip.get_ref())) {
+                return self.err(
+                    n.ip.span(),
+                    &format!("[[neighbour]] {}: not a VTEP of any bridge (remotes or [[fdb]] vtep)", n.ip.get_ref()),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<Config, String> {
+        Config::parse(Path::new("vs.toml"), t).map_err(|e| e.to_string())
+    }
+
+    const GOOD: &str = r#"
+[vswitch]
+idle = "adaptive"
+
+[[bridge]]
+name = "tenant-a"
+vni = 100
+tunnel = "vxlan"
+local = "10.50.0.1"
+remotes = ["10.50.0.2"]
+vlan = 30
+
+[[bridge]]
+name = "empty"
+
+[[port]]
+name = "uplink"
+spec = "af_xdp:eth1"
+role = "uplink"
+
+[[port]]
+name = "vm1"
+spec = "vhost-user:/tmp/vm1.sock"
+bridge = "tenant-a"
+
+[[fdb]]
+bridge = "tenant-a"
+mac = "02:00:00:00:00:09"
+port = "vm1"
+
+[[neighbour]]
+ip = "10.50.0.2"
+mac = "02:00:00:00:00:0a"
+"#;
+
+    #[test]
+    fn a_good_file() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.bridge.len(), 2);
+        assert_eq!(c.port[0].role, Role::Uplink);
+        assert_eq!(c.vswitch.idle, Idle::Adaptive);
+        assert_eq!(c.vswitch.fdb_aging, 300);
+        assert_eq!(c.fdb[0].mac, [2, 0, 0, 0, 0, 9]);
+    }
+
+    #[test]
+    fn errors_name_the_line_the_key_and_the_forms() {
+        for (edit, want) in [
+            (("vni = 100", "vni = 100\ncolour = 3"), "line 8: unknown field `colour`"),
+            (("tunnel = \"vxlan\"", "tunnel = \"gre\""), "line 8: unknown variant `gre`"),
+            (("local = \"10.50.0.1\"", "local = \"10.50.0\""), "line 9: invalid IP address syntax"),
+            (
+                ("bridge = \"tenant-a\"\n\n[[fdb]]", "bridge = \"nope\"\n\n[[fdb]]"),
+                "line 24: [[port]] 'vm1': bridge 'nope' is not defined",
+            ),
+            (("name = \"empty\"", "name = \"tenant-a\""), "line 14: [[bridge]] name = 'tenant-a': empty or used twice"),
+            (("mac = \"02:00:00:00:00:09\"", "mac = \"02:00\""), "line 28: '02:00' is not a MAC address"),
+            (("vni = 100", "vni = 16777216"), "vni = 16777216: use 0..=16777215"),
+            (("port = \"vm1\"", "port = \"vm1\"\nvtep = \"10.50.0.2\""), "give exactly one of port"),
+            (("role = \"uplink\"", ""), "need a [[port]] with role = \"uplink\""),
+            (("remotes = [\"10.50.0.2\"]", "remotes = [\"2001:db8::2\"]"), "is not of local's family"),
+            (("ip = \"10.50.0.2\"", "ip = \"10.50.0.3\""), "line 32: [[neighbour]] 10.50.0.3: not a VTEP"),
+        ] {
+            let t = GOOD.replacen(edit.0, edit.1, 1);
+            let e = parse(&t).unwrap_err();
+            assert!(e.starts_with("vs.toml"), "{e}");
+            assert!(e.contains(want), "{edit:?}: {e}");
+            assert!(e.contains("accepted:") && e.contains("[[bridge]] name = \"NAME\""), "{e}");
+        }
+    }
+}

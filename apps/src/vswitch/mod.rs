@@ -1,0 +1,173 @@
+//! `fastpath vswitch`: the virtual switch of a compute host. This module only reads the config,
+//! opens the ports, wires the switch (`fastpath_pipeline::switch`) onto lcores and reports; the
+//! packet logic is the library's ([docs/vswitch.md](../../../docs/vswitch.md)).
+
+pub mod config;
+
+use std::time::Duration;
+
+use fastpath_mempool::{Mempool, PagePolicy, PoolConfig, PORT_NONE};
+use fastpath_pipeline::switch as sw;
+use fastpath_pmd::{IdleMode, LcoreSpec, Port, Runtime, RuntimeConfig};
+use serde_json::{json, Value};
+
+use crate::cli::VswitchArgs;
+use crate::{ports, run, AppError};
+use config::{Config, Idle, Role, Tunnel};
+
+/// Runs the switch until SIGINT/SIGTERM or `--duration`.
+pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
+    if let Some(d) = a.duration {
+        if !(d > 0.0 && d.is_finite()) {
+            return Err(AppError::Usage(format!("--duration {d}: give a positive number of seconds")));
+        }
+    }
+    if !(a.stats >= 0.0 && a.stats.is_finite()) {
+        return Err(AppError::Usage(format!("--stats {}: give 0 or a positive number of seconds", a.stats)));
+    }
+    let cfg = Config::load(&a.config).map_err(|e| AppError::Usage(e.to_string()))?;
+    let g = &cfg.vswitch;
+    let cpus = run::cpus(&a.cores.clone().or_else(|| g.cores.clone()))?;
+    let pool = Mempool::new("vswitch", &PoolConfig { mbufs: g.mbufs, chunk_size: 2048, pages: PagePolicy::Auto })
+        .map_err(|e| AppError::Usage(format!("{}: [vswitch] mbufs = {}: {e}", a.config.display(), g.mbufs)))?;
+    let mut ports: Vec<Box<dyn Port>> = Vec::with_capacity(cfg.port.len());
+    for (i, p) in cfg.port.iter().enumerate() {
+        let name = p.name.get_ref();
+        let opened = ports::open(i as u16, &p.spec, &pool).map_err(|e| {
+            let at = cfg.source.at(p.name.span().start);
+            match AppError::from(e) {
+                AppError::Usage(m) => AppError::Usage(format!("{at}: [[port]] '{name}': {m}")),
+                AppError::Failed(m) => AppError::Failed(format!("{at}: [[port]] '{name}' cannot be opened: {m}")),
+            }
+        })?;
+        ports.push(opened);
+    }
+    let scfg = switch_config(&cfg, &ports);
+    let (mut ctl, processors) =
+        sw::build(&scfg, &pool, cpus.len()).map_err(|e| AppError::Usage(format!("{}: {e}", a.config.display())))?;
+
+    // One switch processor per lcore; every rx queue of every port placed round-robin; every
+    // lcore may send to every port (queues shared where a port has fewer than the lcores).
+    let placement = run::place_rx(&ports, cpus.len());
+    let mut lcores: Vec<LcoreSpec> = Vec::with_capacity(cpus.len());
+    for ((&c, p), rxqs) in cpus.iter().zip(processors).zip(&placement) {
+        let mut l = LcoreSpec::new(Some(c));
+        let pi = l.add_processor(Box::new(p));
+        for &(port, q) in rxqs {
+            l.add_task(ports[port as usize].rx_queue(q)?, pi, PORT_NONE);
+        }
+        lcores.push(l);
+    }
+    let shared = run::give_every_lcore_every_port(&mut ports, &mut lcores)?;
+    let mut head = String::from("rx queues on lcores (pmd-rxq-show):\n");
+    head += &run::describe_placement(&ports, &cpus, &placement);
+    for (p, &s) in ports.iter().zip(&shared) {
+        if s > 0 {
+            head += &format!("port {} ({}): {s} tx queue(s) shared between lcores\n", p.info().id, p.info().name);
+        }
+    }
+    if a.json {
+        eprint!("{head}");
+    } else {
+        print!("{head}");
+    }
+    let idle = match g.idle {
+        Idle::Busy => IdleMode::Busy,
+        Idle::Adaptive => IdleMode::Adaptive { max_sleep_us: 500 },
+    };
+    fastpath_pmd::signal::install();
+    let rt = Runtime::launch(lcores, RuntimeConfig { burst: g.burst, idle })?;
+    // A pcap port at the end of its file does not stop a switch: only a signal or --duration.
+    let (reason, seconds) = run::control_loop(&rt, &ports, a.duration, a.stats, || false, || ctl.poll());
+    let lcore_stats: Vec<_> = rt.stats().iter().map(|s| run::LcoreSnapshot::of(s)).collect();
+    rt.join()?;
+    // What the lcores handed over last (learns, neighbour replies) is applied before reporting.
+    std::thread::sleep(Duration::from_millis(1));
+    ctl.poll();
+    let stats = ctl.stats();
+    let mut report = run::Report::gather(&ports, &lcore_stats, stats.stages.clone());
+    report.extra = records(&stats);
+    report.stopped_by = reason;
+    report.seconds = seconds;
+    drop(ports);
+    drop(ctl);
+    report.print(&pool, a.json);
+    Ok(())
+}
+
+/// The switch's own report lines: one per bridge, per switch port, per remote VTEP, and the
+/// FDB's totals.
+fn records(s: &sw::SwitchStats) -> Vec<Value> {
+    let mut v = Vec::new();
+    for b in &s.bridges {
+        v.push(json!({"bridge": b.name, "fdb_size": b.fdb_size, "learned": b.learned, "moved": b.moved,
+            "aged": b.aged, "flooded": b.flooded, "refused": b.refused}));
+    }
+    for p in &s.ports {
+        let drops: serde_json::Map<_, _> = p.drops.iter().map(|(r, n)| (r.to_string(), json!(n))).collect();
+        v.push(json!({"switch_port": p.name, "macs": p.macs, "refused": p.refused, "drops": drops}));
+    }
+    for t in &s.vteps {
+        v.push(json!({"vtep": t.addr.to_string(), "mac": t.mac.map(|m| fastpath_pmd::sys::fmt_mac(&m)),
+            "state": t.state, "learned": t.learned}));
+    }
+    v.push(json!({"fdb_entries": s.fdb_entries, "events": s.events}));
+    v
+}
+
+/// The library's view of the config, with each port's info as opened.
+fn switch_config(c: &Config, ports: &[Box<dyn Port>]) -> sw::SwitchConfig {
+    let g = &c.vswitch;
+    sw::SwitchConfig {
+        bridges: c
+            .bridge
+            .iter()
+            .map(|b| sw::BridgeConfig {
+                name: b.name.get_ref().clone(),
+                vni: b.vni,
+                tunnel: match b.tunnel {
+                    Tunnel::Vxlan => sw::TunnelKind::Vxlan,
+                    Tunnel::Geneve => sw::TunnelKind::Geneve,
+                    Tunnel::Nvgre => sw::TunnelKind::Nvgre,
+                },
+                local: b.local,
+                remotes: b.remotes.clone(),
+                vlan: b.vlan,
+                udp_port: b.udp_port,
+            })
+            .collect(),
+        ports: c
+            .port
+            .iter()
+            .zip(ports)
+            .map(|(p, o)| sw::PortConfig {
+                name: p.name.get_ref().clone(),
+                port: o.info().clone(),
+                role: match p.role {
+                    Role::Access => sw::PortRole::Access,
+                    Role::Uplink => sw::PortRole::Uplink,
+                },
+                bridge: p.bridge.as_ref().map(|b| b.get_ref().clone()),
+                vlan: p.vlan,
+            })
+            .collect(),
+        static_macs: c
+            .fdb
+            .iter()
+            .map(|f| sw::StaticMac {
+                bridge: f.bridge.get_ref().clone(),
+                vlan: f.vlan,
+                mac: f.mac,
+                port: f.port.as_ref().map(|p| p.get_ref().clone()),
+                vtep: f.vtep,
+            })
+            .collect(),
+        fdb: sw::FdbConfig {
+            capacity: g.fdb_size,
+            aging: Duration::from_secs(g.fdb_aging),
+            bridge_limit: g.mac_limit_bridge,
+            port_limit: g.mac_limit_port,
+        },
+        neighbours: c.neighbour.iter().map(|n| sw::StaticNeighbour { addr: *n.ip.get_ref(), mac: n.mac }).collect(),
+    }
+}
