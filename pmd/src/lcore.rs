@@ -79,15 +79,43 @@ pub struct Task {
     pub processor: usize,
     /// Port id set as every received mbuf's `out_port` before processing.
     pub default_out: u16,
+    /// What this rx queue costs its lcore (for `pmd-rxq-show` and rebalancing).
+    pub stats: Arc<TaskStats>,
+}
+
+impl Task {
+    /// A task polling `rx` through processor `processor` (an index of its lcore's), its
+    /// packets sent to `default_out` unless a stage says otherwise.
+    pub fn new(rx: Box<dyn RxQueue>, processor: usize, default_out: u16) -> Task {
+        let stats = Arc::new(TaskStats { port: rx.port_id(), queue: rx.queue_id(), ..Default::default() });
+        Task { rx, processor, default_out, stats }
+    }
 }
 
 impl fmt::Debug for Task {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Task")
+            .field("port", &self.stats.port)
+            .field("queue", &self.stats.queue)
             .field("processor", &self.processor)
             .field("default_out", &self.default_out)
             .finish_non_exhaustive()
     }
+}
+
+/// Counters of one task: the packets its rx queue gave and the TSC cycles the lcore spent on
+/// them (receive, processing, transmit; the cost of empty polls before it is charged to it
+/// too). OVS's per-rxq cycles: what `rxq rebalance` weighs.
+#[derive(Debug, Default)]
+pub struct TaskStats {
+    /// The rx queue's port.
+    pub port: u16,
+    /// The rx queue's index.
+    pub queue: u16,
+    /// Packets received.
+    pub packets: Counter,
+    /// TSC cycles.
+    pub cycles: Counter,
 }
 
 /// Everything one lcore owns.
@@ -128,14 +156,22 @@ impl LcoreSpec {
     /// Adds a task polling `rx` through processor `processor` (an index from
     /// [`LcoreSpec::add_processor`]), its packets sent to `default_out` unless a stage says
     /// otherwise.
-    pub fn add_task(&mut self, rx: Box<dyn RxQueue>, processor: usize, default_out: u16) {
-        self.tasks.push(Task { rx, processor, default_out });
+    pub fn add_task(&mut self, rx: Box<dyn RxQueue>, processor: usize, default_out: u16) -> Arc<TaskStats> {
+        let t = Task::new(rx, processor, default_out);
+        let st = t.stats.clone();
+        self.tasks.push(t);
+        st
     }
 
     /// Adds a task with a processor of its own.
-    pub fn add_task_with(&mut self, rx: Box<dyn RxQueue>, processor: Box<dyn Processor>, default_out: u16) {
+    pub fn add_task_with(
+        &mut self,
+        rx: Box<dyn RxQueue>,
+        processor: Box<dyn Processor>,
+        default_out: u16,
+    ) -> Arc<TaskStats> {
         let p = self.add_processor(processor);
-        self.add_task(rx, p, default_out);
+        self.add_task(rx, p, default_out)
     }
 
     /// Installs the transmit queue for port `port`.
@@ -173,6 +209,9 @@ pub enum Command {
     /// Takes a port out: every task polling one of its rx queues and its transmit queue come
     /// back; packets still buffered for it are freed and counted as the lcore's `tx_drops`.
     RemovePort(u16),
+    /// Takes back the task of one rx queue (port, queue), to move it to another lcore: packets
+    /// wait in the queue meanwhile, nothing is lost or reordered.
+    TakeTask(u16, u16),
     /// Answered with [`Returned::Synced`] once every earlier command is applied and the lcore
     /// is between two passes (a grace period: nothing of a pass that began before it is in use).
     Sync(u64),
@@ -185,6 +224,7 @@ impl fmt::Debug for Command {
             Command::AddTask(t) => write!(f, "AddTask({t:?})"),
             Command::SetTx(p, _) => write!(f, "SetTx({p})"),
             Command::RemovePort(p) => write!(f, "RemovePort({p})"),
+            Command::TakeTask(p, q) => write!(f, "TakeTask({p}, {q})"),
             Command::Sync(n) => write!(f, "Sync({n})"),
         }
     }
@@ -552,6 +592,7 @@ fn lcore_main(
     // Relaxed: the stop request carries no data.
     while !stop.load(Ordering::Relaxed) {
         let mut got = 0usize;
+        let mut t_mark = t_prev;
         for t in tasks.iter_mut() {
             let n = t.rx.rx_burst(&mut ctx, &mut batch, cfg.burst);
             if n == 0 {
@@ -569,6 +610,10 @@ fn lcore_main(
             while p.resume(&mut batch, &mut ctx) {
                 out.transmit(&mut ctx, &mut batch, st);
             }
+            let now = rdtsc();
+            t.stats.packets.add(n as u64);
+            t.stats.cycles.add(now.wrapping_sub(t_mark));
+            t_mark = now;
         }
         out.flush(&mut ctx, st);
         if let Some(c) = commands.dequeue() {
@@ -657,6 +702,11 @@ fn apply(
             }
             if let Some(q) = out.take_tx(p, ctx, st) {
                 give_back(Returned::Tx(p, q));
+            }
+        }
+        Command::TakeTask(p, q) => {
+            if let Some(i) = tasks.iter().position(|t| t.stats.port == p && t.stats.queue == q) {
+                give_back(Returned::Task(tasks.remove(i)));
             }
         }
         Command::Sync(n) => give_back(Returned::Synced(n)),

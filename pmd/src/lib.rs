@@ -26,7 +26,10 @@ pub mod txshare;
 pub mod virtio_net;
 
 pub use ctx::Ctx;
-pub use lcore::{IdleMode, LcoreSpec, LcoreStats, Output, Passthrough, Processor, Runtime, RuntimeConfig, Task};
+pub use lcore::{
+    Command, IdleMode, LcoreSpec, LcoreStats, Output, Passthrough, Processor, Returned, Runtime, RuntimeConfig, Task,
+    TaskStats,
+};
 pub use port::{LiveOffloads, Offloads, Port, PortInfo, QueueSet, RxQueue, TxQueue};
 pub use spec::Spec;
 pub use stats::{Counter, PortStats, QueueStats};

@@ -168,6 +168,11 @@ pub trait RxQueue: Send {
     fn port_id(&self) -> u16 {
         fastpath_mempool::PORT_NONE
     }
+
+    /// The queue's index in its port (what it stamps on its mbufs).
+    fn queue_id(&self) -> u16 {
+        0
+    }
 }
 
 /// A transmit queue, owned by one lcore.

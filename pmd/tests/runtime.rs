@@ -293,13 +293,13 @@ fn live_commands_add_and_remove_ports_while_others_forward() {
     let rt = Runtime::launch(vec![l], RuntimeConfig::default()).unwrap();
     assert!(wait_for(|| a.stats().rx_packets > 10_000, 30.0));
     // Plug port b live: its frames flow too, a's keep flowing.
-    rt.command(0, Command::AddTask(Task { rx: b.rx_queue(0).unwrap(), processor: proc0, default_out: 2 })).unwrap();
+    rt.command(0, Command::AddTask(Task::new(b.rx_queue(0).unwrap(), proc0, 2))).unwrap();
     let a0 = a.stats().rx_packets;
     assert!(wait_for(|| b.stats().rx_packets > 10_000 && a.stats().rx_packets > a0 + 10_000, 30.0));
     // Unplug port a: its task comes back; after a grace period it receives no more.
     rt.command(0, Command::RemovePort(0)).unwrap();
     let back = rt.synchronize(Duration::from_secs(30)).unwrap();
-    assert!(back.iter().any(|(_, r)| matches!(r, Returned::Task(t) if t.rx.port_id() == 0)), "{back:?}");
+    assert!(back.iter().any(|(_, r)| matches!(r, Returned::Task(t) if t.stats.port == 0)), "{back:?}");
     let a1 = a.stats().rx_packets;
     let b1 = b.stats().rx_packets;
     assert!(wait_for(|| b.stats().rx_packets > b1 + 10_000, 30.0), "b forwards on");
@@ -308,9 +308,20 @@ fn live_commands_add_and_remove_ports_while_others_forward() {
     rt.command(0, Command::SetTx(2, sink.tx_queue(1).unwrap())).unwrap();
     let back = rt.synchronize(Duration::from_secs(30)).unwrap();
     assert!(back.iter().any(|(_, r)| matches!(r, Returned::Tx(2, _))), "{back:?}");
+    // One rx queue taken out and put back (a rebalance): it forwards again, its counters kept.
+    rt.command(0, Command::TakeTask(1, 0)).unwrap();
+    let back = rt.synchronize(Duration::from_secs(30)).unwrap();
+    let task = back
+        .into_iter()
+        .find_map(|(_, r)| if let Returned::Task(t) = r { Some(t) } else { None })
+        .expect("b's task back");
+    let (tp, tc) = (task.stats.packets.get(), task.stats.cycles.get());
+    assert!(tp > 10_000 && tc > tp, "per-task packets {tp} and cycles {tc}");
+    rt.command(0, Command::AddTask(task)).unwrap();
+    let b2 = b.stats().rx_packets;
+    assert!(wait_for(|| b.stats().rx_packets > b2 + 10_000, 30.0), "b forwards again");
     let st = rt.stats()[0].clone();
     rt.join().unwrap();
-    drop(back);
     let s = sink.stats();
     assert_eq!(a.stats().rx_packets + b.stats().rx_packets, s.tx_packets + st.tx_drops.get());
     assert_eq!(st.no_route.get(), 0);

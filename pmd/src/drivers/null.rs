@@ -249,6 +249,10 @@ impl RxQueue for NullRx {
     fn port_id(&self) -> u16 {
         self.port
     }
+
+    fn queue_id(&self) -> u16 {
+        self.queue
+    }
 }
 
 /// Transmit side of a null port: frees everything.

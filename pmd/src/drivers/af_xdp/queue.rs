@@ -164,6 +164,10 @@ impl RxQueue for XskRx {
     fn port_id(&self) -> u16 {
         self.port
     }
+
+    fn queue_id(&self) -> u16 {
+        self.queue
+    }
 }
 
 impl Drop for XskRx {

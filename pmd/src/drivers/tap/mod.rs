@@ -399,6 +399,10 @@ impl RxQueue for TapRx {
     fn port_id(&self) -> u16 {
         self.port
     }
+
+    fn queue_id(&self) -> u16 {
+        self.queue
+    }
 }
 
 /// Transmit side of a tap queue.
