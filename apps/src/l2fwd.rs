@@ -1,5 +1,6 @@
-//! `fastpath l2fwd`: forward between two ports (0<->1), or back out of a single port, through a
-//! pipeline, on one or more lcores.
+//! `fastpath l2fwd`: forward between paired ports (0<->1, 2<->3, ...; an odd last port, or a
+//! single one, sends back out of itself), through a pipeline, on one or more lcores. The pairing
+//! is DPDK l2fwd's.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -15,12 +16,6 @@ use crate::AppError;
 
 /// Runs l2fwd to the end.
 pub fn run(a: &L2fwdArgs) -> Result<(), AppError> {
-    if a.ports.len() > 2 {
-        return Err(AppError::Usage(format!(
-            "l2fwd takes one or two --port (got {}): two forward 0<->1, one sends back out of itself",
-            a.ports.len()
-        )));
-    }
     if let Some(d) = a.duration {
         if !(d > 0.0 && d.is_finite()) {
             return Err(AppError::Usage(format!("--duration {d}: give a positive number of seconds")));
@@ -46,8 +41,8 @@ pub fn run(a: &L2fwdArgs) -> Result<(), AppError> {
     let pspec = PipelineSpec::parse(&a.stages, &env)?;
 
     // Tasks: every rx queue of every port, sent by default to the peer port; spread over lcores.
-    let two = ports.len() == 2;
-    let peer = |p: usize| if two { 1 - p } else { p };
+    let n = ports.len();
+    let peer = |p: usize| if p ^ 1 < n { p ^ 1 } else { p };
     let mut lcores: Vec<LcoreSpec> = cpus.iter().map(|&c| LcoreSpec { core: Some(c), ..Default::default() }).collect();
     let mut next_txq = vec![0u16; ports.len()];
     let mut k = 0;
