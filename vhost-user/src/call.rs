@@ -123,6 +123,22 @@ pub fn install_interrupt() {
     });
 }
 
+/// True when the thread of `w`'s last call write is asleep (`S` or `D` in
+/// `/proc/self/task/TID/stat`), or when that cannot be read (then being inside one write for
+/// [`STUCK`] is taken as the evidence).
+fn asleep(w: &CallWatch) -> bool {
+    // Acquire: the tid written before the odd sequence number we saw.
+    let _ = w.seq.load(Ordering::Acquire);
+    // Relaxed: ordered by the Acquire above.
+    let tid = w.tid.load(Ordering::Relaxed);
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")) else { return true };
+    // "tid (comm) S ...": the state follows the last ')' (comm may contain anything).
+    match stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()) {
+        Some(st) => st == "S" || st == "D",
+        None => true,
+    }
+}
+
 /// The control thread's side: samples each vring's [`CallWatch`] once per round.
 #[derive(Debug, Default)]
 pub struct Watchdog {
@@ -148,7 +164,9 @@ impl Watchdog {
             if self.last.len() <= i {
                 self.last.resize(i + 1, 0);
             }
-            if !first && s & 1 == 1 && s == self.last[i] && !self.pending.contains(&i) {
+            // Asleep, not merely preempted: a thread descheduled inside a write that can go on is
+            // runnable, one waiting on a full counter sleeps.
+            if !first && s & 1 == 1 && s == self.last[i] && !self.pending.contains(&i) && asleep(w) {
                 self.pending.push(i);
             }
             self.last[i] = s;
@@ -231,5 +249,43 @@ mod tests {
         assert_eq!((st.calls.get(), st.calls_skipped.get()), (0, 1), "counted as skipped");
         // SAFETY: our own fd, closed once.
         unsafe { libc::close(fd) };
+    }
+
+    /// A thread that is inside a call write for a long time but runnable (preempted on a busy
+    /// host) is not taken for stuck; a sleeping one is.
+    #[test]
+    fn only_a_sleeping_writer_counts_as_stuck() {
+        for (spin, want) in [(true, false), (false, true)] {
+            let w = Arc::new(CallWatch::default());
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let t = {
+                let (w, stop) = (w.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    w.tid.store(this_thread(), Ordering::Relaxed);
+                    // An odd sequence number: "inside a write" for as long as this runs.
+                    w.seq.store(1, Ordering::Release);
+                    // Relaxed: a request flag.
+                    while !stop.load(Ordering::Relaxed) {
+                        if !spin {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                    }
+                })
+            };
+            // Acquire: pairs with the Release store above.
+            while w.seq.load(Ordering::Acquire) != 1 {
+                std::thread::yield_now();
+            }
+            let mut wd = Watchdog::default();
+            let mut seen = false;
+            for _ in 0..5 {
+                seen |= wd.check(std::iter::once(&*w));
+                std::thread::sleep(STUCK + Duration::from_millis(10));
+            }
+            // Relaxed: a request flag.
+            stop.store(true, Ordering::Relaxed);
+            t.join().unwrap();
+            assert_eq!(seen, want, "spinning: {spin}");
+        }
     }
 }
