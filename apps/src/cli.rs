@@ -43,7 +43,8 @@ Stage SPEC forms:
 /// Subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
-    /// Forward between two ports (0<->1), or back out of one port, through a pipeline.
+    /// Forward between paired ports (0<->1, 2<->3, ...; a lone last port sends back out of
+    /// itself), through a pipeline.
     #[command(after_help = PORT_HELP)]
     L2fwd(L2fwdArgs),
     /// Measure pipelines over null ports on 1..N cores (core scaling).
@@ -93,7 +94,8 @@ pub struct VswitchArgs {
 /// `fastpath l2fwd`.
 #[derive(Args, Debug)]
 pub struct L2fwdArgs {
-    /// A port (once or twice): see the forms below.
+    /// A port (repeatable; ports pair up 0<->1, 2<->3, ..., a lone last one sends back out of
+    /// itself): see the forms below.
     #[arg(long = "port", value_name = "SPEC", required = true)]
     pub ports: Vec<String>,
     /// A pipeline stage, in order (repeatable): see the forms below.

@@ -1,5 +1,6 @@
-//! `fastpath l2fwd`: forward between two ports (0<->1), or back out of a single port, through a
-//! pipeline, on one or more lcores.
+//! `fastpath l2fwd`: forward between paired ports (0<->1, 2<->3, ...; an odd last port, or a
+//! single one, sends back out of itself), through a pipeline, on one or more lcores. The pairing
+//! is DPDK l2fwd's.
 
 use fastpath_mempool::{Mempool, PagePolicy, PoolConfig};
 use fastpath_pipeline::{BuildEnv, PipelineSpec};
@@ -10,12 +11,6 @@ use crate::{ports, run, AppError};
 
 /// Runs l2fwd to the end.
 pub fn run(a: &L2fwdArgs) -> Result<(), AppError> {
-    if a.ports.len() > 2 {
-        return Err(AppError::Usage(format!(
-            "l2fwd takes one or two --port (got {}): two forward 0<->1, one sends back out of itself",
-            a.ports.len()
-        )));
-    }
     if let Some(d) = a.duration {
         if !(d > 0.0 && d.is_finite()) {
             return Err(AppError::Usage(format!("--duration {d}: give a positive number of seconds")));
@@ -35,8 +30,8 @@ pub fn run(a: &L2fwdArgs) -> Result<(), AppError> {
     let pspec = PipelineSpec::parse(&a.stages, &env)?;
 
     // Tasks: every rx queue of every port, sent by default to the peer port; spread over lcores.
-    let two = ports.len() == 2;
-    let peer = |p: usize| if two { 1 - p } else { p };
+    let n = ports.len();
+    let peer = |p: usize| if p ^ 1 < n { p ^ 1 } else { p };
     // One pipeline per lcore, shared by its tasks (stages keep per-lcore state).
     let mut lcores: Vec<LcoreSpec> = Vec::new();
     for &c in &cpus {

@@ -20,7 +20,7 @@
 use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use vhost::vhost_user::message::{
@@ -43,6 +43,10 @@ use crate::shared::{Publisher, VringConfig};
 /// published avail index is then exact.
 pub const ACK_TIMEOUT: Duration = Duration::from_millis(100);
 
+/// Memory tables of one connection that may be mapped at once (the current one and replaced
+/// ones the lcores have not let go of yet).
+pub const MAX_LIVE_TABLES: usize = 4;
+
 /// Status of the device readable from any thread (port info, xstats).
 #[derive(Debug, Default)]
 pub struct DeviceStatus {
@@ -56,10 +60,58 @@ pub struct DeviceStatus {
     pub connections: AtomicU64,
     /// Memory tables mapped so far.
     pub mem_tables: AtomicU64,
+    /// Kick and call fds refused because they were not eventfds (or could not be made
+    /// non-blocking).
+    pub fds_refused: AtomicU64,
+    /// Connections the control thread closed, by [`Close`] reason.
+    pub closed: [AtomicU64; Close::ALL.len()],
+    /// Lcores the call watchdog interrupted inside a stuck call write (see [`crate::call`]).
+    pub calls_interrupted: AtomicU64,
     /// What the port does for the connected guest (nothing when none is): the pipeline's
     /// `lso` / `tx-offload` stages read it so that they cut and checksum for a guest that did not
     /// negotiate GUEST_TSO / GUEST_CSUM.
     pub offloads: fastpath_pmd::LiveOffloads,
+}
+
+/// Why the control thread closed a connection itself (a frontend that leaves is not counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// A message stayed incomplete past [`crate::conn::MSG_DEADLINE`].
+    MsgTimeout,
+    /// Broken framing or a request rust-vmm's handler cannot go on after (bad header, size,
+    /// fds, a message split around its fds).
+    BadMessage,
+    /// The frontend does not read our replies (its socket's queue toward it keeps growing).
+    RepliesUnread,
+    /// The frontend truncated a memory file under us (see [`crate::sigbus`]).
+    MemFault,
+    /// The frontend cleared `O_NONBLOCK` on a call eventfd, or an lcore got stuck writing one.
+    CallFdBlocking,
+}
+
+impl Close {
+    /// Every reason, in counter order.
+    pub const ALL: [Close; 5] =
+        [Close::MsgTimeout, Close::BadMessage, Close::RepliesUnread, Close::MemFault, Close::CallFdBlocking];
+
+    /// Name used in xstats (`closed_` + this).
+    pub fn name(self) -> &'static str {
+        match self {
+            Close::MsgTimeout => "msg_timeout",
+            Close::BadMessage => "bad_message",
+            Close::RepliesUnread => "replies_unread",
+            Close::MemFault => "mem_fault",
+            Close::CallFdBlocking => "call_fd_blocking",
+        }
+    }
+}
+
+impl DeviceStatus {
+    /// Counts a connection closed for `why`.
+    pub fn count_close(&self, why: Close) {
+        // Relaxed: a statistic.
+        self.closed[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug)]
@@ -88,6 +140,9 @@ pub struct Device {
     features: u64,
     protocol: u64,
     mem: Arc<GuestMemory>,
+    /// Every memory table of the current connection that may still be mapped (the lcores may
+    /// use a replaced one until they acknowledge), for the SIGBUS guard's marks.
+    tables: Vec<Weak<GuestMemory>>,
     status: Arc<DeviceStatus>,
 }
 
@@ -123,6 +178,7 @@ impl Device {
             features: 0,
             protocol: 0,
             mem: Arc::new(GuestMemory::empty()),
+            tables: Vec::new(),
             status: Arc::default(),
         }
     }
@@ -145,6 +201,40 @@ impl Device {
     /// Kick fds by vring, for the control thread to count kicks.
     pub fn kick_fds(&self) -> Vec<(usize, RawFd)> {
         self.vrings.iter().enumerate().filter_map(|(i, v)| v.kick.as_ref().map(|f| (i, f.as_raw_fd()))).collect()
+    }
+
+    /// Call fds by vring, for the control thread to check that they stay non-blocking.
+    pub fn call_fds(&self) -> Vec<(usize, RawFd)> {
+        self.vrings.iter().enumerate().filter_map(|(i, v)| v.call.as_ref().map(|f| (i, f.as_raw_fd()))).collect()
+    }
+
+    /// True when a memory table of this connection lost memory under us (the frontend
+    /// truncated its file): the connection must be dropped.
+    pub fn mem_faulted(&mut self) -> bool {
+        self.tables.retain(|t| t.strong_count() > 0);
+        self.tables.iter().any(|t| t.upgrade().is_some_and(|m| m.faulted()))
+    }
+
+    /// Refuses an fd handed to vring `index` that is not an eventfd (logged and counted);
+    /// `call` fds are also made non-blocking.
+    fn check_event_fd(&self, what: &str, index: u32, f: &File, call: bool) -> VuResult<()> {
+        let r = crate::fds::check_eventfd(f).and_then(|()| {
+            if call {
+                crate::fds::set_nonblocking(f).map_err(|e| format!("cannot make it non-blocking: {e}"))
+            } else {
+                Ok(())
+            }
+        });
+        r.map_err(|e| {
+            log::warn!(
+                "{}: vring {index}: {what} refused: {e}; fastpath takes eventfds only (a pipe or file could \
+                 block or spin the data path): fix the frontend",
+                self.name
+            );
+            // Relaxed: a statistic.
+            self.status.fds_refused.fetch_add(1, Ordering::Relaxed);
+            VuError::InvalidParam
+        })
     }
 
     /// Memory regions mapped now.
@@ -206,6 +296,8 @@ impl Device {
         self.features = 0;
         self.protocol = 0;
         self.mem = Arc::new(GuestMemory::empty());
+        // A fault in the departed frontend's memory is not the next one's.
+        self.tables.clear();
         for v in self.vrings.iter_mut() {
             v.size = 0;
             v.addrs = None;
@@ -276,6 +368,20 @@ impl VhostUserBackendReqHandlerMut for Device {
         files: Vec<File>,
         _postcopy_listening: Option<bool>,
     ) -> VuResult<Option<Vec<VhostUserMemoryRegionBase>>> {
+        // Tables replaced while an lcore still uses them stay mapped until it lets go; a
+        // frontend sending tables in a loop must not pile up mappings (nor fill the SIGBUS
+        // guard's table that every port shares).
+        self.reap();
+        self.tables.retain(|t| t.strong_count() > 0);
+        if self.tables.len() >= MAX_LIVE_TABLES {
+            log::warn!(
+                "{}: SET_MEM_TABLE refused: {} earlier tables are still mapped (the lcores have not let go of \
+                 them yet); send memory tables less often",
+                self.name,
+                self.tables.len()
+            );
+            return Err(VuError::InvalidParam);
+        }
         let descs: Vec<RegionDesc> = ctx
             .iter()
             .map(|r| RegionDesc {
@@ -289,8 +395,15 @@ impl VhostUserBackendReqHandlerMut for Device {
             log::error!("{}: SET_MEM_TABLE refused: {e}", self.name);
             VuError::InvalidParam
         })?;
-        log::info!("{}: memory table of {} regions mapped", self.name, mem.regions());
+        log::info!(
+            "{}: memory table of {} regions mapped ({} sealed against shrinking; the others are covered by \
+             the SIGBUS guard)",
+            self.name,
+            mem.regions(),
+            mem.sealed_regions()
+        );
         self.mem = Arc::new(mem);
+        self.tables.push(Arc::downgrade(&self.mem));
         // Relaxed: a statistic.
         self.status.mem_tables.fetch_add(1, Ordering::Relaxed);
         self.republish_all();
@@ -358,17 +471,27 @@ impl VhostUserBackendReqHandlerMut for Device {
     }
 
     fn set_vring_kick(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        self.vring(index as u32)?;
+        // We never read a kick fd: the control thread counts its wakeups (edge-triggered), so
+        // only its type matters, not its flags.
+        let ok = fd.as_ref().map_or(Ok(()), |f| self.check_event_fd("SET_VRING_KICK", index as u32, f, false));
         let v = self.vring(index as u32)?;
-        v.kick = fd;
-        v.started = true;
+        v.started = ok.is_ok();
+        v.kick = if ok.is_ok() { fd } else { None };
         self.republish(index as usize);
-        Ok(())
+        ok
     }
 
     fn set_vring_call(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
-        self.vring(index as u32)?.call = fd.map(Arc::new);
+        self.vring(index as u32)?;
+        let ok = fd.as_ref().map_or(Ok(()), |f| self.check_event_fd("SET_VRING_CALL", index as u32, f, true));
+        if ok.is_ok() && fd.is_some() {
+            crate::call::install_interrupt();
+        }
+        // A refused fd leaves the vring without one: we never call through something else.
+        self.vring(index as u32)?.call = if ok.is_ok() { fd.map(Arc::new) } else { None };
         self.republish(index as usize);
-        Ok(())
+        ok
     }
 
     fn set_vring_err(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {

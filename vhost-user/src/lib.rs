@@ -9,12 +9,18 @@
 //! - [`net`]: virtio-net features and the header <-> mbuf offload mapping.
 //! - [`shared`]: lock-free hand-over of vring configurations from the control thread to the lcore.
 //! - [`device`]: the vhost-user messages (through rust-vmm's `vhost` crate) applied to our vrings.
-//! - [`conn`]: the control thread (server / client mode, reconnect, kick counting).
+//! - [`conn`]: the control thread (server / client mode, reconnect, message deadlines, kick
+//!   counting).
+//! - [`fds`]: checks of the fds a frontend hands us (eventfds only; shared-memory files only).
+//! - [`call`]: calling the guest without ever blocking the lcore, and the watchdog behind it.
+//! - [`sigbus`]: surviving a frontend that truncates its memory file under us.
 //! - [`port`]: the [`fastpath_pmd::Port`] over all of it.
 #![deny(missing_docs)]
 
+pub mod call;
 pub mod conn;
 pub mod device;
+pub mod fds;
 pub mod mem;
 pub mod net;
 pub mod packed;
@@ -22,6 +28,7 @@ pub mod port;
 pub mod queue;
 pub mod ring;
 pub mod shared;
+pub mod sigbus;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testutil;
 

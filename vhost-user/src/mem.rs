@@ -29,9 +29,12 @@ use std::sync::Arc;
 pub const MAX_REGIONS: usize = 32;
 
 /// One mmap of a frontend's memory file, unmapped when the last region using it goes.
+/// Registered with the SIGBUS guard ([`crate::sigbus`]) for as long as it is mapped, so that a
+/// frontend truncating the file under us breaks its connection, not the process.
 pub struct Mapping {
     base: *mut u8,
     len: usize,
+    guard: Option<crate::sigbus::Guard>,
 }
 
 // SAFETY: a Mapping is an address range owned by this value; it is only unmapped in Drop, after
@@ -66,7 +69,22 @@ impl Mapping {
         if p == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(Mapping { base: p.cast(), len })
+        let mut m = Mapping { base: p.cast(), len, guard: None };
+        // On failure `m` is dropped, which unmaps it.
+        m.guard = Some(crate::sigbus::register(m.base, len).map_err(|_| {
+            std::io::Error::other(format!(
+                "{} guest mappings are registered already (the SIGBUS guard's limit): \
+                 fewer ports or memory regions",
+                crate::sigbus::SLOTS
+            ))
+        })?);
+        Ok(m)
+    }
+
+    /// True once the frontend's file lost memory under this mapping (it was truncated) and the
+    /// SIGBUS guard replaced the mapping with zero-filled memory: its connection must go.
+    pub fn faulted(&self) -> bool {
+        self.guard.as_ref().is_some_and(|g| g.faulted())
     }
 
     /// Start of the mapping.
@@ -87,6 +105,9 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        // Out of the SIGBUS guard's table first: nobody touches the range any more, and it must
+        // not be found there once the address range can be reused.
+        self.guard = None;
         // SAFETY: base/len are exactly what mmap returned; every pointer into it came from a
         // region that holds an Arc to this mapping, so none is left.
         unsafe { libc::munmap(self.base.cast(), self.len) };
@@ -113,10 +134,10 @@ pub struct Region {
     size: u64,
     uva: u64,
     host: *mut u8,
-    _map: Arc<Mapping>,
+    map: Arc<Mapping>,
 }
 
-// SAFETY: `host` points into `_map`, which the region keeps alive; see Mapping.
+// SAFETY: `host` points into `map`, which the region keeps alive; see Mapping.
 unsafe impl Send for Region {}
 // SAFETY: as above.
 unsafe impl Sync for Region {}
@@ -136,12 +157,14 @@ impl fmt::Display for BadTable {
 #[derive(Debug, Clone, Default)]
 pub struct GuestMemory {
     regions: Vec<Region>,
+    /// Regions whose file is sealed against shrinking (see [`crate::fds::check_memory_file`]).
+    sealed: usize,
 }
 
 impl GuestMemory {
     /// An empty table (every translation fails).
     pub fn empty() -> GuestMemory {
-        GuestMemory { regions: Vec::new() }
+        GuestMemory { regions: Vec::new(), sealed: 0 }
     }
 
     /// Maps the regions of a SET_MEM_TABLE, one file each. Each file is mapped from offset 0 to
@@ -151,7 +174,13 @@ impl GuestMemory {
             return Err(BadTable(format!("{} regions but {} file descriptors", descs.len(), files.len())));
         }
         let mut maps = Vec::with_capacity(descs.len());
+        let mut sealed = 0;
         for (d, f) in descs.iter().zip(files) {
+            // Shared memory only: a page fault on another filesystem could wait on a process or
+            // a server and stall the lcore (see fds.rs).
+            let info =
+                crate::fds::check_memory_file(f).map_err(|e| BadTable(format!("region at gpa {:#x}: {e}", d.gpa)))?;
+            sealed += info.sealed as usize;
             let len = d
                 .mmap_offset
                 .checked_add(d.size)
@@ -170,7 +199,9 @@ impl GuestMemory {
                 .map_err(|e| BadTable(format!("region at gpa {:#x}: mmap of {len} bytes failed: {e}", d.gpa)))?;
             maps.push((*d, Arc::new(m)));
         }
-        GuestMemory::from_mappings(maps)
+        let mut t = GuestMemory::from_mappings(maps)?;
+        t.sealed = sealed;
+        Ok(t)
     }
 
     /// Builds a table from regions and the mappings holding them (`mmap_offset` is the region's
@@ -202,17 +233,29 @@ impl GuestMemory {
             // SAFETY: mmap_offset + size <= map.len() was checked just above, so the region lies
             // inside the mapping.
             let host = unsafe { map.base().add(d.mmap_offset as usize) };
-            out.push(Region { gpa: d.gpa, size: d.size, uva: d.uva, host, _map: map });
+            out.push(Region { gpa: d.gpa, size: d.size, uva: d.uva, host, map });
         }
         // Largest region first: guests usually put nearly all RAM in one, so most lookups end
         // at the first comparison.
         out.sort_by_key(|r| std::cmp::Reverse(r.size));
-        Ok(GuestMemory { regions: out })
+        Ok(GuestMemory { regions: out, sealed: 0 })
     }
 
     /// Number of regions.
     pub fn regions(&self) -> usize {
         self.regions.len()
+    }
+
+    /// Regions whose file is sealed against shrinking (the others can be truncated under us,
+    /// which the SIGBUS guard survives).
+    pub fn sealed_regions(&self) -> usize {
+        self.sealed
+    }
+
+    /// True when the frontend truncated a file of this table under us (a page was lost and the
+    /// SIGBUS guard replaced that mapping with zeros): the connection must be dropped.
+    pub fn faulted(&self) -> bool {
+        self.regions.iter().any(|r| r.map.faulted())
     }
 
     /// The region descriptions, for logs and tests.

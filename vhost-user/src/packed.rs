@@ -824,11 +824,7 @@ impl PackedQueue {
             _ => true,
         };
         if want {
-            let one: u64 = 1;
-            // SAFETY: writing 8 bytes from a live u64 to an eventfd the vring snapshot keeps
-            // open; a failed write (the frontend went away) is harmless.
-            unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
-            st.calls.inc();
+            crate::call::call_guest(fd, st);
         }
     }
 }

@@ -17,7 +17,7 @@ use fastpath_mempool::{Batch, Mempool};
 use fastpath_pmd::{Ctx, Error, Offloads, Port, PortInfo, PortStats, QueueSet, QueueStats, RxQueue, Spec, TxQueue};
 
 use crate::conn::{self, Mode};
-use crate::device::{Device, DeviceStatus};
+use crate::device::{Close, Device, DeviceStatus};
 use crate::net;
 use crate::queue::{DropReason, GuestError};
 use crate::shared::{Cursor, VringShared};
@@ -230,6 +230,11 @@ impl Port for VhostUserPort {
             // Relaxed: statistics.
             ("connections".to_string(), self.status.connections.load(Ordering::Relaxed)),
             ("mem_tables".to_string(), self.status.mem_tables.load(Ordering::Relaxed)),
+            // What a hostile frontend tried (Relaxed: statistics): fds refused at
+            // SET_VRING_KICK / _CALL, connections we closed by reason, lcores interrupted in a
+            // stuck call write.
+            ("fds_refused".to_string(), self.status.fds_refused.load(Ordering::Relaxed)),
+            ("calls_interrupted".to_string(), self.status.calls_interrupted.load(Ordering::Relaxed)),
             ("features".to_string(), self.negotiated_features()),
             // The ring layout the last frontend chose (kept after it left). Relaxed: a statistic.
             ("ring_packed".to_string(), {
@@ -237,6 +242,10 @@ impl Port for VhostUserPort {
                 (f & net::VIRTIO_F_RING_PACKED != 0) as u64
             }),
         ];
+        for c in Close::ALL {
+            // Relaxed: a statistic.
+            x.push((format!("closed_{}", c.name()), self.status.closed[c as usize].load(Ordering::Relaxed)));
+        }
         for (i, v) in self.vrings.iter().enumerate() {
             let q = i / 2;
             // Guest TX feeds our rx queue, guest RX our tx queue.
@@ -253,6 +262,7 @@ impl Port for VhostUserPort {
             }
             x.push((format!("{p}guest_kicks"), v.stats.kicks.get()));
             x.push((format!("{p}guest_calls"), v.stats.calls.get()));
+            x.push((format!("{p}guest_calls_skipped"), v.stats.calls_skipped.get()));
             x.push((format!("{p}alloc_failed"), v.stats.alloc_failed.get()));
             // Relaxed: a status flag.
             x.push((format!("{p}broken"), v.broken.load(Ordering::Relaxed) as u64));
@@ -289,6 +299,14 @@ impl RxQueue for VhostRx {
 
     fn stats(&self) -> &QueueStats {
         &self.stats
+    }
+
+    fn port_id(&self) -> u16 {
+        self.port
+    }
+
+    fn queue_id(&self) -> u16 {
+        self.queue
     }
 }
 

@@ -130,10 +130,16 @@ pub struct VringStats {
     pub drops: [Counter; 7],
     /// Guest errors by [`GuestError`] (each stopped the queue once).
     pub guest_errors: [Counter; 7],
-    /// Eventfd writes to the guest (interrupts).
+    /// Eventfd writes to the guest (interrupts) that went through.
     pub calls: Counter,
-    /// Kicks the guest sent (counted by the control thread).
+    /// Calls not delivered: the call eventfd's counter was full (the frontend does not read it)
+    /// or the write was interrupted by the watchdog (see [`crate::call`]).
+    pub calls_skipped: Counter,
+    /// Kick notifications from the guest (counted by the control thread: one per wakeup of its
+    /// edge-triggered watch on the kick eventfd, whatever value the frontend wrote into it).
     pub kicks: Counter,
+    /// The lcore's marks around call writes, for the control thread's watchdog.
+    pub call_watch: crate::call::CallWatch,
     /// Polls that found packets but no mbuf to take them (they stay in the ring).
     pub alloc_failed: Counter,
 }
@@ -592,11 +598,7 @@ impl SplitQueue {
         };
         self.signalled = self.last_used;
         if want {
-            let one: u64 = 1;
-            // SAFETY: writing 8 bytes from a live u64 to an eventfd the vring snapshot keeps
-            // open; a failed write (the frontend went away) is harmless.
-            unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
-            st.calls.inc();
+            crate::call::call_guest(fd, st);
         }
     }
 }

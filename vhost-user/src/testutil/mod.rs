@@ -5,6 +5,10 @@
 //! ways a hostile one does.
 //!
 //! Guest-physical and frontend-virtual addresses differ on purpose (as with QEMU).
+//!
+//! [`frontend`]: a vhost-user frontend over a real socket (rust-vmm's, plus raw hostile bytes).
+
+pub mod frontend;
 
 use std::ffi::CString;
 use std::fs::File;
@@ -23,11 +27,12 @@ pub const GPA_BASE: u64 = 0x4000_0000;
 /// Where the fake frontend has the same RAM in its own address space.
 pub const UVA_BASE: u64 = 0x7f12_0000_0000;
 
-/// An anonymous memory file of `len` bytes.
+/// An anonymous memory file of `len` bytes (created with sealing allowed, no seal set: it can
+/// shrink, as DPDK's `--no-huge` memory can).
 pub fn memfd(name: &str, len: usize) -> File {
     let c = CString::new(name).unwrap_or_default();
     // SAFETY: a valid C string; memfd_create has no other preconditions.
-    let fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC) };
+    let fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
     // SAFETY: a fresh fd that we own.
     let f = unsafe { File::from_raw_fd(fd) };
