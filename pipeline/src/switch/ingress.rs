@@ -21,6 +21,8 @@ pub struct Tally {
     pub learn: usize,
     /// Packets dropped or consumed (to take out of the batch).
     pub out: usize,
+    /// Of `learn`: from access ports.
+    access: u64,
 }
 
 /// Classifies every packet of `batch`; `outer[i]` gets the outer source of a decapsulated one.
@@ -30,7 +32,10 @@ pub fn run(sw: &mut Sw, under: &Underlay, batch: &mut Batch, outer: &mut [IpAddr
     let mut t = Tally::default();
     for (i, m) in batch.iter_mut().enumerate() {
         match one(sw, under, m, &mut outer[i]) {
-            Ok(true) => t.learn += 1,
+            Ok(true) => {
+                t.learn += 1;
+                t.access += (meta::origin(m) == meta::FROM_ACCESS) as u64;
+            }
             Ok(false) => {
                 if meta::action(m) != meta::DONE {
                     t.out += 1;
@@ -43,6 +48,7 @@ pub fn run(sw: &mut Sw, under: &Underlay, batch: &mut Batch, outer: &mut [IpAddr
             }
         }
     }
+    sw.c.stat(SwitchStage::Ingress, stat::ACCESS, t.access);
     t
 }
 
@@ -66,7 +72,6 @@ fn one(sw: &mut Sw, under: &Underlay, m: &mut Mbuf, outer: &mut IpAddr) -> Resul
         }
         m.set_segment(pt.segment);
         m.set_disposition(meta::LEARN | meta::FROM_ACCESS);
-        sw.c.stat(SwitchStage::Ingress, stat::ACCESS, 1);
         return Ok(true);
     }
     sw.c.packets(SwitchStage::Underlay, 1);

@@ -14,10 +14,10 @@ use std::net::IpAddr;
 use fastpath_mempool::Mbuf;
 
 use crate::switch::event::Event;
-use crate::switch::fdb::{Buckets, Place};
-use crate::switch::meta;
+use crate::switch::fdb::{Hit, Place};
 use crate::switch::processor::Sw;
 use crate::switch::stats::{reason, stat, SwitchStage};
+use crate::switch::{fdb, meta};
 
 const FILTER: usize = 256;
 
@@ -59,12 +59,11 @@ fn tag(place: Option<Place>, outer: &IpAddr) -> u32 {
 }
 
 impl Learner {
-    /// Learns the source of `m` (key `key` in buckets `b`; `outer`: its VTEP when it came out
+    /// Learns the source of `m` (key `key`, found as `hit`; `outer`: its VTEP when it came out
     /// of a tunnel). A bad source marks it dropped.
     #[inline(always)]
-    pub fn one(&mut self, sw: &mut Sw, m: &mut Mbuf, key: u64, b: Buckets, outer: &IpAddr) {
-        let src = &m.data()[6..12];
-        if src[0] & 1 != 0 || src == [0; 6] {
+    pub fn one(&mut self, sw: &mut Sw, m: &mut Mbuf, key: u64, hit: Option<Hit>, outer: &IpAddr) {
+        if !fdb::is_unicast_source(key) {
             sw.c.dropped(SwitchStage::Learn, m.port(), reason::BAD_SRC_MAC);
             meta::set_drop(m, reason::BAD_SRC_MAC);
             return;
@@ -74,7 +73,7 @@ impl Learner {
             meta::FROM_VLAN => Some(Place::port(sw.topo.uplink.unwrap_or(0))),
             _ => Some(Place::port(m.port())),
         };
-        if let Some(h) = sw.fdb.lookup_at(key, b) {
+        if let Some(h) = hit {
             let same = match here {
                 Some(p) => h.place.dynamic() == p,
                 None => h.place.is_remote() && sw.vteps.is(h.place.id(), outer),

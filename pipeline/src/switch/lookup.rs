@@ -36,27 +36,31 @@ impl Default for Scratch {
     }
 }
 
-/// Computes the keys of every packet to learn and look up, and prefetches their buckets.
+/// Computes the keys of every packet to learn and look up, and prefetches their buckets (a
+/// key the same as the one before reuses its buckets).
 #[inline]
 pub fn prepare(fdb: &Fdb, batch: &Batch, s: &mut Scratch) {
+    let (mut last_src, mut last_dst) = ((0, Buckets::default()), (0, Buckets::default()));
     for (i, m) in batch.iter().enumerate() {
         if meta::action(m) != meta::LEARN {
             continue;
         }
-        let (d, seg) = (m.data(), m.segment());
-        let k = fdb::key(seg, &d[6..12]);
-        let b = fdb.hash(k);
-        fdb.prefetch(b);
-        s.src[i] = k;
-        s.src_b[i] = b;
-        if d[0] & 1 == 0 {
-            let k = fdb::key(seg, &d[0..6]);
-            let b = fdb.hash(k);
-            fdb.prefetch(b);
-            s.dst[i] = k;
-            s.dst_b[i] = b;
-        } else {
-            s.dst[i] = 0;
+        let (dst, src) = fdb::frame_keys(m.segment(), m.data());
+        if src != last_src.0 {
+            last_src = (src, fdb.hash(src));
+            fdb.prefetch(last_src.1);
         }
+        s.src[i] = src;
+        s.src_b[i] = last_src.1;
+        if dst & 0x0100_0000_0000 != 0 {
+            s.dst[i] = 0;
+            continue;
+        }
+        if dst != last_dst.0 {
+            last_dst = (dst, fdb.hash(dst));
+            fdb.prefetch(last_dst.1);
+        }
+        s.dst[i] = dst;
+        s.dst_b[i] = last_dst.1;
     }
 }

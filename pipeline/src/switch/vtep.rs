@@ -78,7 +78,8 @@ impl Neigh {
         u64::from_be_bytes([0, 0, m[0], m[1], m[2], m[3], m[4], m[5]]) | self.state.code() << 48
     }
 
-    fn of(w: u64) -> Neigh {
+    /// The entry stored as `w` (see [`Vteps::neigh_word`]).
+    pub fn of(w: u64) -> Neigh {
         let b = w.to_be_bytes();
         Neigh { mac: [b[2], b[3], b[4], b[5], b[6], b[7]], state: NeighState::of(w >> 48) }
     }
@@ -171,8 +172,15 @@ impl Vteps {
     /// The neighbour of VTEP `id`.
     #[inline]
     pub fn neigh(&self, id: u16) -> Neigh {
+        Neigh::of(self.neigh_word(id))
+    }
+
+    /// The neighbour word of VTEP `id` as stored (it changes whenever the MAC or the state
+    /// does: a cheap test that a cached copy is current).
+    #[inline]
+    pub fn neigh_word(&self, id: u16) -> u64 {
         // Relaxed: one word, read whole; the MAC and state in it belong together.
-        self.slot(id).map_or(Neigh::of(0), |s| Neigh::of(s.neigh.load(Ordering::Relaxed)))
+        self.slot(id).map_or(0, |s| s.neigh.load(Ordering::Relaxed))
     }
 
     /// Claims the right to solicit VTEP `id` at time `now_ns`: true for the one caller per
