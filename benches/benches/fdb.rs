@@ -6,7 +6,8 @@
 //! - `switch/unicast_burst_32/N`: the whole switch processor on bursts of 32 64-byte frames
 //!   (null rx copying the frame, MACs set from a counter over the N MACs, learn + forward,
 //!   null tx freeing): the `switch-*` bench pipelines without the lcore loop;
-//! - `switch/vxlan_encap_burst_32`, `switch/vxlan_decap_burst_32`: VM -> VTEP and back.
+//! - `switch/vxlan_encap_burst_32`, `switch/vxlan_decap_burst_32`: VM -> VTEP and back;
+//! - `switch/io_burst_32`: the same rx and tx with nothing between them (the yardstick).
 //!
 //! Time is the thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), not wall time: on a shared machine
 //! it still measures what the code costs, not how often the scheduler ran it.
@@ -15,11 +16,12 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use fastpath_benches::switch::pipelines;
+use fastpath_benches::{example_frame, BenchPipeline, BuiltProcessors};
 use fastpath_mempool::{Batch, Mempool, PagePolicy, PoolConfig};
 use fastpath_pipeline::switch::fdb::{key, Entry, Fdb, Place};
 use fastpath_pmd::drivers::null::{NullConfig, NullPort};
 use fastpath_pmd::lcore::{transmit, LcoreStats};
-use fastpath_pmd::{Ctx, Port};
+use fastpath_pmd::{Ctx, Passthrough, Port, Processor, RxQueue, TxQueue};
 
 fn cpu_time() -> Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -86,12 +88,63 @@ fn lookups(c: &mut Criterion) {
     g.finish();
 }
 
-/// The switch bench pipelines' processors on bursts from a null port, transmitted to another.
+/// One bench pipeline's processor between two null ports, with what it runs on.
+struct Rig {
+    processor: Box<dyn Processor>,
+    drops: Box<dyn Fn() -> u64 + Send>,
+    rx: Box<dyn RxQueue>,
+    tx: Vec<Option<Box<dyn TxQueue>>>,
+    ctx: Ctx,
+    batch: Batch,
+    scratch: Batch,
+    st: LcoreStats,
+}
+
+impl Rig {
+    /// The rig of the `switch*` pipeline `name`, or of plain io for "".
+    fn new(pool: &Mempool, name: &str) -> Rig {
+        let io = BenchPipeline { frame: Some(example_frame(64).into()), ..BenchPipeline::default() };
+        let p = pipelines().into_iter().find(|p| p.name == name).unwrap_or(io);
+        let ncfg = NullConfig { frame: p.frame.clone(), ..NullConfig::default() };
+        let mut a = NullPort::new(0, pool, ncfg.clone());
+        let mut b = NullPort::new(1, pool, ncfg);
+        let built = match p.processors {
+            Some(build) => build(pool, &[a.info().clone(), b.info().clone()]).unwrap(),
+            None => BuiltProcessors { processors: vec![Box::new(Passthrough)], drops: Box::new(|| 0) },
+        };
+        Rig {
+            processor: built.processors.into_iter().next().unwrap(),
+            drops: built.drops,
+            rx: a.rx_queue(0).unwrap(),
+            tx: vec![Some(a.tx_queue(0).unwrap()), Some(b.tx_queue(0).unwrap())],
+            ctx: Ctx::new(0, pool),
+            batch: Batch::new(),
+            scratch: Batch::new(),
+            st: LcoreStats::default(),
+        }
+    }
+
+    /// `iters` bursts of 32: receive, switch, transmit; the thread's CPU time they took.
+    fn run(&mut self, iters: u64) -> Duration {
+        let t0 = cpu_time();
+        for _ in 0..iters {
+            self.rx.rx_burst(&mut self.ctx, &mut self.batch, 32);
+            self.batch.iter_mut().for_each(|m| m.set_out_port(1));
+            self.processor.process(&mut self.batch, &mut self.ctx);
+            transmit(&mut self.tx, &mut self.ctx, &mut self.batch, &mut self.scratch, &self.st);
+        }
+        cpu_time() - t0
+    }
+}
+
+/// The switch bench pipelines' processors on bursts from a null port, transmitted to another
+/// (each built only when its bench runs: the 1M table takes a while to fill).
 fn switch(c: &mut Criterion) {
     let pool = Mempool::new("bench", &PoolConfig { mbufs: 8192, chunk_size: 2048, pages: PagePolicy::Auto }).unwrap();
     let mut g = c.benchmark_group("switch");
     g.throughput(Throughput::Elements(32));
     let cases = [
+        ("", "io_burst_32"),
         ("switch", "unicast_burst_32/2"),
         ("switch-1k", "unicast_burst_32/1000"),
         ("switch-100k", "unicast_burst_32/100000"),
@@ -100,31 +153,15 @@ fn switch(c: &mut Criterion) {
         ("switch-vxlan-decap", "vxlan_decap_burst_32"),
     ];
     for (pipeline, name) in cases {
-        let Some(p) = pipelines().into_iter().find(|p| p.name == pipeline) else { continue };
-        let ncfg = NullConfig { frame: p.frame.clone(), ..NullConfig::default() };
-        let mut a = NullPort::new(0, &pool, ncfg.clone());
-        let mut b = NullPort::new(1, &pool, ncfg);
-        let built = (p.processors.expect("a switch pipeline"))(&pool, &[a.info().clone(), b.info().clone()]).unwrap();
-        let mut proc0 = built.processors.into_iter().next().unwrap();
-        let mut rx = a.rx_queue(0).unwrap();
-        let mut tx = vec![Some(a.tx_queue(0).unwrap()), Some(b.tx_queue(0).unwrap())];
-        let mut ctx = Ctx::new(0, &pool);
-        let (mut batch, mut scratch) = (Batch::new(), Batch::new());
-        let st = LcoreStats::default();
+        let mut rig: Option<Rig> = None;
         g.bench_function(name, |bn| {
-            bn.iter_custom(|iters| {
-                let t0 = cpu_time();
-                for _ in 0..iters {
-                    rx.rx_burst(&mut ctx, &mut batch, 32);
-                    batch.iter_mut().for_each(|m| m.set_out_port(1));
-                    proc0.process(&mut batch, &mut ctx);
-                    transmit(&mut tx, &mut ctx, &mut batch, &mut scratch, &st);
-                }
-                cpu_time() - t0
-            })
+            let r = rig.get_or_insert_with(|| Rig::new(&pool, pipeline));
+            bn.iter_custom(|iters| r.run(iters))
         });
-        assert_eq!((built.drops)(), 0, "{pipeline}: the switch dropped packets");
-        assert_eq!(st.tx_packets.get(), st.tx_packets.get().max(1));
+        if let Some(r) = rig {
+            assert_eq!((r.drops)(), 0, "{pipeline}: the switch dropped packets");
+            assert!(r.st.tx_packets.get() > 0, "{pipeline}: nothing was sent");
+        }
     }
     g.finish();
 }
