@@ -97,24 +97,27 @@ impl Egress {
     /// `pkt_len` bytes (`tso`: segmentation will cut it). A small cache keeps what was built for
     /// recent destinations; it is used while the VTEP's neighbour word is the same.
     #[inline]
-    fn dest(&mut self, sw: &Sw, id: u16, seg: u16, pkt_len: usize, tso: bool) -> Result<(OuterDest, usize), u8> {
+    fn dest(&mut self, sw: &Sw, id: u16, seg: u16, pkt_len: usize, tso: bool) -> Result<usize, u8> {
         let word = sw.vteps.neigh_word(id);
-        let c = &self.cache[(id as usize ^ (seg as usize) << 4) % DEST_CACHE];
-        let c =
-            if c.word == word && c.id == id && c.seg == seg && c.valid { *c } else { self.fill(sw, id, seg, word)? };
-        if c.stale {
+        let i = (id as usize ^ (seg as usize) << 4) % DEST_CACHE;
+        let c = &self.cache[i];
+        if !(c.word == word && c.id == id && c.seg == seg && c.valid) {
+            self.fill(sw, i, id, seg, word)?;
+        }
+        let (stale, hdr_len) = (self.cache[i].stale, self.cache[i].hdr_len as usize);
+        if stale {
             self.want_solicit(id);
         }
-        if !tso && pkt_len + c.hdr_len as usize > sw.topo.uplink_max_frame {
+        if !tso && pkt_len + hdr_len > sw.topo.uplink_max_frame {
             return Err(reason::TOO_BIG_AFTER_ENCAP);
         }
-        Ok((c.dest, c.class as usize))
+        Ok(i)
     }
 
-    /// Builds the cached destination of VTEP `id` in segment `seg` whose neighbour word is
-    /// `word`.
+    /// Builds the destination of VTEP `id` in segment `seg` whose neighbour word is `word`
+    /// into cache slot `i`.
     #[inline(never)]
-    fn fill(&mut self, sw: &Sw, id: u16, seg: u16, word: u64) -> Result<Dest, u8> {
+    fn fill(&mut self, sw: &Sw, i: usize, id: u16, seg: u16, word: u64) -> Result<(), u8> {
         let s = sw.topo.segments.get(seg as usize).ok_or(reason::NO_SEGMENT)?;
         let class = s.class.ok_or(reason::NO_SEGMENT)? as usize;
         let n = Neigh::of(word);
@@ -139,8 +142,8 @@ impl Egress {
             stale: n.state == NeighState::Stale,
             dest,
         };
-        self.cache[(id as usize ^ (seg as usize) << 4) % DEST_CACHE] = d;
-        Ok(d)
+        self.cache[i] = d;
+        Ok(())
     }
 
     /// The IPv4 identification of the next outer header (from 0, as the encap stages).
@@ -154,9 +157,10 @@ impl Egress {
     #[inline]
     fn vtep(&mut self, sw: &Sw, m: &mut Mbuf) -> Result<(), u8> {
         let tso = m.ol_flags() & TX_SEG_MASK != 0;
-        let (d, class) = self.dest(sw, m.dest(), m.segment(), m.pkt_len(), tso)?;
+        let i = self.dest(sw, m.dest(), m.segment(), m.pkt_len(), tso)?;
         let ident = self.next_ident();
-        self.templates[class].encap(m, ident, &d).map_err(reason::of_encap)?;
+        let c = &self.cache[i];
+        self.templates[c.class as usize].encap(m, ident, &c.dest).map_err(reason::of_encap)?;
         m.set_out_port(sw.topo.uplink.unwrap_or(0));
         meta::set_action(m, meta::FORWARD);
         sw.c.stat(SwitchStage::Egress, stat::ENCAPSULATED, 1);
@@ -166,12 +170,14 @@ impl Egress {
     /// Encapsulates the read-only `inner` (of segment `seg`) to VTEP `id` behind `head`.
     pub fn vtep_onto(&mut self, sw: &Sw, head: &mut Mbuf, inner: Mbuf, id: u16) -> Result<(), (u8, Mbuf)> {
         let tso = inner.ol_flags() & TX_SEG_MASK != 0;
-        let (d, class) = match self.dest(sw, id, inner.segment(), inner.pkt_len(), tso) {
-            Ok(x) => x,
+        let i = match self.dest(sw, id, inner.segment(), inner.pkt_len(), tso) {
+            Ok(i) => i,
             Err(r) => return Err((r, inner)),
         };
         let ident = self.next_ident();
-        self.templates[class].encap_onto(head, inner, ident, &d).map_err(|(e, i)| (reason::of_encap(e), i))?;
+        let c = &self.cache[i];
+        let t = &self.templates[c.class as usize];
+        t.encap_onto(head, inner, ident, &c.dest).map_err(|(e, i)| (reason::of_encap(e), i))?;
         head.set_out_port(sw.topo.uplink.unwrap_or(0));
         meta::set_action(head, meta::FORWARD);
         sw.c.stat(SwitchStage::Egress, stat::ENCAPSULATED, 1);

@@ -2,12 +2,11 @@
 //! prefetched before the first is read (DPDK's `rte_hash_lookup_bulk`, VPP's `l2fib_lookup_4`),
 //! so that the cache misses of a large table overlap instead of queueing one behind another.
 
-use std::net::{IpAddr, Ipv4Addr};
-
 use fastpath_mempool::{Batch, MAX_BURST};
 
 use crate::switch::fdb::{self, Buckets, Fdb};
 use crate::switch::meta;
+use crate::switch::vtep::VtepAddr;
 
 /// Per-burst lookup state, by position in the batch.
 #[derive(Debug)]
@@ -21,7 +20,7 @@ pub struct Scratch {
     /// Their buckets.
     pub dst_b: [Buckets; MAX_BURST],
     /// Outer source of decapsulated packets.
-    pub outer: [IpAddr; MAX_BURST],
+    pub outer: [VtepAddr; MAX_BURST],
 }
 
 impl Default for Scratch {
@@ -31,7 +30,7 @@ impl Default for Scratch {
             src_b: [Buckets::default(); MAX_BURST],
             dst: [0; MAX_BURST],
             dst_b: [Buckets::default(); MAX_BURST],
-            outer: [IpAddr::V4(Ipv4Addr::UNSPECIFIED); MAX_BURST],
+            outer: [VtepAddr::default(); MAX_BURST],
         }
     }
 }

@@ -290,19 +290,7 @@ impl Topology {
         if bc.udp_port == Some(0) {
             return Err(err(format!("{what}: udp_port = 0 is not a port: give 1..=65535")));
         }
-        let uplink = self.uplink.map(|u| &cfg.ports[u as usize]);
-        let Some(up) = uplink else {
-            return Err(err(format!(
-                "{what}: vni = {vni} is carried on the uplink, but no port has role = uplink: add one"
-            )));
-        };
-        if up.port.mac.is_none_or(|m| m[0] & 1 != 0 || m == [0; 6]) {
-            return Err(err(format!(
-                "port {}: the uplink has no unicast MAC address, and the VTEP needs one \
-                 (the source of tunnels and of ARP / ND answers): open it with a MAC",
-                up.name
-            )));
-        }
+        self.check_vtep_uplink(cfg, &what, vni)?;
         let class = Class { kind: bc.tunnel, port: bc.udp_port.unwrap_or(bc.tunnel.default_port()), local };
         let ci = match self.classes.iter().position(|c| *c == class) {
             Some(i) => i,
@@ -322,8 +310,31 @@ impl Topology {
                 bc.tunnel.name()
             )));
         }
-        let mut remotes = Vec::new();
-        for r in &bc.remotes {
+        let remotes = self.remotes(&what, &bc.remotes, local)?;
+        Ok((Some(vni), Some(ci as u8), remotes))
+    }
+
+    /// The uplink a bridge with a VNI needs: present, with a unicast MAC.
+    fn check_vtep_uplink(&self, cfg: &SwitchConfig, what: &str, vni: u32) -> Result<(), Error> {
+        let Some(up) = self.uplink.map(|u| &cfg.ports[u as usize]) else {
+            return Err(err(format!(
+                "{what}: vni = {vni} is carried on the uplink, but no port has role = uplink: add one"
+            )));
+        };
+        if up.port.mac.is_none_or(|m| m[0] & 1 != 0 || m == [0; 6]) {
+            return Err(err(format!(
+                "port {}: the uplink has no unicast MAC address, and the VTEP needs one \
+                 (the source of tunnels and of ARP / ND answers): open it with a MAC",
+                up.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// The VTEP ids of a bridge's `remotes`, checked against its `local`.
+    fn remotes(&mut self, what: &str, remotes: &[IpAddr], local: IpAddr) -> Result<Vec<u16>, Error> {
+        let mut ids = Vec::new();
+        for r in remotes {
             if r.is_ipv4() != local.is_ipv4() || r.is_unspecified() || r.is_multicast() || *r == local {
                 return Err(err(format!(
                     "{what}: remote {r} must be a unicast address of the same family as local = {local}, \
@@ -331,14 +342,14 @@ impl Topology {
                 )));
             }
             let id = self.vtep(*r);
-            if !remotes.contains(&id) {
-                remotes.push(id);
+            if !ids.contains(&id) {
+                ids.push(id);
             }
         }
         if self.vteps.len() > MAX_VTEPS {
             return Err(err(format!("{what}: more than {MAX_VTEPS} remote VTEPs in all: use fewer")));
         }
-        Ok((Some(vni), Some(ci as u8), remotes))
+        Ok(ids)
     }
 
     fn map_tag(&mut self, cfg: &SwitchConfig, tag: u16, s: u16, bridge: &str) -> Result<(), Error> {
