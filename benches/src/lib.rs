@@ -7,13 +7,15 @@
 //! the figure reported is the median sample. Efficiency is `mpps(k) / (k * mpps(1))`.
 #![deny(missing_docs)]
 
+pub mod switch;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fastpath_mempool::{Mempool, PagePolicy, PoolConfig};
 use fastpath_pipeline::{BuildEnv, PipelineSpec};
 use fastpath_pmd::drivers::null::{NullConfig, NullPort};
-use fastpath_pmd::{Error, LcoreSpec, Offloads, Port, Runtime, RuntimeConfig};
+use fastpath_pmd::{Error, LcoreSpec, Offloads, Port, PortInfo, Processor, Runtime, RuntimeConfig};
 use serde::Serialize;
 
 /// A named benchmark pipeline: the stages and the frames the null ports produce.
@@ -39,6 +41,28 @@ pub struct BenchPipeline {
     /// payload and `rx_mpps` from the packets received (for pipelines whose output count
     /// differs from their input count).
     pub payload_per_rx: Option<usize>,
+    /// Only port 0 receives; port 1 is a sink (for one-way pipelines: access -> uplink).
+    pub one_way: bool,
+    /// Builds the processors in code instead of from `stages` (the switch).
+    pub processors: Option<BuildProcessors>,
+}
+
+/// Builds one lcore's processors for its two null ports (given by their descriptions): one
+/// per receiving port, in port order.
+pub type BuildProcessors = fn(&Mempool, &[PortInfo]) -> Result<BuiltProcessors, Error>;
+
+/// What [`BuildProcessors`] makes.
+pub struct BuiltProcessors {
+    /// One per receiving port, in port order.
+    pub processors: Vec<Box<dyn Processor>>,
+    /// Drops counted by the processors so far (it keeps whatever they need alive).
+    pub drops: Box<dyn Fn() -> u64 + Send>,
+}
+
+impl std::fmt::Debug for BuiltProcessors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuiltProcessors").field("processors", &self.processors.len()).finish()
+    }
 }
 
 impl Default for BenchPipeline {
@@ -52,6 +76,8 @@ impl Default for BenchPipeline {
             frames: None,
             offloads: Offloads::NONE,
             payload_per_rx: None,
+            one_way: false,
+            processors: None,
         }
     }
 }
@@ -151,6 +177,9 @@ pub fn pipelines() -> Vec<BenchPipeline> {
             ..BenchPipeline::default()
         },
     ]
+    .into_iter()
+    .chain(switch::pipelines())
+    .collect()
 }
 
 /// TCP payload of the `lso` pipelines' frame: a 65535-byte IPv4 packet.
@@ -356,6 +385,21 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// One lcore's processors for `ports` (one per receiving port) and a reader of their drops.
+fn processors(p: &BenchPipeline, pool: &Mempool, ports: &[PortInfo]) -> Result<Built, Error> {
+    if let Some(build) = p.processors {
+        let b = build(pool, ports)?;
+        return Ok((b.processors, b.drops));
+    }
+    let env = BuildEnv { pool: pool.clone(), ports: ports.to_vec() };
+    let spec = PipelineSpec::parse(&p.stages, &env)?;
+    let n = if p.one_way { 1 } else { 2 };
+    let procs = (0..n).map(|_| Ok(Box::new(spec.build(&env)?) as Box<dyn Processor>)).collect::<Result<_, Error>>()?;
+    Ok((procs, Box::new(move || spec.stats().total_drops())))
+}
+
+type Built = (Vec<Box<dyn Processor>>, Box<dyn Fn() -> u64 + Send>);
+
 /// Runs `p` on `cores` lcores and measures it. `progress` receives a status line now and then.
 pub fn run_point(
     p: &BenchPipeline,
@@ -385,18 +429,20 @@ pub fn run_point(
             ..NullConfig::default()
         };
         let mut a = NullPort::new(0, &pool, ncfg.clone());
-        let mut b = NullPort::new(1, &pool, ncfg);
-        let env = BuildEnv { pool: pool.clone(), ports: vec![a.info().clone(), b.info().clone()] };
-        let spec = PipelineSpec::parse(&p.stages, &env)?;
+        let mut b = NullPort::new(1, &pool, NullConfig { no_rx: p.one_way, ..ncfg });
+        let (mut procs, drops) = processors(p, &pool, &[a.info().clone(), b.info().clone()])?;
+        procs.reverse();
         let mut l = LcoreSpec::new(Some(cfg.cpus[i]));
-        let p = l.add_processor(Box::new(spec.build(&env)?));
-        l.add_task(a.rx_queue(0)?, p, 1);
-        l.add_task(b.rx_queue(0)?, p, 0);
+        for (port, out) in [(&mut a, 1), (&mut b, 0)] {
+            if let Some(processor) = procs.pop() {
+                l.add_task_with(port.rx_queue(0)?, processor, out);
+            }
+        }
         l.set_tx(0, a.tx_queue(0)?);
         l.set_tx(1, b.tx_queue(0)?);
         lcores.push(l);
         pools.push(pool);
-        specs.push(spec);
+        specs.push(drops);
     }
     let rt = Runtime::launch(lcores, RuntimeConfig { burst: cfg.burst, ..Default::default() })?;
     let total = |rt: &Runtime| rt.stats().iter().map(|s| s.tx_packets.get()).sum::<u64>();
@@ -436,7 +482,7 @@ pub fn run_point(
             )));
         }
     }
-    let drops: u64 = specs.iter().map(|s| s.stats().total_drops()).sum();
+    let drops: u64 = specs.iter().map(|d| d()).sum();
     if drops > 0 {
         log::warn!("bench {}: {drops} packets dropped by stages", p.name);
     }

@@ -23,7 +23,7 @@ pub mod ring;
 pub use batch::{Batch, DEFAULT_BURST, MAX_BURST};
 pub use mbuf::{prefetch0, Mbuf, MbufHeader, HEADROOM, MBUF_HDR_SIZE, PORT_NONE};
 pub use pool::{copy_metadata, Mempool, PoolCache, PoolConfig};
-pub use region::{PageKind, PagePolicy, Region};
+pub use region::{PageKind, PagePolicy, Region, RegionSlice, Zeroable};
 pub use ring::Ring;
 
 use std::fmt;

@@ -506,3 +506,71 @@ fn bad_configs_name_the_problem() {
     assert!(err(&c).contains("vlan = 5000 is out of range"), "{}", err(&c));
     assert_eq!(pool.available(), pool.capacity());
 }
+
+#[test]
+fn geneve_and_nvgre_bridges_encap_and_decap_like_their_stages() {
+    for (kind, tunnel) in [
+        ("geneve", fastpath_pipeline::switch::TunnelKind::Geneve),
+        ("nvgre", fastpath_pipeline::switch::TunnelKind::Nvgre),
+    ] {
+        let mut cfg = overlay();
+        cfg.bridges[0].tunnel = tunnel;
+        cfg.bridges[0].remotes = vec![ip(REMOTE1)];
+        cfg.neighbours.truncate(1);
+        let mut k = Kit::new(&cfg);
+        let inner = frame(mac(1), mac(50), 40);
+        let out = k.send1(0, encapsulated(kind, 100, REMOTE1, LOCAL, &inner));
+        assert_eq!(ports(&out), vec![1, 2], "{kind}: decapsulated and flooded");
+        assert!(out.iter().all(|o| o.bytes == inner));
+        k.poll();
+        let f = frame(mac(50), mac(1), 40);
+        let out = k.send1(1, f.clone());
+        assert_eq!(ports(&out), vec![0]);
+        let reference = {
+            let stage = format!(
+                "{kind}-encap,vni=100,local={LOCAL},remote={REMOTE1},src-mac=02:aa:00:00:00:01,dst-mac=02:bb:00:00:00:02"
+            );
+            stage_output(&stage, &f)
+        };
+        assert_eq!(out[0].bytes, reference, "{kind}: the same bytes as the {kind}-encap stage");
+        // Another kind on the same VNI is not ours.
+        assert!(k.send1(0, encapsulated("vxlan", 100, REMOTE1, LOCAL, &inner)).is_empty());
+    }
+}
+
+#[test]
+fn neighbours_go_stale_then_expire() {
+    let mut cfg = overlay();
+    cfg.neighbours.clear();
+    let mut k = Kit::new(&cfg);
+    let reply = arp(UPLINK_MAC, 2, mac(99), REMOTE1, UPLINK_MAC, LOCAL);
+    assert!(k.send1(0, reply).is_empty());
+    k.send1(0, encapsulated("vxlan", 100, REMOTE1, LOCAL, &frame(mac(1), mac(50), 20)));
+    k.poll();
+    let vtep = |k: &Kit| k.control.stats().vteps.into_iter().find(|v| v.addr == ip(REMOTE1)).unwrap();
+    assert_eq!((vtep(&k).state, vtep(&k).mac), ("reachable", Some(mac(99))));
+    k.advance(301);
+    // Both MACs seen again: they stay; the neighbour is not confirmed.
+    k.send1(0, encapsulated("vxlan", 100, REMOTE1, LOCAL, &frame(mac(1), mac(50), 20)));
+    k.poll();
+    assert_eq!(vtep(&k).state, "stale");
+    // Stale: still used, and solicited again (rate-limited to one per 100 ms).
+    let out = k.send1(1, frame(mac(50), mac(1), 20));
+    assert_eq!(ports(&out), vec![0, 0]);
+    assert!(out.iter().any(|o| o.bytes[12..14] == [8, 6]), "an ARP request");
+    assert!(out.iter().any(|o| o.bytes[..6] == mac(99)), "the packet, to the stale MAC");
+    // No answer for long enough: forgotten, packets wait.
+    k.advance(6);
+    k.poll();
+    assert_eq!(vtep(&k).state, "incomplete");
+    let out = k.send1(1, frame(mac(50), mac(1), 20));
+    assert!(out.iter().all(|o| o.bytes[12..14] == [8, 6]));
+    assert_eq!(k.drops("neighbour-unresolved"), 1);
+}
+
+#[test]
+fn control_and_processors_move_between_threads() {
+    fn send<T: Send>() {}
+    send::<fastpath_pipeline::switch::SwitchControl>();
+    send::<fastpath_pipeline::switch::SwitchProcessor>();
+}

@@ -68,6 +68,17 @@
 //!
 //! Both directions are one pass over the batch ([`filter`]); nothing allocates and nothing is
 //! called through a `dyn` per packet: the tunnel kind and IP version are const generics.
+//!
+//! # Building blocks
+//!
+//! The stages are thin wrappers; the switch ([`crate::switch`]) uses the same pieces:
+//! [`EncapTemplate`] (the outer headers of one kind and family; `encap` in place, `encap_onto`
+//! a read-only clone behind a head mbuf; with `PATCH`, the destination MAC, address and VNI of
+//! each packet come from an [`OuterDest`] instead of the template), and on the way in
+//! [`outer_ip`] (the outer headers checked, addresses readable with [`OuterIp::addrs`]),
+//! [`DecapCore::tunnel`] (the tunnel header checked: inner offset and VNI) and [`strip`];
+//! [`DecapCore::decap`] does all three and returns [`Decapsulated`] {VNI, outer source, outer
+//! destination}. Drop codes are [`ENCAP_REASONS`] and [`DECAP_REASONS`].
 
 use std::net::IpAddr;
 use std::sync::Arc;

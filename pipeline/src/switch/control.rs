@@ -337,6 +337,7 @@ impl SwitchControl {
             stages: stats::sum_stages(&stages),
             vteps: self.vtep_stats(),
             fdb_entries: self.fdb.len() as u64,
+            fdb_relocations: self.fdb.fdb().relocations(),
             events: self.events,
         }
     }

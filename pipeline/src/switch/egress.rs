@@ -19,11 +19,27 @@ use crate::switch::processor::Sw;
 use crate::switch::stats::{reason, stat, SwitchStage};
 use crate::switch::topology::Topology;
 use crate::switch::underlay::Underlay;
-use crate::switch::vtep::NeighState;
+use crate::switch::vtep::{Neigh, NeighState};
 use crate::switch::{meta, vlan};
 
 /// Solicitations one burst may ask for.
 const SOLICITS: usize = 16;
+
+/// Destinations kept built, per lcore.
+const DEST_CACHE: usize = 64;
+
+/// A destination as built for one (VTEP, segment) and one neighbour word.
+#[derive(Debug, Clone, Copy, Default)]
+struct Dest {
+    valid: bool,
+    id: u16,
+    seg: u16,
+    word: u64,
+    class: u8,
+    hdr_len: u16,
+    stale: bool,
+    dest: OuterDest,
+}
 
 /// One lcore's encap state.
 #[derive(Debug)]
@@ -31,12 +47,18 @@ pub struct Egress {
     templates: Box<[AnyTemplate]>,
     ident: u16,
     solicit: ArrayVec<u16, SOLICITS>,
+    cache: Box<[Dest; DEST_CACHE]>,
 }
 
 impl Egress {
     /// The egress of `topo`.
     pub fn new(topo: &Topology) -> Egress {
-        Egress { templates: AnyTemplate::all(topo), ident: 0, solicit: ArrayVec::new() }
+        Egress {
+            templates: AnyTemplate::all(topo),
+            ident: 0,
+            solicit: ArrayVec::new(),
+            cache: Box::new([Dest::default(); DEST_CACHE]),
+        }
     }
 
     /// Encapsulates or tags, in place, every packet of `batch` that needs it; failures are
@@ -72,20 +94,36 @@ impl Egress {
     }
 
     /// The outer destination for VTEP `id` in segment `seg`, and the template, for a packet of
-    /// `pkt_len` bytes (`tso`: segmentation will cut it).
+    /// `pkt_len` bytes (`tso`: segmentation will cut it). A small cache keeps what was built for
+    /// recent destinations; it is used while the VTEP's neighbour word is the same.
     #[inline]
-    fn dest(&mut self, sw: &Sw, id: u16, seg: u16, pkt_len: usize, tso: bool) -> Result<(OuterDest, usize), u8> {
-        let s = sw.topo.segments.get(seg as usize).ok_or(reason::NO_SEGMENT)?;
-        let class = s.class.ok_or(reason::NO_SEGMENT)? as usize;
-        let n = sw.vteps.neigh(id);
-        if n.state != NeighState::Reachable && n.state != NeighState::Permanent {
+    fn dest(&mut self, sw: &Sw, id: u16, seg: u16, pkt_len: usize, tso: bool) -> Result<usize, u8> {
+        let word = sw.vteps.neigh_word(id);
+        let i = (id as usize ^ (seg as usize) << 4) % DEST_CACHE;
+        let c = &self.cache[i];
+        if !(c.word == word && c.id == id && c.seg == seg && c.valid) {
+            self.fill(sw, i, id, seg, word)?;
+        }
+        let (stale, hdr_len) = (self.cache[i].stale, self.cache[i].hdr_len as usize);
+        if stale {
             self.want_solicit(id);
         }
-        if n.state == NeighState::Incomplete {
-            return Err(reason::NEIGH_UNRESOLVED);
-        }
-        if !tso && pkt_len + self.templates[class].hdr_len() > sw.topo.uplink_max_frame {
+        if !tso && pkt_len + hdr_len > sw.topo.uplink_max_frame {
             return Err(reason::TOO_BIG_AFTER_ENCAP);
+        }
+        Ok(i)
+    }
+
+    /// Builds the destination of VTEP `id` in segment `seg` whose neighbour word is `word`
+    /// into cache slot `i`.
+    #[inline(never)]
+    fn fill(&mut self, sw: &Sw, i: usize, id: u16, seg: u16, word: u64) -> Result<(), u8> {
+        let s = sw.topo.segments.get(seg as usize).ok_or(reason::NO_SEGMENT)?;
+        let class = s.class.ok_or(reason::NO_SEGMENT)? as usize;
+        let n = Neigh::of(word);
+        if n.state == NeighState::Incomplete {
+            self.want_solicit(id);
+            return Err(reason::NEIGH_UNRESOLVED);
         }
         let Some(addr) = sw.vteps.addr(id) else { return Err(reason::NEIGH_UNRESOLVED) };
         let mut dst_ip = [0u8; 16];
@@ -93,8 +131,19 @@ impl Egress {
             std::net::IpAddr::V4(a) => dst_ip[..4].copy_from_slice(&a.octets()),
             std::net::IpAddr::V6(a) => dst_ip.copy_from_slice(&a.octets()),
         }
-        let d = OuterDest { dst_mac: n.mac, dst_ip, dst_sum: sw.vteps.addr_sum(id), vni: s.vni.unwrap_or(0) };
-        Ok((d, class))
+        let dest = OuterDest { dst_mac: n.mac, dst_ip, dst_sum: sw.vteps.addr_sum(id), vni: s.vni.unwrap_or(0) };
+        let d = Dest {
+            valid: true,
+            id,
+            seg,
+            word,
+            class: class as u8,
+            hdr_len: self.templates[class].hdr_len() as u16,
+            stale: n.state == NeighState::Stale,
+            dest,
+        };
+        self.cache[i] = d;
+        Ok(())
     }
 
     /// The IPv4 identification of the next outer header (from 0, as the encap stages).
@@ -108,9 +157,10 @@ impl Egress {
     #[inline]
     fn vtep(&mut self, sw: &Sw, m: &mut Mbuf) -> Result<(), u8> {
         let tso = m.ol_flags() & TX_SEG_MASK != 0;
-        let (d, class) = self.dest(sw, m.dest(), m.segment(), m.pkt_len(), tso)?;
+        let i = self.dest(sw, m.dest(), m.segment(), m.pkt_len(), tso)?;
         let ident = self.next_ident();
-        self.templates[class].encap(m, ident, &d).map_err(reason::of_encap)?;
+        let c = &self.cache[i];
+        self.templates[c.class as usize].encap(m, ident, &c.dest).map_err(reason::of_encap)?;
         m.set_out_port(sw.topo.uplink.unwrap_or(0));
         meta::set_action(m, meta::FORWARD);
         sw.c.stat(SwitchStage::Egress, stat::ENCAPSULATED, 1);
@@ -120,12 +170,14 @@ impl Egress {
     /// Encapsulates the read-only `inner` (of segment `seg`) to VTEP `id` behind `head`.
     pub fn vtep_onto(&mut self, sw: &Sw, head: &mut Mbuf, inner: Mbuf, id: u16) -> Result<(), (u8, Mbuf)> {
         let tso = inner.ol_flags() & TX_SEG_MASK != 0;
-        let (d, class) = match self.dest(sw, id, inner.segment(), inner.pkt_len(), tso) {
-            Ok(x) => x,
+        let i = match self.dest(sw, id, inner.segment(), inner.pkt_len(), tso) {
+            Ok(i) => i,
             Err(r) => return Err((r, inner)),
         };
         let ident = self.next_ident();
-        self.templates[class].encap_onto(head, inner, ident, &d).map_err(|(e, i)| (reason::of_encap(e), i))?;
+        let c = &self.cache[i];
+        let t = &self.templates[c.class as usize];
+        t.encap_onto(head, inner, ident, &c.dest).map_err(|(e, i)| (reason::of_encap(e), i))?;
         head.set_out_port(sw.topo.uplink.unwrap_or(0));
         meta::set_action(head, meta::FORWARD);
         sw.c.stat(SwitchStage::Egress, stat::ENCAPSULATED, 1);

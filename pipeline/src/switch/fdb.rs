@@ -36,6 +36,7 @@ use std::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
+use fastpath_mempool::{PagePolicy, RegionSlice, Zeroable};
 
 /// Slots per bucket.
 pub const SLOTS: usize = 4;
@@ -116,6 +117,21 @@ pub fn key(segment: u16, mac: &[u8]) -> u64 {
     ((segment as u64 + 1) << 48) | m
 }
 
+/// The keys of the destination and source MACs of frame `d` (at least 12 bytes) in `segment`:
+/// two 8-byte loads instead of twelve byte loads.
+#[inline(always)]
+pub fn frame_keys(segment: u16, d: &[u8]) -> (u64, u64) {
+    let w = |at: usize| u64::from_be_bytes(d[at..at + 8].try_into().unwrap_or([0; 8]));
+    let seg = (segment as u64 + 1) << 48;
+    (seg | w(0) >> 16, seg | (w(4) & 0xffff_ffff_ffff))
+}
+
+/// True when the MAC of `key` is a valid source: unicast and not zero.
+#[inline(always)]
+pub fn is_unicast_source(key: u64) -> bool {
+    key & 0x0100_0000_0000 == 0 && key & 0xffff_ffff_ffff != 0
+}
+
 /// The segment of a key.
 #[inline(always)]
 pub fn key_segment(key: u64) -> u16 {
@@ -129,7 +145,6 @@ pub fn key_mac(key: u64) -> [u8; 6] {
 }
 
 #[repr(C, align(64))]
-#[derive(Default)]
 struct Bucket {
     seq: AtomicU32,
     keys: [AtomicU64; SLOTS],
@@ -138,6 +153,10 @@ struct Bucket {
 }
 
 const _: () = assert!(std::mem::size_of::<Bucket>() == 64);
+
+// SAFETY: a Bucket is repr(C) of atomic integers only: all-zero bytes are a valid (empty)
+// bucket, it needs no drop, and its alignment is 64.
+unsafe impl Zeroable for Bucket {}
 
 /// A key's two candidate buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -154,8 +173,10 @@ pub struct Hit {
 
 /// The table (shared by the lcores and the writer).
 pub struct Fdb {
-    buckets: Box<[Bucket]>,
+    buckets: RegionSlice<Bucket>,
     n: u32,
+    /// Worth prefetching (see [`PREFETCH_ABOVE`]).
+    big: bool,
     /// Bumped around each cuckoo move (see the module doc).
     moves: CachePadded<AtomicU32>,
 }
@@ -166,27 +187,39 @@ impl fmt::Debug for Fdb {
     }
 }
 
-/// splitmix64's finaliser: sequential MACs spread over the whole table.
+/// Multiply-fold hash (one 64x64->128 multiply, its halves xored): sequential MACs (VM NICs
+/// are numbered) spread over the whole table.
 #[inline(always)]
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+fn mix(z: u64) -> u64 {
+    let r = (z ^ 0x9e37_79b9_7f4a_7c15) as u128 * 0xbf58_476d_1ce4_e5b9u128;
+    r as u64 ^ (r >> 64) as u64
 }
 
+/// Tables larger than this are prefetched (smaller ones stay in the caches anyway, where a
+/// prefetch only costs an instruction).
+const PREFETCH_ABOVE: usize = 256 * 1024;
+
 impl Fdb {
-    /// A table for `capacity` entries and its one writer.
-    pub fn new(capacity: usize) -> (Arc<Fdb>, FdbWriter) {
+    /// A table for `capacity` entries and its one writer. The buckets get a memory region of
+    /// their own (2 MiB pages where the system gives them).
+    pub fn new(capacity: usize) -> Result<(Arc<Fdb>, FdbWriter), fastpath_mempool::Error> {
         let n = (capacity.max(1) * 20).div_ceil(SLOTS * 17).max(2);
         let n = u32::try_from(n).unwrap_or(u32::MAX);
-        let buckets: Box<[Bucket]> = (0..n).map(|_| Bucket::default()).collect();
-        let fdb = Arc::new(Fdb { buckets, n, moves: CachePadded::new(AtomicU32::new(0)) });
-        (fdb.clone(), FdbWriter { fdb, len: 0 })
+        let buckets = RegionSlice::<Bucket>::new(n as usize, PagePolicy::Auto)?;
+        let big = n as usize * std::mem::size_of::<Bucket>() > PREFETCH_ABOVE;
+        let fdb = Arc::new(Fdb { buckets, n, big, moves: CachePadded::new(AtomicU32::new(0)) });
+        Ok((fdb.clone(), FdbWriter { fdb, len: 0 }))
     }
 
     /// Number of buckets.
     pub fn buckets(&self) -> usize {
         self.n as usize
+    }
+
+    /// Entries moved between buckets by inserts so far (cuckoo moves).
+    pub fn relocations(&self) -> u64 {
+        // Relaxed: a statistic.
+        self.moves.load(Ordering::Relaxed) as u64
     }
 
     /// The two buckets of `key`.
@@ -201,9 +234,13 @@ impl Fdb {
         Buckets(b1, b2)
     }
 
-    /// Starts loading both buckets into the cache (call early, look up later).
+    /// Starts loading both buckets into the cache (call early, look up later); nothing for a
+    /// small table.
     #[inline(always)]
     pub fn prefetch(&self, b: Buckets) {
+        if !self.big {
+            return;
+        }
         for i in [b.0, b.1] {
             if let Some(bk) = self.buckets.get(i as usize) {
                 fastpath_mempool::prefetch0((bk as *const Bucket).cast());
@@ -495,6 +532,15 @@ mod tests {
     }
 
     #[test]
+    fn frame_keys_are_the_mac_keys() {
+        let f = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x08, 0];
+        assert_eq!(frame_keys(3, &f), (key(3, &f[..6]), key(3, &f[6..12])));
+        assert!(is_unicast_source(key(0, &[2, 0, 0, 0, 0, 1])));
+        assert!(!is_unicast_source(key(0, &[3, 0, 0, 0, 0, 1])));
+        assert!(!is_unicast_source(key(0, &[0; 6])));
+    }
+
+    #[test]
     fn keys_round_trip_and_are_never_zero() {
         let k = key(0, &[0; 6]);
         assert_ne!(k, 0);
@@ -509,7 +555,7 @@ mod tests {
     #[test]
     fn fills_to_capacity_with_moves() {
         let cap = 20_000;
-        let (fdb, mut w) = Fdb::new(cap);
+        let (fdb, mut w) = Fdb::new(cap).unwrap();
         for i in 0..cap as u64 {
             let e = Entry { key: key((i % 7) as u16, &mac(i)), place: Place::port((i % 100) as u16), seen: 1 };
             w.insert(e).unwrap_or_else(|_| panic!("full at {i} of {cap}"));

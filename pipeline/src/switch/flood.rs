@@ -24,7 +24,7 @@ use crate::switch::egress::{self, Egress};
 use crate::switch::meta;
 use crate::switch::processor::Sw;
 use crate::switch::stats::{reason, stat, SwitchStage};
-use crate::switch::topology::MAX_FLOOD;
+use crate::switch::topology::{Segment, MAX_FLOOD};
 use crate::switch::underlay::Underlay;
 use crate::switch::vtep::NeighState;
 
@@ -90,27 +90,7 @@ impl Flooder {
         let Some(seg) = sw.topo.segments.get(m.segment() as usize) else {
             return self.lose(sw, m, reason::NO_SEGMENT, ctx);
         };
-        let origin = meta::origin(&m);
-        self.dests.clear();
-        self.next = 0;
-        if origin != meta::FROM_TUNNEL {
-            for &id in &seg.remotes {
-                if sw.vteps.neigh(id).state == NeighState::Incomplete {
-                    eg.want_solicit(id);
-                    sw.c.dropped(SwitchStage::Flood, m.port(), reason::NEIGH_UNRESOLVED);
-                } else {
-                    let _ = self.dests.try_push(Dest::Vtep(id));
-                }
-            }
-        }
-        if let Some(tag) = seg.uplink_tag.filter(|_| origin != meta::FROM_VLAN) {
-            let _ = self.dests.try_push(Dest::Uplink(tag));
-        }
-        for &p in &seg.ports {
-            if !(origin == meta::FROM_ACCESS && p == m.port()) {
-                let _ = self.dests.try_push(Dest::Port(p));
-            }
-        }
+        self.list(sw, eg, seg, &m);
         let k = self.dests.len();
         sw.c.stat(SwitchStage::Flood, stat::FLOODED, 1);
         sw.c.stat(SwitchStage::Flood, stat::COPIES, k as u64);
@@ -138,6 +118,32 @@ impl Flooder {
                 }
             }
             Some(_) => self.active = Some(m),
+        }
+    }
+
+    /// Lists the destinations of `m` in segment `seg` (module doc): VTEPs (resolved ones; the
+    /// others are solicited and the copy counted lost), the uplink's VLAN, access ports.
+    fn list(&mut self, sw: &Sw, eg: &mut Egress, seg: &Segment, m: &Mbuf) {
+        let origin = meta::origin(m);
+        self.dests.clear();
+        self.next = 0;
+        if origin != meta::FROM_TUNNEL {
+            for &id in &seg.remotes {
+                if sw.vteps.neigh(id).state == NeighState::Incomplete {
+                    eg.want_solicit(id);
+                    sw.c.dropped(SwitchStage::Flood, m.port(), reason::NEIGH_UNRESOLVED);
+                } else {
+                    let _ = self.dests.try_push(Dest::Vtep(id));
+                }
+            }
+        }
+        if let Some(tag) = seg.uplink_tag.filter(|_| origin != meta::FROM_VLAN) {
+            let _ = self.dests.try_push(Dest::Uplink(tag));
+        }
+        for &p in &seg.ports {
+            if !(origin == meta::FROM_ACCESS && p == m.port()) {
+                let _ = self.dests.try_push(Dest::Port(p));
+            }
         }
     }
 

@@ -6,25 +6,24 @@
 
 use fastpath_mempool::Mbuf;
 
-use crate::switch::fdb::Buckets;
+use crate::switch::fdb::Hit;
 use crate::switch::meta;
 use crate::switch::processor::Sw;
 use crate::switch::stats::{reason, stat, SwitchStage};
 
-/// Decides where `m` goes (destination key `key` in buckets `b`, 0 when not unicast).
+/// Decides where `m` goes (its destination found as `hit`; `unicast`: it has a unicast
+/// destination); returns the forward stage's counter to bump (known, unknown, broadcast,
+/// multicast).
 #[inline(always)]
-pub fn one(sw: &Sw, m: &mut Mbuf, key: u64, b: Buckets) {
-    let Some(h) = (key != 0).then(|| sw.fdb.lookup_at(key, b)).flatten() else {
-        let code = match &m.data()[..6] {
-            _ if key != 0 => stat::UNKNOWN,
+pub fn one(sw: &Sw, m: &mut Mbuf, unicast: bool, hit: Option<Hit>) -> u8 {
+    let Some(h) = hit else {
+        meta::set_action(m, meta::FLOOD);
+        return match &m.data()[..6] {
+            _ if unicast => stat::UNKNOWN,
             [0xff, 0xff, 0xff, 0xff, 0xff, 0xff] => stat::BROADCAST,
             _ => stat::MULTICAST,
         };
-        sw.c.stat(SwitchStage::Forward, code, 1);
-        meta::set_action(m, meta::FLOOD);
-        return;
     };
-    sw.c.stat(SwitchStage::Forward, stat::KNOWN, 1);
     let (p, origin) = (h.place, meta::origin(m));
     let verdict = if p.is_remote() {
         if origin == meta::FROM_TUNNEL {
@@ -52,4 +51,5 @@ pub fn one(sw: &Sw, m: &mut Mbuf, key: u64, b: Buckets) {
             meta::set_drop(m, r);
         }
     }
+    stat::KNOWN
 }

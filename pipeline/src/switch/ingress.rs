@@ -2,8 +2,6 @@
 //! port puts untagged frames in its segment (a tagged one is dropped); the uplink's frames are
 //! classified by [`crate::switch::underlay`] (VLAN, tunnel, or its own ARP / ND).
 
-use std::net::IpAddr;
-
 use fastpath_mempool::{Batch, Mbuf};
 
 use crate::switch::config::PortRole;
@@ -12,6 +10,7 @@ use crate::switch::processor::Sw;
 use crate::switch::stats::{reason, stat, SwitchStage};
 use crate::switch::topology::NO_SEGMENT;
 use crate::switch::underlay::{Underlay, Uplink};
+use crate::switch::vtep::VtepAddr;
 use crate::wire::{ethertype, get_u16};
 
 /// What the pass found, to skip later passes that have nothing to do.
@@ -21,16 +20,21 @@ pub struct Tally {
     pub learn: usize,
     /// Packets dropped or consumed (to take out of the batch).
     pub out: usize,
+    /// Of `learn`: from access ports.
+    access: u64,
 }
 
 /// Classifies every packet of `batch`; `outer[i]` gets the outer source of a decapsulated one.
 #[inline]
-pub fn run(sw: &mut Sw, under: &Underlay, batch: &mut Batch, outer: &mut [IpAddr]) -> Tally {
+pub fn run(sw: &mut Sw, under: &Underlay, batch: &mut Batch, outer: &mut [VtepAddr]) -> Tally {
     sw.c.packets(SwitchStage::Ingress, batch.len() as u64);
     let mut t = Tally::default();
     for (i, m) in batch.iter_mut().enumerate() {
         match one(sw, under, m, &mut outer[i]) {
-            Ok(true) => t.learn += 1,
+            Ok(true) => {
+                t.learn += 1;
+                t.access += (meta::origin(m) == meta::FROM_ACCESS) as u64;
+            }
             Ok(false) => {
                 if meta::action(m) != meta::DONE {
                     t.out += 1;
@@ -43,13 +47,14 @@ pub fn run(sw: &mut Sw, under: &Underlay, batch: &mut Batch, outer: &mut [IpAddr
             }
         }
     }
+    sw.c.stat(SwitchStage::Ingress, stat::ACCESS, t.access);
     t
 }
 
 /// One packet: `Ok(true)` to learn and look up, `Ok(false)` when the uplink took it (answered
 /// or consumed), or the stage and reason to drop it for.
 #[inline(always)]
-fn one(sw: &mut Sw, under: &Underlay, m: &mut Mbuf, outer: &mut IpAddr) -> Result<bool, (SwitchStage, u8)> {
+fn one(sw: &mut Sw, under: &Underlay, m: &mut Mbuf, outer: &mut VtepAddr) -> Result<bool, (SwitchStage, u8)> {
     let Some(pt) = sw.topo.ports.get(m.port() as usize) else {
         return Err((SwitchStage::Ingress, reason::NO_SEGMENT));
     };
@@ -66,21 +71,19 @@ fn one(sw: &mut Sw, under: &Underlay, m: &mut Mbuf, outer: &mut IpAddr) -> Resul
         }
         m.set_segment(pt.segment);
         m.set_disposition(meta::LEARN | meta::FROM_ACCESS);
-        sw.c.stat(SwitchStage::Ingress, stat::ACCESS, 1);
         return Ok(true);
     }
     sw.c.packets(SwitchStage::Underlay, 1);
-    match under.classify(sw, m).map_err(|r| (SwitchStage::Underlay, r))? {
+    match under.classify(sw, m, outer).map_err(|r| (SwitchStage::Underlay, r))? {
         Uplink::Vlan(seg) => {
             m.set_segment(seg);
             m.set_disposition(meta::LEARN | meta::FROM_VLAN);
             sw.c.stat(SwitchStage::Ingress, stat::UPLINK_VLAN, 1);
             Ok(true)
         }
-        Uplink::Tunnel(seg, src) => {
+        Uplink::Tunnel(seg) => {
             m.set_segment(seg);
             m.set_disposition(meta::LEARN | meta::FROM_TUNNEL);
-            *outer = src;
             Ok(true)
         }
         Uplink::Answered => {

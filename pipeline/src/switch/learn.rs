@@ -9,15 +9,14 @@
 //! burst from a new MAC costs one event, not one per frame, and a MAC flood cannot fill the ring
 //! with repeats.
 
-use std::net::IpAddr;
-
 use fastpath_mempool::Mbuf;
 
 use crate::switch::event::Event;
-use crate::switch::fdb::{Buckets, Place};
-use crate::switch::meta;
+use crate::switch::fdb::{Hit, Place};
 use crate::switch::processor::Sw;
 use crate::switch::stats::{reason, stat, SwitchStage};
+use crate::switch::vtep::VtepAddr;
+use crate::switch::{fdb, meta};
 
 const FILTER: usize = 256;
 
@@ -41,30 +40,23 @@ impl Default for Learner {
 }
 
 /// A tag of a place for the filter: the place itself, or a hash of a VTEP's address.
-fn tag(place: Option<Place>, outer: &IpAddr) -> u32 {
+fn tag(place: Option<Place>, outer: &VtepAddr) -> u32 {
     match place {
         Some(p) => 0x8000_0000 | p.raw() as u32,
         None => {
-            let w = match outer {
-                IpAddr::V4(a) => u32::from_be_bytes(a.octets()) as u64,
-                IpAddr::V6(a) => {
-                    let b = a.octets();
-                    u64::from_be_bytes(b[8..].try_into().unwrap_or([0; 8]))
-                        ^ u64::from_be_bytes(b[..8].try_into().unwrap_or([0; 8]))
-                }
-            };
+            let [a, b] = outer.words();
+            let w = a ^ b;
             (w ^ (w >> 32)) as u32 & 0x7fff_ffff
         }
     }
 }
 
 impl Learner {
-    /// Learns the source of `m` (key `key` in buckets `b`; `outer`: its VTEP when it came out
+    /// Learns the source of `m` (key `key`, found as `hit`; `outer`: its VTEP when it came out
     /// of a tunnel). A bad source marks it dropped.
     #[inline(always)]
-    pub fn one(&mut self, sw: &mut Sw, m: &mut Mbuf, key: u64, b: Buckets, outer: &IpAddr) {
-        let src = &m.data()[6..12];
-        if src[0] & 1 != 0 || src == [0; 6] {
+    pub fn one(&mut self, sw: &mut Sw, m: &mut Mbuf, key: u64, hit: Option<Hit>, outer: &VtepAddr) {
+        if !fdb::is_unicast_source(key) {
             sw.c.dropped(SwitchStage::Learn, m.port(), reason::BAD_SRC_MAC);
             meta::set_drop(m, reason::BAD_SRC_MAC);
             return;
@@ -74,7 +66,7 @@ impl Learner {
             meta::FROM_VLAN => Some(Place::port(sw.topo.uplink.unwrap_or(0))),
             _ => Some(Place::port(m.port())),
         };
-        if let Some(h) = sw.fdb.lookup_at(key, b) {
+        if let Some(h) = hit {
             let same = match here {
                 Some(p) => h.place.dynamic() == p,
                 None => h.place.is_remote() && sw.vteps.is(h.place.id(), outer),
@@ -96,7 +88,7 @@ impl Learner {
 
     /// Sends a learn event unless the same one went out this second.
     #[inline(never)]
-    fn send(&mut self, sw: &mut Sw, key: u64, here: Option<Place>, outer: &IpAddr) {
+    fn send(&mut self, sw: &mut Sw, key: u64, here: Option<Place>, outer: &VtepAddr) {
         let place = tag(here, outer);
         let slot = &mut self.sent[(key ^ key >> 17 ^ key >> 31) as usize % FILTER];
         if slot.key == key && slot.place == place && slot.secs == sw.now.secs {
@@ -104,7 +96,7 @@ impl Learner {
         }
         let e = match here {
             Some(place) => Event::Learn { key, place },
-            None => Event::LearnRemote { key, vtep: *outer },
+            None => Event::LearnRemote { key, vtep: outer.ip() },
         };
         if sw.send(e) {
             *slot = Sent { key, place, secs: sw.now.secs };

@@ -2,12 +2,11 @@
 //! prefetched before the first is read (DPDK's `rte_hash_lookup_bulk`, VPP's `l2fib_lookup_4`),
 //! so that the cache misses of a large table overlap instead of queueing one behind another.
 
-use std::net::{IpAddr, Ipv4Addr};
-
 use fastpath_mempool::{Batch, MAX_BURST};
 
 use crate::switch::fdb::{self, Buckets, Fdb};
 use crate::switch::meta;
+use crate::switch::vtep::VtepAddr;
 
 /// Per-burst lookup state, by position in the batch.
 #[derive(Debug)]
@@ -21,7 +20,7 @@ pub struct Scratch {
     /// Their buckets.
     pub dst_b: [Buckets; MAX_BURST],
     /// Outer source of decapsulated packets.
-    pub outer: [IpAddr; MAX_BURST],
+    pub outer: [VtepAddr; MAX_BURST],
 }
 
 impl Default for Scratch {
@@ -31,32 +30,36 @@ impl Default for Scratch {
             src_b: [Buckets::default(); MAX_BURST],
             dst: [0; MAX_BURST],
             dst_b: [Buckets::default(); MAX_BURST],
-            outer: [IpAddr::V4(Ipv4Addr::UNSPECIFIED); MAX_BURST],
+            outer: [VtepAddr::default(); MAX_BURST],
         }
     }
 }
 
-/// Computes the keys of every packet to learn and look up, and prefetches their buckets.
+/// Computes the keys of every packet to learn and look up, and prefetches their buckets (a
+/// key the same as the one before reuses its buckets).
 #[inline]
 pub fn prepare(fdb: &Fdb, batch: &Batch, s: &mut Scratch) {
+    let (mut last_src, mut last_dst) = ((0, Buckets::default()), (0, Buckets::default()));
     for (i, m) in batch.iter().enumerate() {
         if meta::action(m) != meta::LEARN {
             continue;
         }
-        let (d, seg) = (m.data(), m.segment());
-        let k = fdb::key(seg, &d[6..12]);
-        let b = fdb.hash(k);
-        fdb.prefetch(b);
-        s.src[i] = k;
-        s.src_b[i] = b;
-        if d[0] & 1 == 0 {
-            let k = fdb::key(seg, &d[0..6]);
-            let b = fdb.hash(k);
-            fdb.prefetch(b);
-            s.dst[i] = k;
-            s.dst_b[i] = b;
-        } else {
-            s.dst[i] = 0;
+        let (dst, src) = fdb::frame_keys(m.segment(), m.data());
+        if src != last_src.0 {
+            last_src = (src, fdb.hash(src));
+            fdb.prefetch(last_src.1);
         }
+        s.src[i] = src;
+        s.src_b[i] = last_src.1;
+        if dst & 0x0100_0000_0000 != 0 {
+            s.dst[i] = 0;
+            continue;
+        }
+        if dst != last_dst.0 {
+            last_dst = (dst, fdb.hash(dst));
+            fdb.prefetch(last_dst.1);
+        }
+        s.dst[i] = dst;
+        s.dst_b[i] = last_dst.1;
     }
 }

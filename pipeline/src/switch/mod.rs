@@ -77,7 +77,7 @@ pub fn build_with_clock(
         return Err(Error::Config("the switch needs at least one lcore (processor)".into()));
     }
     let topo = Arc::new(topology::Topology::new(cfg)?);
-    let (fdb, writer) = fdb::Fdb::new(cfg.fdb.capacity);
+    let (fdb, writer) = fdb::Fdb::new(cfg.fdb.capacity)?;
     let vteps = Arc::new(vtep::Vteps::default());
     let mut rings = Vec::new();
     let mut counters = Vec::new();

@@ -165,22 +165,39 @@ impl SwitchProcessor {
         (p, c)
     }
 
-    /// Learns and looks up the classified packets.
+    /// Learns and looks up the classified packets; returns what the batch holds now.
     #[inline]
-    fn switch(&mut self, batch: &mut Batch, learn: usize) {
+    fn switch(&mut self, batch: &mut Batch, learn: usize) -> Holds {
         let s = &mut self.scratch;
         lookup::prepare(&self.sw.fdb, batch, s);
         self.sw.c.packets(SwitchStage::Learn, learn as u64);
         self.sw.c.packets(SwitchStage::Forward, learn as u64);
+        let mut counts = [0u64; 4];
+        let mut h = Holds::default();
+        // The last key looked up and what was found, for each side (a burst is often one
+        // flow: VPP's l2fib cached key).
+        let (mut src, mut dst) = ((0u64, None), (0u64, None));
         for (i, m) in batch.iter_mut().enumerate() {
-            if meta::action(m) != meta::LEARN {
-                continue;
-            }
-            self.learner.one(&mut self.sw, m, s.src[i], s.src_b[i], &s.outer[i]);
             if meta::action(m) == meta::LEARN {
-                forward::one(&self.sw, m, s.dst[i], s.dst_b[i]);
+                let fdb = &self.sw.fdb;
+                if s.src[i] != src.0 {
+                    src = (s.src[i], fdb.lookup_at(s.src[i], s.src_b[i]));
+                }
+                self.learner.one(&mut self.sw, m, s.src[i], src.1, &s.outer[i]);
+                if meta::action(m) == meta::LEARN {
+                    if s.dst[i] != dst.0 && s.dst[i] != 0 {
+                        dst = (s.dst[i], self.sw.fdb.lookup_at(s.dst[i], s.dst_b[i]));
+                    }
+                    let hit = if s.dst[i] == 0 { None } else { dst.1 };
+                    counts[forward::one(&self.sw, m, s.dst[i] != 0, hit) as usize & 3] += 1;
+                }
             }
+            h.add(m);
         }
+        for (code, n) in counts.iter().enumerate() {
+            self.sw.c.stat(SwitchStage::Forward, code as u8, *n);
+        }
+        h
     }
 
     /// Merges decapsulated TCP going to ports that take TSO.
@@ -204,6 +221,27 @@ impl SwitchProcessor {
     }
 }
 
+/// What a batch holds, to skip the passes that have nothing to do.
+#[derive(Debug, Clone, Copy, Default)]
+struct Holds {
+    /// A bit per action present.
+    actions: u32,
+    /// Packets that came out of a tunnel.
+    decapsulated: usize,
+}
+
+impl Holds {
+    #[inline(always)]
+    fn add(&mut self, m: &Mbuf) {
+        self.actions |= 1 << meta::action(m);
+        self.decapsulated += (meta::origin(m) == meta::FROM_TUNNEL) as usize;
+    }
+
+    fn any(&self, actions: &[u8]) -> bool {
+        actions.iter().any(|a| self.actions & (1 << a) != 0)
+    }
+}
+
 /// Takes dropped and consumed packets out of the batch and frees them (drops are counted).
 #[inline]
 fn sweep(batch: &mut Batch, ctx: &mut Ctx) {
@@ -218,15 +256,25 @@ impl Processor for SwitchProcessor {
         }
         self.sw.now = Now::at(self.clock.now_ns());
         let t = ingress::run(&mut self.sw, &self.under, batch, &mut self.scratch.outer);
-        if t.learn > 0 {
-            self.switch(batch, t.learn);
-        }
-        sweep(batch, ctx);
-        if self.egress.run(&self.sw, batch) > 0 {
+        let h = if t.learn > 0 {
+            self.switch(batch, t.learn)
+        } else {
+            let mut h = Holds::default();
+            batch.iter().for_each(|m| h.add(m));
+            h
+        };
+        if h.any(&[meta::DROP, meta::CONSUMED]) {
             sweep(batch, ctx);
         }
-        self.gro(batch, ctx);
-        self.flood.process(&self.sw, &mut self.egress, &self.under, batch, ctx);
+        if h.any(&[meta::TO_VTEP, meta::TO_UPLINK]) && self.egress.run(&self.sw, batch) > 0 {
+            sweep(batch, ctx);
+        }
+        if h.decapsulated > 1 {
+            self.gro(batch, ctx);
+        }
+        if h.any(&[meta::FLOOD]) {
+            self.flood.process(&self.sw, &mut self.egress, &self.under, batch, ctx);
+        }
         if self.egress.wants_solicit() {
             self.egress.solicit(&self.sw, &self.under, batch, ctx);
         }

@@ -279,6 +279,8 @@ pub struct SwitchStats {
     pub vteps: Vec<VtepStats>,
     /// Entries in the FDB.
     pub fdb_entries: u64,
+    /// FDB entries moved between their two buckets to make room (cuckoo moves; not MAC moves).
+    pub fdb_relocations: u64,
     /// Events (learn, move, neighbour) applied by the control side.
     pub events: u64,
 }

@@ -163,9 +163,10 @@ impl Topology {
         }
         t.vni_segment.sort_unstable();
         t.check_flood_sizes()?;
+        let mut seen = std::collections::HashSet::with_capacity(cfg.static_macs.len());
         for m in &cfg.static_macs {
             let e = t.static_entry(cfg, &bridge_ids, m)?;
-            if t.statics.iter().any(|s| s.0 == e.0) {
+            if !seen.insert(e.0) {
                 return Err(err(format!(
                     "static MAC {} in bridge {} is given twice: keep one entry",
                     fmt_mac(&m.mac),
@@ -289,19 +290,7 @@ impl Topology {
         if bc.udp_port == Some(0) {
             return Err(err(format!("{what}: udp_port = 0 is not a port: give 1..=65535")));
         }
-        let uplink = self.uplink.map(|u| &cfg.ports[u as usize]);
-        let Some(up) = uplink else {
-            return Err(err(format!(
-                "{what}: vni = {vni} is carried on the uplink, but no port has role = uplink: add one"
-            )));
-        };
-        if up.port.mac.is_none_or(|m| m[0] & 1 != 0 || m == [0; 6]) {
-            return Err(err(format!(
-                "port {}: the uplink has no unicast MAC address, and the VTEP needs one \
-                 (the source of tunnels and of ARP / ND answers): open it with a MAC",
-                up.name
-            )));
-        }
+        self.check_vtep_uplink(cfg, &what, vni)?;
         let class = Class { kind: bc.tunnel, port: bc.udp_port.unwrap_or(bc.tunnel.default_port()), local };
         let ci = match self.classes.iter().position(|c| *c == class) {
             Some(i) => i,
@@ -321,8 +310,31 @@ impl Topology {
                 bc.tunnel.name()
             )));
         }
-        let mut remotes = Vec::new();
-        for r in &bc.remotes {
+        let remotes = self.remotes(&what, &bc.remotes, local)?;
+        Ok((Some(vni), Some(ci as u8), remotes))
+    }
+
+    /// The uplink a bridge with a VNI needs: present, with a unicast MAC.
+    fn check_vtep_uplink(&self, cfg: &SwitchConfig, what: &str, vni: u32) -> Result<(), Error> {
+        let Some(up) = self.uplink.map(|u| &cfg.ports[u as usize]) else {
+            return Err(err(format!(
+                "{what}: vni = {vni} is carried on the uplink, but no port has role = uplink: add one"
+            )));
+        };
+        if up.port.mac.is_none_or(|m| m[0] & 1 != 0 || m == [0; 6]) {
+            return Err(err(format!(
+                "port {}: the uplink has no unicast MAC address, and the VTEP needs one \
+                 (the source of tunnels and of ARP / ND answers): open it with a MAC",
+                up.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// The VTEP ids of a bridge's `remotes`, checked against its `local`.
+    fn remotes(&mut self, what: &str, remotes: &[IpAddr], local: IpAddr) -> Result<Vec<u16>, Error> {
+        let mut ids = Vec::new();
+        for r in remotes {
             if r.is_ipv4() != local.is_ipv4() || r.is_unspecified() || r.is_multicast() || *r == local {
                 return Err(err(format!(
                     "{what}: remote {r} must be a unicast address of the same family as local = {local}, \
@@ -330,14 +342,14 @@ impl Topology {
                 )));
             }
             let id = self.vtep(*r);
-            if !remotes.contains(&id) {
-                remotes.push(id);
+            if !ids.contains(&id) {
+                ids.push(id);
             }
         }
         if self.vteps.len() > MAX_VTEPS {
             return Err(err(format!("{what}: more than {MAX_VTEPS} remote VTEPs in all: use fewer")));
         }
-        Ok((Some(vni), Some(ci as u8), remotes))
+        Ok(ids)
     }
 
     fn map_tag(&mut self, cfg: &SwitchConfig, tag: u16, s: u16, bridge: &str) -> Result<(), Error> {
@@ -380,17 +392,19 @@ impl Topology {
         bridge_ids: &HashMap<&str, usize>,
         m: &StaticMac,
     ) -> Result<(u64, Place), Error> {
-        let what = format!("static MAC {} in bridge {}", fmt_mac(&m.mac), m.bridge);
+        // Made only for an error: there may be a million static MACs.
+        let what = || format!("static MAC {} in bridge {}", fmt_mac(&m.mac), m.bridge);
         let Some(&b) = bridge_ids.get(m.bridge.as_str()) else {
-            return Err(err(format!("{what}: there is no bridge {}: name one of the bridges", m.bridge)));
+            return Err(err(format!("{}: there is no bridge {}: name one of the bridges", what(), m.bridge)));
         };
         if m.mac[0] & 1 != 0 || m.mac == [0; 6] {
-            return Err(err(format!("{what}: a static entry needs a unicast MAC address")));
+            return Err(err(format!("{}: a static entry needs a unicast MAC address", what())));
         }
         let Some(&s) = self.bridges[b].segments.iter().find(|&&s| self.segments[s as usize].access_vlan == m.vlan)
         else {
             return Err(err(format!(
-                "{what}: the bridge has no segment with access vlan {:?}: give the vlan of one of its ports",
+                "{}: the bridge has no segment with access vlan {:?}: give the vlan of one of its ports",
+                what(),
                 m.vlan
             )));
         };
@@ -398,32 +412,33 @@ impl Topology {
         let place = match (&m.port, m.vtep) {
             (Some(p), None) => {
                 let Some(id) = cfg.ports.iter().position(|c| c.name == *p) else {
-                    return Err(err(format!("{what}: port = {p} names no port")));
+                    return Err(err(format!("{}: port = {p} names no port", what())));
                 };
                 let on_uplink = Some(id as u16) == self.uplink && seg.uplink_tag.is_some();
                 if !seg.ports.contains(&(id as u16)) && !on_uplink {
                     return Err(err(format!(
-                        "{what}: port {p} is not in this segment (an access port of it, or the uplink when the segment \
-                         has an uplink VLAN)"
+                        "{}: port {p} is not in this segment (an access port of it, or the uplink when the segment \
+                         has an uplink VLAN)",
+                        what()
                     )));
                 }
                 Place::port(id as u16)
             }
             (None, Some(v)) => {
                 if seg.vni.is_none() {
-                    return Err(err(format!("{what}: vtep = {v} needs a bridge with vni = N")));
+                    return Err(err(format!("{}: vtep = {v} needs a bridge with vni = N", what())));
                 }
                 let class = self.classes[seg.class.unwrap_or(0) as usize];
                 if v.is_ipv4() != class.local.is_ipv4() || v == class.local {
-                    return Err(err(format!("{what}: vtep = {v} must be a remote of the family of local")));
+                    return Err(err(format!("{}: vtep = {v} must be a remote of the family of local", what())));
                 }
                 let id = self.vtep(v);
                 if self.vteps.len() > MAX_VTEPS {
-                    return Err(err(format!("{what}: more than {MAX_VTEPS} remote VTEPs in all")));
+                    return Err(err(format!("{}: more than {MAX_VTEPS} remote VTEPs in all", what())));
                 }
                 Place::vtep(id)
             }
-            _ => return Err(err(format!("{what}: give exactly one of port = NAME or vtep = ADDRESS"))),
+            _ => return Err(err(format!("{}: give exactly one of port = NAME or vtep = ADDRESS", what()))),
         };
         Ok((fdb::key(s, &m.mac), place.as_static()))
     }

@@ -16,6 +16,7 @@ use crate::switch::event::Event;
 use crate::switch::processor::Sw;
 use crate::switch::stats::{reason, stat, SwitchStage};
 use crate::switch::topology::{Topology, NO_SEGMENT};
+use crate::switch::vtep::VtepAddr;
 use crate::switch::{arp, meta, nd, vlan};
 use crate::wire::{ethertype, get_u16, ip_proto, Ipv6Packet};
 
@@ -33,7 +34,7 @@ struct Terminator {
     kind: u8,
     /// UDP port (0 for NVGRE).
     port: u16,
-    local: IpAddr,
+    local: VtepAddr,
     core: AnyDecap,
 }
 
@@ -42,8 +43,8 @@ struct Terminator {
 pub enum Uplink {
     /// An 802.1Q frame, popped, in this segment.
     Vlan(u16),
-    /// A tunnel packet, decapsulated, in this segment, from this VTEP.
-    Tunnel(u16, IpAddr),
+    /// A tunnel packet, decapsulated, in this segment (its outer source written where asked).
+    Tunnel(u16),
     /// Answered in place: send it back out of the uplink.
     Answered,
     /// Taken in (a neighbour update): free it, it is no drop.
@@ -70,7 +71,7 @@ impl Underlay {
                     TunnelKind::Geneve => AnyDecap::Geneve(DecapCore::new(c.port, None, Vec::new())),
                     TunnelKind::Nvgre => AnyDecap::Nvgre(DecapCore::new(0, None, Vec::new())),
                 };
-                Terminator { kind: c.kind.code(), port: c.port, local: c.local, core }
+                Terminator { kind: c.kind.code(), port: c.port, local: c.local.into(), core }
             })
             .collect();
         let mut u = Underlay { terms, locals4: Vec::new(), locals6: Vec::new() };
@@ -84,9 +85,9 @@ impl Underlay {
     }
 
     /// Classifies a frame from the uplink (at least an Ethernet header in its first segment);
-    /// errors are reason codes.
+    /// errors are reason codes. A tunnel packet's outer source goes to `outer`.
     #[inline]
-    pub fn classify(&self, sw: &mut Sw, m: &mut Mbuf) -> Result<Uplink, u8> {
+    pub fn classify(&self, sw: &mut Sw, m: &mut Mbuf, outer: &mut VtepAddr) -> Result<Uplink, u8> {
         let et = get_u16(m.data(), 12);
         match et {
             ethertype::VLAN => {
@@ -103,7 +104,7 @@ impl Underlay {
                 }
                 Ok(Uplink::Vlan(seg))
             }
-            ethertype::IPV4 | ethertype::IPV6 => self.ip(sw, m),
+            ethertype::IPV4 | ethertype::IPV6 => self.ip(sw, m, outer),
             ethertype::ARP => self.arp(sw, m),
             _ => Err(reason::NOT_FOR_SWITCH),
         }
@@ -111,14 +112,20 @@ impl Underlay {
 
     /// An IP packet: ND, or a tunnel to us.
     #[inline]
-    fn ip(&self, sw: &mut Sw, m: &mut Mbuf) -> Result<Uplink, u8> {
+    fn ip(&self, sw: &mut Sw, m: &mut Mbuf, outer: &mut VtepAddr) -> Result<Uplink, u8> {
         let d = m.data();
         let ip = tunnel::outer_ip(d, m.pkt_len())?;
-        if ip.proto == ip_proto::ICMPV6 && ip.is_v6(d) {
+        let v6 = ip.is_v6(d);
+        if ip.proto == ip_proto::ICMPV6 && v6 {
             return self.nd(sw, m, &ip);
         }
-        let (src, dst) = ip.addrs(d);
-        if !self.is_local(&dst) {
+        let h = &d[ip.l3..];
+        let (src, dst) = if v6 {
+            (VtepAddr::v6(&h[8..24]), VtepAddr::v6(&h[24..40]))
+        } else {
+            (VtepAddr::v4(&h[12..16]), VtepAddr::v4(&h[16..20]))
+        };
+        if !self.terms.iter().any(|t| t.local == dst) {
             return Err(reason::NOT_OUR_VTEP);
         }
         let dport = match d.get(ip.l4 + 2..ip.l4 + 4) {
@@ -142,14 +149,8 @@ impl Underlay {
         }
         tunnel::strip(m, &ip, inner)?;
         sw.c.stat(SwitchStage::Underlay, stat::DECAPSULATED, 1);
-        Ok(Uplink::Tunnel(seg, src))
-    }
-
-    fn is_local(&self, a: &IpAddr) -> bool {
-        match a {
-            IpAddr::V4(v) => self.locals4.contains(v),
-            IpAddr::V6(v) => self.locals6.contains(v),
-        }
+        *outer = src;
+        Ok(Uplink::Tunnel(seg))
     }
 
     /// ARP: requests for us are answered, replies to us update the neighbour of the sender.

@@ -78,7 +78,8 @@ impl Neigh {
         u64::from_be_bytes([0, 0, m[0], m[1], m[2], m[3], m[4], m[5]]) | self.state.code() << 48
     }
 
-    fn of(w: u64) -> Neigh {
+    /// The entry stored as `w` (see [`Vteps::neigh_word`]).
+    pub fn of(w: u64) -> Neigh {
         let b = w.to_be_bytes();
         Neigh { mac: [b[2], b[3], b[4], b[5], b[6], b[7]], state: NeighState::of(w >> 48) }
     }
@@ -116,13 +117,59 @@ impl Default for Vteps {
     }
 }
 
-fn words(a: IpAddr) -> [u64; 2] {
-    let b = match a {
-        IpAddr::V4(v) => v.to_ipv6_mapped().octets(),
-        IpAddr::V6(v) => v.octets(),
-    };
-    let (h, l) = b.split_at(8);
-    [u64::from_be_bytes(h.try_into().unwrap_or([0; 8])), u64::from_be_bytes(l.try_into().unwrap_or([0; 8]))]
+/// An address as the fast path keeps it: two words, IPv4 as IPv4-mapped IPv6 (`::ffff:a.b.c.d`),
+/// read straight from a header (no `IpAddr` enum to build, move and match per packet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct VtepAddr([u64; 2]);
+
+const MAPPED: u64 = 0xffff_0000_0000;
+
+impl VtepAddr {
+    /// An IPv4 address from its 4 bytes.
+    #[inline(always)]
+    pub fn v4(b: &[u8]) -> VtepAddr {
+        VtepAddr([0, MAPPED | u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u64])
+    }
+
+    /// An IPv6 address from its 16 bytes.
+    #[inline(always)]
+    pub fn v6(b: &[u8]) -> VtepAddr {
+        let w = |at: usize| u64::from_be_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
+        VtepAddr([w(0), w(8)])
+    }
+
+    /// True for an IPv4 address.
+    #[inline(always)]
+    pub fn is_v4(&self) -> bool {
+        self.0[0] == 0 && self.0[1] >> 32 == 0xffff
+    }
+
+    /// The two words (a hash input).
+    #[inline(always)]
+    pub fn words(&self) -> [u64; 2] {
+        self.0
+    }
+
+    /// As an `IpAddr`.
+    pub fn ip(&self) -> IpAddr {
+        if self.is_v4() {
+            IpAddr::from((self.0[1] as u32).to_be_bytes())
+        } else {
+            let mut b = [0u8; 16];
+            b[..8].copy_from_slice(&self.0[0].to_be_bytes());
+            b[8..].copy_from_slice(&self.0[1].to_be_bytes());
+            IpAddr::from(b)
+        }
+    }
+}
+
+impl From<IpAddr> for VtepAddr {
+    fn from(a: IpAddr) -> VtepAddr {
+        match a {
+            IpAddr::V4(v) => VtepAddr::v4(&v.octets()),
+            IpAddr::V6(v) => VtepAddr::v6(&v.octets()),
+        }
+    }
 }
 
 impl Vteps {
@@ -133,32 +180,25 @@ impl Vteps {
     /// The address of VTEP `id`, when published.
     #[inline]
     pub fn addr(&self, id: u16) -> Option<IpAddr> {
+        self.vtep_addr(id).map(|a| a.ip())
+    }
+
+    /// The address of VTEP `id`, when published, as the fast path keeps it.
+    #[inline]
+    pub fn vtep_addr(&self, id: u16) -> Option<VtepAddr> {
         let s = self.slot(id)?;
         // Acquire: pairs with publish(); the address words are written before.
-        let st = s.state.load(Ordering::Acquire);
-        if st == FREE {
+        if s.state.load(Ordering::Acquire) == FREE {
             return None;
         }
         // Relaxed: written once before the state was published.
-        let w = [s.addr[0].load(Ordering::Relaxed), s.addr[1].load(Ordering::Relaxed)];
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&w[0].to_be_bytes());
-        b[8..].copy_from_slice(&w[1].to_be_bytes());
-        let v6 = std::net::Ipv6Addr::from(b);
-        Some(if st == V4 { v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4) } else { IpAddr::V6(v6) })
+        Some(VtepAddr([s.addr[0].load(Ordering::Relaxed), s.addr[1].load(Ordering::Relaxed)]))
     }
 
     /// True when VTEP `id` has address `a`.
     #[inline]
-    pub fn is(&self, id: u16, a: &IpAddr) -> bool {
-        let Some(s) = self.slot(id) else { return false };
-        // Acquire: as in addr().
-        let st = s.state.load(Ordering::Acquire);
-        let w = words(*a);
-        // Relaxed: as in addr().
-        st == if a.is_ipv4() { V4 } else { V6 }
-            && s.addr[0].load(Ordering::Relaxed) == w[0]
-            && s.addr[1].load(Ordering::Relaxed) == w[1]
+    pub fn is(&self, id: u16, a: &VtepAddr) -> bool {
+        self.vtep_addr(id).is_some_and(|v| v == *a)
     }
 
     /// The address's checksum sum (see [`crate::stages::tunnel::OuterDest`]).
@@ -171,8 +211,15 @@ impl Vteps {
     /// The neighbour of VTEP `id`.
     #[inline]
     pub fn neigh(&self, id: u16) -> Neigh {
+        Neigh::of(self.neigh_word(id))
+    }
+
+    /// The neighbour word of VTEP `id` as stored (it changes whenever the MAC or the state
+    /// does: a cheap test that a cached copy is current).
+    #[inline]
+    pub fn neigh_word(&self, id: u16) -> u64 {
         // Relaxed: one word, read whole; the MAC and state in it belong together.
-        self.slot(id).map_or(Neigh::of(0), |s| Neigh::of(s.neigh.load(Ordering::Relaxed)))
+        self.slot(id).map_or(0, |s| s.neigh.load(Ordering::Relaxed))
     }
 
     /// Claims the right to solicit VTEP `id` at time `now_ns`: true for the one caller per
@@ -192,7 +239,7 @@ impl Vteps {
     /// Publishes VTEP `id` at `addr` (control side, once per id).
     pub fn publish(&self, id: u16, addr: IpAddr) {
         let Some(s) = self.slot(id) else { return };
-        let w = words(addr);
+        let w = VtepAddr::from(addr).0;
         let sum = match addr {
             IpAddr::V4(v) => checksum::sum(&v.octets()),
             IpAddr::V6(v) => checksum::sum(&v.octets()),

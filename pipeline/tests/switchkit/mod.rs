@@ -249,7 +249,7 @@ pub fn tagged(f: &[u8], vid: u16) -> Vec<u8> {
 }
 
 /// `inner` run through the stage `spec` (one packet in, one out).
-fn through(spec: &str, inner: &[u8]) -> Vec<u8> {
+pub fn stage_output(spec: &str, inner: &[u8]) -> Vec<u8> {
     let pool = Mempool::new("encap", &PoolConfig { mbufs: 8, chunk_size: 2048, pages: PagePolicy::Small }).unwrap();
     let mut s = make_stage(spec, &BuildEnv { pool: pool.clone(), ports: vec![] }).unwrap();
     let mut ctx = Ctx::new(0, &pool);
@@ -272,14 +272,14 @@ fn mac_str(a: [u8; 6]) -> String {
 /// our uplink's MAC.
 pub fn encapsulated(kind: &str, vni: u32, from: &str, to: &str, inner: &[u8]) -> Vec<u8> {
     let (src, dst) = (mac_str(ROUTER_MAC), mac_str(UPLINK_MAC));
-    through(&format!("{kind}-encap,vni={vni},local={from},remote={to},src-mac={src},dst-mac={dst}"), inner)
+    stage_output(&format!("{kind}-encap,vni={vni},local={from},remote={to},src-mac={src},dst-mac={dst}"), inner)
 }
 
 /// What the encap stage makes of `inner` to `remote` in `vni` (the reference for the switch's
 /// encap: same headers, same identification 0).
 pub fn reference_encap(vni: u32, local: &str, remote: &str, next_hop: [u8; 6], inner: &[u8]) -> Vec<u8> {
     let (src, dst) = (mac_str(UPLINK_MAC), mac_str(next_hop));
-    through(&format!("vxlan-encap,vni={vni},local={local},remote={remote},src-mac={src},dst-mac={dst}"), inner)
+    stage_output(&format!("vxlan-encap,vni={vni},local={local},remote={remote},src-mac={src},dst-mac={dst}"), inner)
 }
 
 /// An ARP packet in a frame (`oper` 1 request, 2 reply).
