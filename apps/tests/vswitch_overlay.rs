@@ -27,34 +27,6 @@ use vswitch_rig::*;
 /// 20 MB each way, as the issue asks.
 const STREAM: usize = 20 << 20;
 
-/// The config of one overlay bridge between the uplink and one host.
-fn one_bridge(kind: Kind, uplink: &str, host: &str) -> String {
-    format!(
-        r#"
-[vswitch]
-idle = "adaptive"
-
-[[bridge]]
-name = "overlay"
-vni = 100
-tunnel = "{}"
-local = "{LOCAL_VTEP}"
-remotes = ["10.63.0.2"]
-
-[[port]]
-name = "uplink"
-spec = "af_xdp:{uplink}"
-role = "uplink"
-
-[[port]]
-name = "host"
-spec = "{host}"
-bridge = "overlay"
-"#,
-        kind.name()
-    )
-}
-
 fn interop(test: &str, kind: Kind) {
     if !require(test, &[]) {
         return;
@@ -70,7 +42,7 @@ fn interop(test: &str, kind: Kind) {
     // The kernel gives its tunnel device MTU 1450 over a 1500 underlay; so does the host.
     vtep.overlay(kind, "tun0", 100, "172.19.0.2/24", None);
     let h = Host::new(Some("172.19.0.1/24"), None, 1450);
-    let mut vs = Vswitch::start(&one_bridge(kind, &und.uplink, &h.spec()));
+    let mut vs = Vswitch::start(&one_bridge(kind, &und.uplink, "host", &h.spec()));
     vs.ping(&h.ns, "172.19.0.2", 5);
     vs.ping(&vtep.ns, "172.19.0.1", 5);
     tcp_transfer(&h.ns, &vtep.ns, "172.19.0.2", 5201, STREAM);

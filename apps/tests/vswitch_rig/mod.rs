@@ -269,6 +269,35 @@ impl Underlay {
     }
 }
 
+/// The config of one overlay bridge (VNI 100 of `kind` to the kernel VTEP 10.63.0.2) between
+/// the uplink and one access port `name` (`spec`).
+pub fn one_bridge(kind: Kind, uplink: &str, name: &str, spec: &str) -> String {
+    format!(
+        r#"
+[vswitch]
+idle = "adaptive"
+
+[[bridge]]
+name = "overlay"
+vni = 100
+tunnel = "{}"
+local = "{LOCAL_VTEP}"
+remotes = ["10.63.0.2"]
+
+[[port]]
+name = "uplink"
+spec = "af_xdp:{uplink}"
+role = "uplink"
+
+[[port]]
+name = "{name}"
+spec = "{spec}"
+bridge = "overlay"
+"#,
+        kind.name()
+    )
+}
+
 /// A tunnel kind as `ip link` and the vswitch config name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
