@@ -80,6 +80,7 @@ fn vswitch_bad_configs_name_file_line_key_and_forms_and_exit_2() {
             Some(17),
         ),
         (("vni = 100", "vni = 100\nvni = 200"), "duplicate key", Some(7)),
+        (("role = \"uplink\"", "role = \"uplink\"\nmac = \"02:00\""), "'02:00' is not a MAC address", Some(15)),
     ];
     for (i, ((from, to), want, line)) in cases.iter().enumerate() {
         assert!(GOOD.contains(from), "case {i}: GOOD has no '{from}'");
@@ -121,4 +122,29 @@ fn vswitch_uplink_whose_interface_is_missing_is_an_error_naming_the_port() {
     assert!(err.contains(&format!("{path}: line 12: [[port]] 'uplink' cannot be opened")), "{err}");
     assert!(err.contains("fpvsnone0"), "the interface is named:\n{err}");
     assert!(!err.contains("rx queues on lcores"), "nothing started:\n{err}");
+}
+
+#[test]
+fn vswitch_uplink_without_a_mac_of_its_own_takes_one_from_the_config() {
+    // A null port has no MAC; the VTEP needs one for its tunnels and ARP answers.
+    let _cpus = fastpath_pmd::testutil::pollers();
+    let sock = std::env::temp_dir().join(format!("fp-vs-cfg-mac-{}.sock", std::process::id()));
+    let text = GOOD.replace("af_xdp:IFACE", "null,no-rx=on").replace("SOCK", sock.to_str().unwrap());
+    let (code, err, _) = run("nomac", &text);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("port uplink: the uplink has no unicast MAC address"), "{err}");
+    let text = text.replace("role = \"uplink\"", "role = \"uplink\"\nmac = \"02:00:0a:32:00:01\"");
+    let p = std::env::temp_dir().join(format!("fp-vs-cfg-mac-{}.toml", std::process::id()));
+    std::fs::write(&p, text.replace("idle = \"adaptive\"", "idle = \"adaptive\"\ncores = \"1\"")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fastpath"))
+        .args(["vswitch", "--config"])
+        .arg(&p)
+        .args(["--duration", "0.5", "--json"])
+        .output()
+        .expect("run fastpath");
+    let _ = std::fs::remove_file(&p);
+    let _ = std::fs::remove_file(&sock);
+    let (o, e) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{o}{e}");
+    assert!(o.contains("\"stopped_by\":\"duration\""), "{o}");
 }

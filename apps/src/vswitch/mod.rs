@@ -144,7 +144,7 @@ fn switch_config(c: &Config, ports: &[Box<dyn Port>]) -> sw::SwitchConfig {
             .zip(ports)
             .map(|(p, o)| sw::PortConfig {
                 name: p.name.get_ref().clone(),
-                port: o.info().clone(),
+                port: fastpath_pmd::PortInfo { mac: p.mac.or(o.info().mac), ..o.info().clone() },
                 role: match p.role {
                     Role::Access => sw::PortRole::Access,
                     Role::Uplink => sw::PortRole::Uplink,
