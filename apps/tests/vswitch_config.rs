@@ -148,3 +148,22 @@ fn vswitch_uplink_without_a_mac_of_its_own_takes_one_from_the_config() {
     assert!(out.status.success(), "{o}{e}");
     assert!(o.contains("\"stopped_by\":\"duration\""), "{o}");
 }
+
+#[test]
+fn vswitch_the_worked_compute_host_example_is_a_valid_config() {
+    // It names eth1, which this machine need not have: the config is accepted (no exit 2) and the
+    // run stops at the first port it cannot open, naming it (exit 1).
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/vswitch/compute-host.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_fastpath"))
+        .args(["vswitch", "--config"])
+        .arg(&p)
+        .args(["--duration", "1"])
+        .output()
+        .expect("run fastpath");
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        return; // a machine with eth1 and the sockets' folder: it ran.
+    }
+    assert_eq!(out.status.code(), Some(1), "the example is a valid config:\n{err}");
+    assert!(err.contains("[[port]] 'uplink' cannot be opened"), "{err}");
+}
