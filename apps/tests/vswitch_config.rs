@@ -39,14 +39,19 @@ mac = "02:00:00:00:00:0a"
 fn run(tag: &str, text: &str) -> (Option<i32>, String, String) {
     let p = std::env::temp_dir().join(format!("fp-vs-cfg-{tag}-{}.toml", std::process::id()));
     std::fs::write(&p, text).expect("write config");
-    let out = Command::new(env!("CARGO_BIN_EXE_fastpath"))
-        .args(["vswitch", "--config"])
-        .arg(&p)
-        .args(["--duration", "1"])
-        .output()
-        .expect("run fastpath");
+    let out = vswitch(&p, &["--duration", "1"]);
     let _ = std::fs::remove_file(&p);
     (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned(), p.display().to_string())
+}
+
+/// `fastpath vswitch --config PATH ARGS...`.
+fn vswitch(path: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fastpath"))
+        .args(["vswitch", "--config"])
+        .arg(path)
+        .args(args)
+        .output()
+        .expect("run fastpath")
 }
 
 #[test]
@@ -136,12 +141,7 @@ fn vswitch_uplink_without_a_mac_of_its_own_takes_one_from_the_config() {
     let text = text.replace("role = \"uplink\"", "role = \"uplink\"\nmac = \"02:00:0a:32:00:01\"");
     let p = std::env::temp_dir().join(format!("fp-vs-cfg-mac-{}.toml", std::process::id()));
     std::fs::write(&p, text.replace("idle = \"adaptive\"", "idle = \"adaptive\"\ncores = \"1\"")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_fastpath"))
-        .args(["vswitch", "--config"])
-        .arg(&p)
-        .args(["--duration", "0.5", "--json"])
-        .output()
-        .expect("run fastpath");
+    let out = vswitch(&p, &["--duration", "0.5", "--json"]);
     let _ = std::fs::remove_file(&p);
     let _ = std::fs::remove_file(&sock);
     let (o, e) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -154,12 +154,7 @@ fn vswitch_the_worked_compute_host_example_is_a_valid_config() {
     // It names eth1, which this machine need not have: the config is accepted (no exit 2) and the
     // run stops at the first port it cannot open, naming it (exit 1).
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/vswitch/compute-host.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_fastpath"))
-        .args(["vswitch", "--config"])
-        .arg(&p)
-        .args(["--duration", "1"])
-        .output()
-        .expect("run fastpath");
+    let out = vswitch(&p, &["--duration", "1"]);
     let err = String::from_utf8_lossy(&out.stderr);
     if out.status.success() {
         return; // a machine with eth1 and the sockets' folder: it ran.
