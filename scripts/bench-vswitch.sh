@@ -66,6 +66,12 @@ cleanup() {
 }
 trap cleanup EXIT
 want() { [[ ",$WHAT," == *",$1,"* ]]; }
+# Other processes busy on the CPUs of the comparison (another tenant's poller halves a side):
+# said before each comparison, so that a figure taken beside one can be told apart.
+noise() {
+  local l; l=$(ps -eo pid,psr,pcpu,comm --no-headers | awk -v me=$$ '$3 > 30 && $1 != me { printf " %s (pid %s, CPU %s, %s%%)", $4, $1, $2, $3 }')
+  echo "  busy processes now:${l:- none}; load $(cut -d' ' -f1-3 /proc/loadavg)"
+}
 
 # ---------------------------------------------------------------- fastpath's side
 # fastpath (vswitch --config FILE, or l2fwd ARGS) on CPU 1 until fp_stop; --stats 1 into $DIR/fp.log.
@@ -269,15 +275,19 @@ machine
 echo "fastpath $(git rev-parse --short HEAD), OVS $(ovs-vswitchd --version 2>/dev/null | head -1 | awk '{print $NF}'), $ROUNDS rounds of $SECS s"
 if want pvp; then
   echo "== PVP port to port, 64 B, 1 switching core (CPU 1); VM testpmd io on CPU 0; Mpps the VM received"
+  noise
   compare "$ROUNDS" Mpps fastpath-l2fwd ovs-pvp
   echo "== PVP with MAC learning, 64 B; VM testpmd mac forwarding, --eth-peer crosswise"
+  noise
   compare "$ROUNDS" Mpps fastpath-vswitch ovs-pvp-normal
 fi
 if want vxlan; then
   mkpcap "$DIR/vxlan.pcap"
   echo "== VXLAN encap VM -> uplink, 64 B inner; Mpps the VM sent (testpmd txonly)"
+  noise
   compare "$ROUNDS" Mpps fastpath-encap ovs-encap
   echo "== VXLAN decap uplink -> VM, 114 B outer / 64 B inner; Mpps the VM received (testpmd rxonly)"
+  noise
   compare "$ROUNDS" Mpps fastpath-decap ovs-decap
 fi
 if want fdb; then
@@ -298,6 +308,7 @@ fi
 if want tcp; then
   tcp_setup
   echo "== TCP through the VXLAN overlay, 1 iperf3 stream; fastpath (CPU 1) idling adaptively, then busy, vs two kernel VTEPs"
+  noise
   compare "$ROUNDS" Gbit/s fastpath-tcp-adaptive kernel-tcp
   compare "$ROUNDS" Gbit/s fastpath-tcp-busy kernel-tcp
 fi
