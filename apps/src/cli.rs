@@ -19,7 +19,7 @@ pub const PORT_HELP: &str = "\
 Port SPEC forms:
   null[,size=BYTES][,queues=N][,no-rx=on]         DPDK net_null: rx allocates frames, tx frees
   ring:NAME[,peer=NAME][,size=SLOTS][,fill=N]      in-memory ring (rx from NAME, tx to peer)
-  pcap:rx=FILE[,tx=FILE] | pcap:tx=FILE            read / write a pcap file
+  pcap:rx=FILE[,tx=FILE][,infinite_rx=on] | pcap:tx=FILE  read / write a pcap file (infinite_rx: replay)
   tap:NAME[,vnet-hdr=on][,queues=N]                TAP interface (kernel exception path); vnet-hdr: offloads
   af_xdp:IFACE[,queues=N][,start-queue=Q][,mode=native|skb|auto][,bind=copy|zerocopy|auto][,busy-poll=on]
         [,ring-size=N][,replace=on][,attach=link|netlink]

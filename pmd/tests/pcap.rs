@@ -159,3 +159,33 @@ fn pool_exhaustion_is_counted_and_reading_resumes() {
     drop(ctx);
     assert_eq!(p.available(), p.capacity());
 }
+
+#[test]
+fn infinite_rx_receives_the_file_over_and_over() {
+    let p = pool(512);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.pcap");
+    let small: Vec<Vec<u8>> = frames().into_iter().filter(|f| f.len() <= 1514).collect();
+    std::fs::write(&path, pcap_file(&small, 0xa1b2c3d4, false)).unwrap();
+    let spec = format!("pcap:rx={},infinite_rx=on", path.display());
+    let mut port = PcapPort::from_spec(0, &mut fastpath_pmd::Spec::parse_port(&spec).unwrap(), &p).unwrap();
+    let mut rx = port.rx_queue(0).unwrap();
+    let mut ctx = Ctx::new(0, &p);
+    let (mut got, mut b) = (Vec::new(), Batch::new());
+    while got.len() < 10 * small.len() {
+        rx.rx_burst(&mut ctx, &mut b, 4);
+        got.extend(b.iter().map(|m| m.to_vec()));
+        ctx.free_batch(&mut b);
+    }
+    assert!(!port.rx_exhausted(), "an infinite source never ends");
+    for (i, f) in got.iter().enumerate() {
+        assert_eq!(f, &small[i % small.len()], "frame {i}");
+    }
+    drop(rx);
+    drop(ctx);
+    assert_eq!(p.available(), p.capacity());
+    // A frame that needs a chain cannot be replayed from one mbuf: said at open.
+    std::fs::write(&path, pcap_file(&frames(), 0xa1b2c3d4, false)).unwrap();
+    let e = PcapPort::from_spec(0, &mut fastpath_pmd::Spec::parse_port(&spec).unwrap(), &p).unwrap_err().to_string();
+    assert!(e.contains("does not fit one mbuf"), "{e}");
+}

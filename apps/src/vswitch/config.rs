@@ -26,6 +26,8 @@
 //! name = "uplink"
 //! spec = "af_xdp:eth1"       # any port SPEC that l2fwd takes
 //! role = "uplink"            # uplink | access (default)
+//! mac = "02:00:0a:32:00:01"  # optional: the port's MAC for the switch (needed by an uplink
+//!                            # whose port has none: null, pcap, ring)
 //!
 //! [[port]]
 //! name = "vm1"
@@ -56,7 +58,8 @@ pub const FORMS: &str =
              fdb_aging = SECS, mac_limit_bridge = N, mac_limit_port = N
   [[bridge]] name = \"NAME\", vni = 0..=16777215, tunnel = \"vxlan\"|\"geneve\"|\"nvgre\", local = \"IP\",
              remotes = [\"IP\", ...], vlan = 1..=4094, udp_port = 1..=65535
-  [[port]]   name = \"NAME\", spec = \"SPEC\", role = \"access\"|\"uplink\", bridge = \"NAME\", vlan = 1..=4094
+  [[port]]   name = \"NAME\", spec = \"SPEC\", role = \"access\"|\"uplink\", bridge = \"NAME\", vlan = 1..=4094,
+             mac = \"aa:bb:cc:dd:ee:ff\"
   [[fdb]]    bridge = \"NAME\", mac = \"aa:bb:cc:dd:ee:ff\", port = \"NAME\" | vtep = \"IP\", vlan = 1..=4094
   [[neighbour]] ip = \"IP\", mac = \"aa:bb:cc:dd:ee:ff\"";
 
@@ -168,6 +171,10 @@ pub struct Port {
     pub bridge: Option<Spanned<String>>,
     /// The access VLAN.
     pub vlan: Option<u16>,
+    /// The port's MAC as the switch uses it (the VTEP's source MAC on an uplink), instead of
+    /// the one the port has (null, pcap and ring ports have none).
+    #[serde(default, deserialize_with = "opt_mac")]
+    pub mac: Option<[u8; 6]>,
 }
 
 /// `[[fdb]]`: a static MAC entry.
@@ -242,6 +249,10 @@ impl Source {
 fn mac<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u8; 6], D::Error> {
     let s = String::deserialize(d)?;
     fastpath_pmd::sys::parse_mac(&s).map_err(serde::de::Error::custom)
+}
+
+fn opt_mac<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<[u8; 6]>, D::Error> {
+    mac(d).map(Some)
 }
 
 /// A config error: the message (file, line, key, problem); the accepted forms are appended when

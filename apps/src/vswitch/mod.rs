@@ -35,9 +35,11 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
         let name = p.name.get_ref();
         let opened = ports::open(i as u16, &p.spec, &pool).map_err(|e| {
             let at = cfg.source.at(p.name.span().start);
-            match AppError::from(e) {
-                AppError::Usage(m) => AppError::Usage(format!("{at}: [[port]] '{name}': {m}")),
-                AppError::Failed(m) => AppError::Failed(format!("{at}: [[port]] '{name}' cannot be opened: {m}")),
+            // A spec that does not parse is a config error (exit 2); one that parses but cannot
+            // be opened here (a missing interface, a socket in use) is a failure (exit 1).
+            match e {
+                fastpath_pmd::Error::Spec { .. } => AppError::Usage(format!("{at}: [[port]] '{name}': {e}")),
+                _ => AppError::Failed(format!("{at}: [[port]] '{name}' cannot be opened: {e}")),
             }
         })?;
         ports.push(opened);
@@ -142,7 +144,7 @@ fn switch_config(c: &Config, ports: &[Box<dyn Port>]) -> sw::SwitchConfig {
             .zip(ports)
             .map(|(p, o)| sw::PortConfig {
                 name: p.name.get_ref().clone(),
-                port: o.info().clone(),
+                port: fastpath_pmd::PortInfo { mac: p.mac.or(o.info().mac), ..o.info().clone() },
                 role: match p.role {
                     Role::Access => sw::PortRole::Access,
                     Role::Uplink => sw::PortRole::Uplink,

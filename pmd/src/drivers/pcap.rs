@@ -3,7 +3,9 @@
 //! Classic libpcap format (microsecond or nanosecond magic, either byte order) with Ethernet
 //! link type. Frames up to 262144 bytes (the snaplen written) are read into mbuf chains when
 //! they exceed one mbuf. Receive ends when the file ends ([`Port::rx_exhausted`]); a truncated
-//! or malformed record ends it too and is counted as an rx error.
+//! or malformed record ends it too and is counted as an rx error. With `infinite_rx=on` (DPDK
+//! net_pcap's option of that name) the file's frames are read into memory at open and received
+//! over and over, each copied into a fresh mbuf: a traffic source for benchmarks.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
@@ -21,7 +23,7 @@ use crate::stats::{PortStats, QueueStats};
 use crate::Error;
 
 /// The accepted form of a pcap port spec.
-pub const FORM: &str = "pcap:rx=FILE[,tx=FILE] | pcap:tx=FILE";
+pub const FORM: &str = "pcap:rx=FILE[,tx=FILE][,infinite_rx=on] | pcap:tx=FILE";
 
 /// Largest frame read or written.
 pub const SNAPLEN: u32 = 262_144;
@@ -33,6 +35,7 @@ pub struct PcapPort {
     info: PortInfo,
     pool: Mempool,
     reader: Option<PcapReader<BufReader<File>>>,
+    replay: Option<Arc<[Vec<u8>]>>,
     writer: Arc<Mutex<Option<PcapWriter<BufWriter<File>>>>>,
     exhausted: Arc<AtomicBool>,
     queues: QueueSet,
@@ -43,11 +46,40 @@ impl PcapPort {
     pub fn from_spec(id: u16, spec: &mut Spec, pool: &Mempool) -> Result<PcapPort, Error> {
         let rx = spec.take_str("rx")?.map(PathBuf::from);
         let tx = spec.take_str("tx")?.map(PathBuf::from);
+        let infinite = spec.take_bool("infinite_rx")?.unwrap_or(false);
         spec.finish(false)?;
         if rx.is_none() && tx.is_none() {
             return Err(spec.error("give rx=FILE, tx=FILE or both", None));
         }
-        PcapPort::open(id, &spec.raw, rx.as_deref(), tx.as_deref(), pool)
+        if infinite && rx.is_none() {
+            return Err(spec.error("infinite_rx=on needs rx=FILE", None));
+        }
+        let mut port = PcapPort::open(id, &spec.raw, rx.as_deref(), tx.as_deref(), pool)?;
+        if infinite {
+            port.load_replay()?;
+        }
+        Ok(port)
+    }
+
+    /// Reads every frame of the rx file into memory, to be received over and over.
+    fn load_replay(&mut self) -> Result<(), Error> {
+        let Some(mut r) = self.reader.take() else { return Ok(()) };
+        let bad = |what: String| Error::Config(format!("{}: infinite_rx=on: {what}", self.info.name));
+        let mut frames = Vec::new();
+        loop {
+            match r.read_into(&mut || self.pool.alloc()) {
+                Ok(Some(m)) if m.is_contiguous() => frames.push(m.data().to_vec()),
+                Ok(Some(m)) => return Err(bad(format!("a frame of {} bytes does not fit one mbuf", m.pkt_len()))),
+                Ok(None) => break,
+                Err(RecordError::NoMbuf) => return Err(bad("the pool is empty".into())),
+                Err(RecordError::Bad(e)) => return Err(bad(e)),
+            }
+        }
+        if frames.is_empty() {
+            return Err(bad("the file has no frame".into()));
+        }
+        self.replay = Some(frames.into());
+        Ok(())
     }
 
     /// Opens a pcap port reading `rx` and writing `tx` (either may be absent).
@@ -100,6 +132,7 @@ impl PcapPort {
             },
             pool: pool.clone(),
             reader,
+            replay: None,
             writer: Arc::new(Mutex::new(writer)),
             exhausted,
             queues: QueueSet::new(name, 1, 1),
@@ -116,6 +149,7 @@ impl Port for PcapPort {
         let stats = self.queues.take_rx(q)?;
         Ok(Box::new(PcapRx {
             reader: self.reader.take(),
+            replay: self.replay.take().map(|f| (f, 0)),
             pool: self.pool.clone(),
             port: self.info.id,
             exhausted: self.exhausted.clone(),
@@ -144,6 +178,8 @@ impl Port for PcapPort {
 #[derive(Debug)]
 pub struct PcapRx {
     reader: Option<PcapReader<BufReader<File>>>,
+    /// infinite_rx: the frames and the next one.
+    replay: Option<(Arc<[Vec<u8>]>, usize)>,
     pool: Mempool,
     port: u16,
     exhausted: Arc<AtomicBool>,
@@ -160,6 +196,30 @@ impl PcapRx {
 
 impl RxQueue for PcapRx {
     fn rx_burst(&mut self, ctx: &mut Ctx, batch: &mut Batch, max: usize) -> usize {
+        if let Some((frames, next)) = self.replay.as_mut() {
+            let cache = ctx.cache(&self.pool);
+            let (mut n, mut bytes) = (0, 0);
+            while n < max && batch.remaining_capacity() > 0 {
+                let Some(mut m) = cache.alloc() else {
+                    self.stats.drops.inc();
+                    break;
+                };
+                let f = &frames[*next];
+                *next = if *next + 1 == frames.len() { 0 } else { *next + 1 };
+                // Every frame fit one mbuf when it was loaded.
+                if let Some(d) = m.append(f.len()) {
+                    d.copy_from_slice(f);
+                }
+                m.set_port(self.port);
+                bytes += f.len() as u64;
+                // Room was checked in the loop condition.
+                let _ = batch.push(m);
+                n += 1;
+            }
+            self.stats.packets.add(n as u64);
+            self.stats.bytes.add(bytes);
+            return n;
+        }
         let Some(reader) = self.reader.as_mut() else { return 0 };
         let cache = ctx.cache(&self.pool);
         let mut n = 0;

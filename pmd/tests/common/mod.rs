@@ -263,6 +263,12 @@ impl PacketSocket {
     }
 }
 
+impl AsRawFd for PacketSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 /// One's-complement checksum of `b` (inverted, ready to store).
 pub fn checksum(b: &[u8], init: u32) -> u16 {
     let mut s = init as u64;

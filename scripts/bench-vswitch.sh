@@ -1,0 +1,314 @@
+#!/usr/bin/env bash
+# fastpath vswitch side by side with Open vSwitch 3.1 on the DPDK datapath (../shared/peers/ovs.sh)
+# and with Linux's own VXLAN datapath, in one run (as root; it installs OVS with `ovs.sh install`).
+#
+#   scripts/bench-vswitch.sh [ROUNDS] [SECS] [pvp,vxlan,fdb,tcp]     (defaults: 3 rounds of 12 s, all)
+#
+# The rules of scripts/lib.sh: one switching core (CPU 1: fastpath --cores 1, OVS's PMD core 1),
+# the "VM" (DPDK 22.11 testpmd, net_virtio_user) forwarding on CPU 0 with its main lcore on CPU 1
+# (asleep on its prompt), exactly ovs.sh's testpmd command lines on both sides; ABBA rounds; the
+# same window and median rule on both sides: the VM's per-second rate (testpmd's Rx-pps for PVP
+# and decap, Tx-pps for encap), first two seconds dropped, median of the rest (the figure ovs.sh
+# prints as "testpmd ..." beside OVS's own PMD counters). Each switch's own view goes to stderr
+# beside it: OVS's PMD rx (its median of 1-s windows) and cycles per packet; fastpath's rx rate
+# (--stats 1, the same rule) and busy cycles per received packet. OVS's PMD spins on CPU 1 while
+# it runs: nothing else may run then.
+#
+# - pvp: two vhost-user ports, the testpmd VM forwarding between them (8 bursts of 32 64 B frames
+#   per port in flight, ovs.sh's PVP_BURSTS):
+#     port to port: `ovs.sh pvp` (flows in_port=1->2, 2->1; testpmd io) against fastpath
+#       `l2fwd` between the two vhost-user ports (its port-to-port forwarding; the vswitch has no
+#       flow table, and a bridge with static MACs cannot stand for it here: in io mode the same
+#       frames cross both ways, so one destination MAC would need both ports);
+#     MAC learning: `ovs.sh pvp-normal` (NORMAL; testpmd mac forwarding, --eth-peer crosswise)
+#       against `fastpath vswitch` with one bridge of the two vhost-user ports (learning).
+# - vxlan: 64 B frames, VNI 100, remote VTEP 10.61.0.2 at 02:00:0a:3d:00:02 (ovs.sh's topology):
+#     encap: testpmd txonly into the VM port; OVS: br-int flow to its vxlan port, underlay
+#       net_null (no-rx); fastpath: the uplink `null,no-rx=on` with OVS's br-phy MAC (mac = ... in
+#       its [[port]]: a null port has none), the remote VTEP's MAC as a
+#       [[neighbour]], the VM's destination (testpmd's default peer 02:00:00:00:00:00) a static
+#       [[fdb]] entry behind the VTEP (OVS's flow; known unicast, no flood);
+#     decap: the underlay replays 32 VXLAN frames of 114 B for our VTEP over and over (OVS:
+#       net_pcap infinite_rx; fastpath: `pcap:rx=...,infinite_rx=on`, the same frames), each
+#       copied into a fresh mbuf on the switching core; the inner 64 B frames go to the VM
+#       (testpmd rxonly; fastpath: a static [[fdb]] entry for the VM's MAC, OVS: its flow).
+# - fdb: `fastpath bench` pipelines switch, switch-1k, switch-100k, switch-1m (Mpps on one core
+#   and cycles per packet as the table grows), when this tree has them.
+# - tcp: one iperf3 TCP stream for SECS s between a namespace behind fastpath (veth, af_xdp access
+#   port) and one behind a kernel VXLAN VTEP (af_xdp uplink), against the same pair through two
+#   kernel VXLAN devices and a Linux bridge (`ovs.sh kernel-vxlan`, its TCP figure). fastpath
+#   runs twice: idling adaptively (the kernel's side of TCP gets CPU 1 when fastpath sleeps) and
+#   busy (the kernel's side has CPU 0 alone). Veth + XDP: the
+#   namespaces behind fastpath send with checksum offload off and without GSO (an XDP program on
+#   a veth turns its peer's GSO off; see apps/tests/vswitch_rig), so fastpath's side moves
+#   MTU-sized segments while the kernel pair keeps 64 KiB ones end to end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ROUNDS=${1:-3}; SECS=${2:-12}; WHAT=${3:-pvp,vxlan,fdb,tcp}
+PEERS=../shared/peers
+[ "$(id -u)" = 0 ] || { echo "bench-vswitch: run as root (OVS, AF_XDP, namespaces)" >&2; exit 2; }
+bash "$PEERS/ovs.sh" install
+bash "$PEERS/ovs.sh" stop
+cargo build --release -q -p fastpath-apps
+FP=$PWD/target/release/fastpath
+EAL="--no-huge -m 1024 --no-pci --log-level=*:error"
+TPC="--nb-cores=1 --txd=1024 --rxd=1024 --total-num-mbufs=16384 --stats-period 1 --auto-start"
+PVP_BURSTS=${PVP_BURSTS:-8}
+DIR=$(mktemp -d /tmp/fp-bench-vs.XXXXXX)
+FPPID=
+cleanup() {
+  [ -n "$FPPID" ] && kill -INT "$FPPID" 2>/dev/null && wait "$FPPID" 2>/dev/null
+  ip netns del fpbvk 2>/dev/null || true; ip netns del fpbvh 2>/dev/null || true
+  ip link del fpbvu0 2>/dev/null || true; ip link del fpbvh0 2>/dev/null || true
+  rm -rf "$DIR" /var/run/dpdk/fpbvs$$
+  bash "$PEERS/ovs.sh" stop 2>/dev/null || true
+}
+trap cleanup EXIT
+want() { [[ ",$WHAT," == *",$1,"* ]]; }
+# Other processes busy on the CPUs of the comparison (another tenant's poller halves a side):
+# said before each comparison, so that a figure taken beside one can be told apart.
+noise() {
+  local l; l=$(ps -eo pid,psr,pcpu,comm --no-headers | awk -v me=$$ '$3 > 30 && $1 != me { printf " %s (pid %s, CPU %s, %s%%)", $4, $1, $2, $3 }')
+  echo "  busy processes now:${l:- none}; load $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+# ---------------------------------------------------------------- fastpath's side
+# fastpath (vswitch --config FILE, or l2fwd ARGS) on CPU 1 until fp_stop; --stats 1 into $DIR/fp.log.
+fp_start() {
+  "$FP" "$@" --cores 1 --stats 1 --json >"$DIR/fp.log" 2>"$DIR/fp.err" &
+  FPPID=$!
+  sleep 0.5
+  kill -0 "$FPPID" 2>/dev/null || { echo "fastpath did not start: $(cat "$DIR/fp.err")" >&2; FPPID=; return 1; }
+}
+fp_stop() { kill -INT "$FPPID"; wait "$FPPID" || true; FPPID=; }
+# $1 rx|tx: fastpath's own rate (lib.sh's rule over the seconds with traffic: idle port lines
+# dropped) and cycles per packet, for stderr
+fp_view() {
+  echo "fastpath's own: $(grep -Ev 'rx +0\.000 Mpps.*tx +0\.000 Mpps' "$DIR/fp.log" | fp_period_median "$1") Mpps $1," \
+    "$(fp_cycles_per_packet "$DIR/fp.log") cycles/packet"
+}
+
+# ovs.sh's PVP VM: interactive testpmd, "start tx_first", a stats line per second
+pvp_vm() { # $1 forward-mode arguments; log in $DIR/tp.log
+  { echo "start tx_first $PVP_BURSTS"; for _ in $(seq "$SECS"); do sleep 1; echo "show port stats all"; done
+    echo stop; echo quit; } | timeout -s INT $((SECS + 5)) dpdk-testpmd -l 0-1 --main-lcore 1 $EAL \
+    --file-prefix fpbvs$$ --vdev=net_virtio_user0,mac=00:00:00:00:00:01,path=$DIR/vh0,queues=1 \
+    --vdev=net_virtio_user1,mac=00:00:00:00:00:02,path=$DIR/vh1,queues=1 \
+    -- -i $1 --nb-cores=1 --txd=1024 --rxd=1024 --total-num-mbufs=16384 >"$DIR/tp.log" 2>&1 || true
+}
+# ovs.sh's single-port VM: testpmd txonly / rxonly for SECS+1 s
+one_vm() { # $1 forward mode
+  timeout -s INT $((SECS + 1)) dpdk-testpmd -l 0-1 --main-lcore 1 $EAL --file-prefix fpbvs$$ \
+    --vdev=net_virtio_user0,mac=00:00:00:00:00:01,path=$DIR/vm0,queues=1 -- --forward-mode="$1" $TPC \
+    </dev/null >"$DIR/tp.log" 2>&1 || true
+}
+cfg_pvp() {
+  cat >"$DIR/pvp.toml" <<EOF
+[[bridge]]
+name = "pvp"
+
+[[port]]
+name = "vm0"
+spec = "vhost-user:$DIR/vh0"
+bridge = "pvp"
+
+[[port]]
+name = "vm1"
+spec = "vhost-user:$DIR/vh1"
+bridge = "pvp"
+EOF
+}
+cfg_vxlan() { # $1 uplink spec, $2 the [[fdb]] entry's place
+  cat >"$DIR/vx.toml" <<EOF
+[[bridge]]
+name = "t"
+vni = 100
+local = "10.61.0.1"
+remotes = ["10.61.0.2"]
+
+[[port]]
+name = "uplink"
+spec = "$1"
+role = "uplink"
+mac = "02:00:0a:3d:00:01"
+
+[[port]]
+name = "vm"
+spec = "vhost-user:$DIR/vm0"
+bridge = "t"
+
+[[fdb]]
+bridge = "t"
+$2
+
+[[neighbour]]
+ip = "10.61.0.2"
+mac = "02:00:0a:3d:00:02"
+EOF
+}
+# 32 VXLAN frames of 114 B for VTEP 10.61.0.1 (VNI 100), each with a 64 B UDP frame for the VM's
+# MAC 00:00:00:00:00:01 from 02:00:00:00:00:02: the frames ovs.sh vxlan-decap replays.
+mkpcap() { python3 - "$1" <<'EOF'
+import struct, sys
+def csum(b):
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b)); s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return ~s & 0xffff
+def ipv4(src, dst, payload):
+    h = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(payload), 0, 0x4000, 64, 17, 0, bytes(src), bytes(dst))
+    return h[:10] + struct.pack('!H', csum(h)) + h[12:] + payload
+def udp(sp, dp, payload): return struct.pack('!HHHH', sp, dp, 8 + len(payload), 0) + payload
+mac = lambda s: bytes(int(x, 16) for x in s.split(':'))
+inner = mac('00:00:00:00:00:01') + mac('02:00:00:00:00:02') + b'\x08\x00' + ipv4([198, 18, 0, 2], [198, 18, 0, 1], udp(9, 9, bytes(22)))
+vx = struct.pack('!II', 0x08000000, 100 << 8) + inner
+with open(sys.argv[1], 'wb') as f:
+    f.write(struct.pack('<IHHiIII', 0xa1b2c3d4, 2, 4, 0, 0, 65535, 1))
+    for i in range(32):
+        fr = mac('02:00:0a:3d:00:01') + mac('02:00:0a:3d:00:02') + b'\x08\x00' + ipv4([10, 61, 0, 2], [10, 61, 0, 1], udp(49152 + i, 4789, vx))
+        f.write(struct.pack('<IIII', 0, 0, len(fr), len(fr)) + fr)
+EOF
+}
+wait_socks() { for s in "$@"; do for _ in $(seq 200); do [ -S "$s" ] && break; sleep 0.05; done; done; }
+
+side_fastpath-l2fwd() {
+  rm -f "$DIR"/vh?; fp_start l2fwd --port "vhost-user:$DIR/vh0" --port "vhost-user:$DIR/vh1"
+  wait_socks "$DIR/vh0" "$DIR/vh1"; pvp_vm --forward-mode=io; fp_stop
+  echo "  fastpath-l2fwd: testpmd Rx $(tp_period_median "$DIR/tp.log" Rx-pps) Mpps; $(fp_view rx)" >&2
+  echo "$(tp_period_median "$DIR/tp.log" Rx-pps) $(fp_cycles_per_packet "$DIR/fp.log")"
+}
+side_fastpath-vswitch() {
+  rm -f "$DIR"/vh?; cfg_pvp; fp_start vswitch --config "$DIR/pvp.toml"
+  wait_socks "$DIR/vh0" "$DIR/vh1"
+  pvp_vm "--forward-mode=mac --eth-peer=0,00:00:00:00:00:02 --eth-peer=1,00:00:00:00:00:01"; fp_stop
+  echo "  fastpath-vswitch: testpmd Rx $(tp_period_median "$DIR/tp.log" Rx-pps) Mpps; $(fp_view rx);" \
+    "$(grep -o '{"aged".*"bridge":"pvp"[^}]*}' "$DIR/fp.log")" >&2
+  echo "$(tp_period_median "$DIR/tp.log" Rx-pps) $(fp_cycles_per_packet "$DIR/fp.log")"
+}
+side_fastpath-encap() {
+  rm -f "$DIR/vm0"; cfg_vxlan "null,no-rx=on" 'mac = "02:00:00:00:00:00"
+vtep = "10.61.0.2"'
+  fp_start vswitch --config "$DIR/vx.toml"; wait_socks "$DIR/vm0"; one_vm txonly; fp_stop
+  echo "  fastpath-encap: testpmd Tx $(tp_period_median "$DIR/tp.log" Tx-pps) Mpps; $(fp_view tx);" \
+    "$(grep -o '"encapsulated":[0-9]*' "$DIR/fp.log")" >&2
+  echo "$(tp_period_median "$DIR/tp.log" Tx-pps) $(fp_cycles_per_packet "$DIR/fp.log")"
+}
+side_fastpath-decap() {
+  rm -f "$DIR/vm0"; cfg_vxlan "pcap:rx=$DIR/vxlan.pcap,infinite_rx=on" 'mac = "00:00:00:00:00:01"
+port = "vm"'
+  fp_start vswitch --config "$DIR/vx.toml"; wait_socks "$DIR/vm0"; one_vm rxonly; fp_stop
+  echo "  fastpath-decap: testpmd Rx $(tp_period_median "$DIR/tp.log" Rx-pps) Mpps; $(fp_view rx);" \
+    "$(grep -o '"decapsulated":[0-9]*' "$DIR/fp.log")" >&2
+  echo "$(tp_period_median "$DIR/tp.log" Rx-pps) $(fp_cycles_per_packet "$DIR/fp.log")"
+}
+
+# ---------------------------------------------------------------- OVS's side (ovs.sh)
+# ovs.sh MODE: its line to stderr; stdout: its testpmd figure and OVS's cycles per packet
+ovs() { # $1 mode, $2 Rx|Tx
+  local l; l=$(bash "$PEERS/ovs.sh" "$1" "$SECS" | grep "^ovs $1:" || true)
+  echo "  $l" >&2
+  echo "$(sed -n "s/.*testpmd $2 \([0-9.]*\) Mpps.*/\1/p" <<<"$l") $(sed -n 's/.*; \([0-9.]*\) cycles\/pkt.*/\1/p' <<<"$l")"
+}
+side_ovs-pvp() { ovs pvp Rx; }
+side_ovs-pvp-normal() { ovs pvp-normal Rx; }
+side_ovs-encap() { ovs vxlan-encap Tx; }
+side_ovs-decap() { ovs vxlan-decap Rx; }
+
+# ---------------------------------------------------------------- TCP through the overlay
+tcp_setup() {
+  ip netns add fpbvk; ip netns add fpbvh
+  for n in fpbvk fpbvh; do
+    ip -n $n link set lo up
+    ip netns exec $n sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+  done
+  ip link add fpbvu0 type veth peer name fpbvu1 netns fpbvk
+  ip link add fpbvh0 type veth peer name fpbvh1 netns fpbvh
+  for d in fpbvu0 fpbvh0; do sysctl -qw net.ipv6.conf.$d.disable_ipv6=1; ip link set $d up; done
+  ip netns exec fpbvk ethtool -K fpbvu1 tx off >/dev/null
+  ip -n fpbvk addr add 10.64.0.2/24 dev fpbvu1; ip -n fpbvk link set fpbvu1 up
+  ip -n fpbvk link add vx100 type vxlan id 100 local 10.64.0.2 remote 10.64.0.1 dstport 4789 dev fpbvu1
+  ip -n fpbvk addr add 172.20.0.2/24 dev vx100; ip -n fpbvk link set vx100 up
+  ip netns exec fpbvh ethtool -K fpbvh1 tx off >/dev/null
+  ip -n fpbvh link set fpbvh1 mtu 1450 up; ip -n fpbvh addr add 172.20.0.1/24 dev fpbvh1
+  cat >"$DIR/tcp.toml" <<EOF
+[vswitch]
+idle = "IDLE"
+
+[[bridge]]
+name = "t"
+vni = 100
+local = "10.64.0.1"
+remotes = ["10.64.0.2"]
+
+[[port]]
+name = "uplink"
+spec = "af_xdp:fpbvu0"
+role = "uplink"
+
+[[port]]
+name = "host"
+spec = "af_xdp:fpbvh0"
+bridge = "t"
+EOF
+}
+fp_tcp() { # $1 busy|adaptive
+  sed "s/IDLE/$1/" "$DIR/tcp.toml" >"$DIR/tcp-$1.toml"
+  fp_start vswitch --config "$DIR/tcp-$1.toml"
+  ip netns exec fpbvh ping -c 2 -i 0.2 -w 10 172.20.0.2 >/dev/null || echo "  fastpath-tcp: overlay ping failed" >&2
+  ip netns exec fpbvk timeout $((SECS + 10)) iperf3 -s -1 -B 172.20.0.2 >/dev/null 2>&1 &
+  local srv=$! g; sleep 1
+  g=$(ip netns exec fpbvh timeout $((SECS + 8)) iperf3 -c 172.20.0.2 -t "$SECS" -f g 2>/dev/null |
+    awk '/receiver/ { for (i = 1; i <= NF; i++) if ($i == "Gbits/sec") print $(i - 1) }')
+  wait $srv 2>/dev/null || true; fp_stop
+  echo "  fastpath-tcp-$1: $g Gbit/s (iperf3, 1 stream, ${SECS} s); $(grep -o '"encapsulated":[0-9]*' "$DIR/fp.log")" >&2
+  echo "${g:-nan}"
+}
+side_fastpath-tcp-adaptive() { fp_tcp adaptive; }
+side_fastpath-tcp-busy() { fp_tcp busy; }
+side_kernel-tcp() {
+  local l; l=$(bash "$PEERS/ovs.sh" kernel-vxlan "$SECS" | grep "^kernel vxlan:" || true)
+  echo "  $l" >&2
+  sed -n 's/.* \([0-9.]*\) Gbps TCP.*/\1/p' <<<"$l"
+}
+
+# ---------------------------------------------------------------- run
+machine
+echo "fastpath $(git rev-parse --short HEAD), OVS $(ovs-vswitchd --version 2>/dev/null | head -1 | awk '{print $NF}'), $ROUNDS rounds of $SECS s"
+if want pvp; then
+  echo "== PVP port to port, 64 B, 1 switching core (CPU 1); VM testpmd io on CPU 0; Mpps the VM received"
+  noise
+  compare "$ROUNDS" Mpps fastpath-l2fwd ovs-pvp
+  echo "== PVP with MAC learning, 64 B; VM testpmd mac forwarding, --eth-peer crosswise"
+  noise
+  compare "$ROUNDS" Mpps fastpath-vswitch ovs-pvp-normal
+fi
+if want vxlan; then
+  mkpcap "$DIR/vxlan.pcap"
+  echo "== VXLAN encap VM -> uplink, 64 B inner; Mpps the VM sent (testpmd txonly)"
+  noise
+  compare "$ROUNDS" Mpps fastpath-encap ovs-encap
+  echo "== VXLAN decap uplink -> VM, 114 B outer / 64 B inner; Mpps the VM received (testpmd rxonly)"
+  noise
+  compare "$ROUNDS" Mpps fastpath-decap ovs-decap
+fi
+if want fdb; then
+  echo "== FDB scaling: fastpath bench, switching stage, 1 core (CPU 1)"
+  have=$("$FP" bench --list 2>/dev/null | grep -oE '^ *switch(-[0-9a-z]+)?' | xargs || true)
+  if [ -z "$have" ]; then
+    echo "  no switch pipelines in 'fastpath bench --list' of this tree (switch, switch-1k, switch-100k, switch-1m are to come): skipped"
+  else
+    for p in $have; do
+      for r in $(seq "$ROUNDS"); do
+        taskset -c 1 "$FP" bench --pipeline "$p" --cores 1 --seconds "$SECS" --json 2>/dev/null |
+          sed -E 's/.*"mpps":([0-9.e+-]+).*/\1/'
+      done >"$DIR/fdb-$p"
+      printf '  %-14s %s Mpps (median of %s; runs %s)\n' "$p" "$(median <"$DIR/fdb-$p")" "$ROUNDS" "$(paste -sd' ' "$DIR/fdb-$p")"
+    done
+  fi
+fi
+if want tcp; then
+  tcp_setup
+  echo "== TCP through the VXLAN overlay, 1 iperf3 stream; fastpath (CPU 1) idling adaptively, then busy, vs two kernel VTEPs"
+  noise
+  compare "$ROUNDS" Gbit/s fastpath-tcp-adaptive kernel-tcp
+  compare "$ROUNDS" Gbit/s fastpath-tcp-busy kernel-tcp
+fi
