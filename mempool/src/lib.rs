@@ -21,7 +21,7 @@ pub mod region;
 pub mod ring;
 
 pub use batch::{Batch, DEFAULT_BURST, MAX_BURST};
-pub use mbuf::{Mbuf, MbufHeader, HEADROOM, MBUF_HDR_SIZE, PORT_NONE};
+pub use mbuf::{prefetch0, Mbuf, MbufHeader, HEADROOM, MBUF_HDR_SIZE, PORT_NONE};
 pub use pool::{copy_metadata, Mempool, PoolCache, PoolConfig};
 pub use region::{PageKind, PagePolicy, Region};
 pub use ring::Ring;

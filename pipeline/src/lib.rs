@@ -8,11 +8,13 @@
 //! - [`wire`]: zero-copy header views (Ethernet, VLAN, IPv4, IPv6, UDP, TCP, VXLAN, GENEVE, GRE).
 //! - [`checksum`]: the Internet checksum, vectorised (AVX-512 / AVX2 / scalar, chosen at run time).
 //! - [`parse`]: the packet-type parser that fills an mbuf's lengths and packet type.
+//! - [`lpm`]: longest-prefix match for IPv4 and IPv6 routes, changed while lcores look up.
 //! - [`stages`]: the stages, among them the tunnels ([`stages::tunnel`]) and the checksum stage.
 #![deny(missing_docs)]
 
 pub mod builder;
 pub mod checksum;
+pub mod lpm;
 pub mod parse;
 pub mod stage;
 pub mod stages;
