@@ -7,17 +7,62 @@
 //! delays an update (the scheme of DPDK's `rte_rcu_qsbr` with "online/offline" readers, folded
 //! into one counter).
 //!
-//! Ordering (a store-buffer pattern, so both sides use a SeqCst fence): the reader stores its odd
-//! number, fences, then loads the table; the writer stores the unlink, fences, then loads the
-//! reader's number. Either the reader's loads see the unlink, or the writer sees the odd number
-//! and waits for the section to end; the reader's Release store of its next even number orders
-//! its loads before the writer's (Acquire) reuse of the memory.
+//! Ordering (a store-buffer pattern: each side stores, then loads what the other stored): the
+//! reader stores its odd number, then loads the table; the writer stores the unlink, then loads
+//! the reader's number. A full barrier must separate the store from the load on both sides, so
+//! that either the reader's loads see the unlink, or the writer sees the odd number and waits for
+//! the section to end. A fence on the reader's side would cost every burst a drained store
+//! buffer, and with it the overlap of one burst's cache misses with the next (a third of the
+//! lookup rate), so the writer puts the barrier on the readers' CPUs instead: the kernel's
+//! expedited `membarrier` runs one on every CPU that runs a thread of this process, and the
+//! readers only stop the compiler from reordering (as liburcu's "memb" flavour does). Where the
+//! kernel lacks it, readers fence themselves. The reader's Release store of its next even number
+//! orders its loads before the writer's (Acquire) reuse of the memory.
 
-use std::sync::atomic::{fence, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
+
+/// True once readers must fence themselves (no expedited membarrier for this process).
+static READERS_FENCE: AtomicBool = AtomicBool::new(false);
+
+/// Registers this process for expedited private membarriers, once; false when the kernel lacks
+/// them (then readers fence, see the module doc).
+fn membarrier_ready() -> bool {
+    static READY: OnceLock<bool> = OnceLock::new();
+    *READY.get_or_init(|| {
+        const QUERY: libc::c_long = 0;
+        const PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+        const REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+        // SAFETY: membarrier(QUERY) and (REGISTER_...) take no pointers and change no memory.
+        let ok = unsafe {
+            let cmds = libc::syscall(libc::SYS_membarrier, QUERY, 0);
+            cmds >= 0
+                && cmds & PRIVATE_EXPEDITED != 0
+                && libc::syscall(libc::SYS_membarrier, REGISTER_PRIVATE_EXPEDITED, 0) == 0
+        };
+        if !ok {
+            log::info!("lpm: no expedited membarrier; lookups fence once per burst");
+            // Relaxed: read by readers made after this (thread start orders it).
+            READERS_FENCE.store(true, Ordering::Relaxed);
+        }
+        ok
+    })
+}
+
+/// A full memory barrier on every CPU running a thread of this process (and this one).
+fn barrier_everywhere() {
+    const PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+    // SeqCst: the writer's own side of the store-buffer pattern.
+    fence(Ordering::SeqCst);
+    if membarrier_ready() {
+        // SAFETY: membarrier(PRIVATE_EXPEDITED) takes no pointers; the process registered.
+        let rc = unsafe { libc::syscall(libc::SYS_membarrier, PRIVATE_EXPEDITED, 0) };
+        debug_assert_eq!(rc, 0, "membarrier: {}", std::io::Error::last_os_error());
+    }
+}
 
 /// The readers of one table.
 #[derive(Debug, Default)]
@@ -28,6 +73,7 @@ pub(crate) struct Grace {
 impl Grace {
     /// Registers a reader (control path).
     pub(crate) fn register(self: &Arc<Self>) -> ReadHandle {
+        membarrier_ready();
         let slot = Arc::new(CachePadded::new(AtomicU64::new(0)));
         self.readers.lock().unwrap_or_else(|e| e.into_inner()).push(slot.clone());
         ReadHandle { grace: self.clone(), slot, seq: 0 }
@@ -37,8 +83,7 @@ impl Grace {
     /// left it. False when some reader stayed inside for `timeout` (a reader held by the
     /// caller itself, or a stalled thread): then nothing unlinked may be reused yet.
     pub(crate) fn synchronize(&self, timeout: Duration) -> bool {
-        // SeqCst: pairs with the readers' fence in `enter` (see the module doc).
-        fence(Ordering::SeqCst);
+        barrier_everywhere();
         let readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
         let start = Instant::now();
         for r in readers.iter() {
@@ -83,9 +128,15 @@ impl ReadHandle {
     #[inline(always)]
     pub(crate) fn enter(&mut self) {
         self.seq += 1;
-        // Relaxed store + SeqCst fence: the store-buffer pattern of the module doc.
+        // Relaxed store, then the reader's side of the barrier (module doc): only the compiler's
+        // when the writer makes the CPU's with membarrier.
         self.slot.store(self.seq, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
+        // Relaxed: set once before any reader exists.
+        if READERS_FENCE.load(Ordering::Relaxed) {
+            fence(Ordering::SeqCst);
+        } else {
+            compiler_fence(Ordering::SeqCst);
+        }
     }
 
     /// Leaves the section.

@@ -261,37 +261,83 @@ pub struct Lpm4Reader {
 }
 
 impl Lpm4Reader {
-    /// Looks up `addrs[i]` (host order: `u32::from(Ipv4Addr)`) into `hops[i]`, a next hop or
-    /// [`MISS`], for `i` below the shorter length. One read-side section for the whole call.
+    /// Enters a read-side section (one per burst): lookups through it see the table as some
+    /// update left it, and no group they may reach is reused until it ends (when dropped).
+    #[inline]
+    pub fn read(&mut self) -> Lpm4Section<'_> {
+        self.handle.enter();
+        Lpm4Section { tables: &self.tables, handle: &mut self.handle }
+    }
+
+    /// [`Lpm4Section::lookup_bulk`] in a section of its own.
     #[inline]
     pub fn lookup_bulk(&mut self, addrs: &[u32], hops: &mut [u16]) {
-        self.handle.enter();
-        let t = &*self.tables;
-        let l0: &[AtomicU16; 1 << 24] = t.l0.slots().try_into().expect("a 2^24-entry first level");
-        let groups = t.groups.slots();
+        self.read().lookup_bulk(addrs, hops)
+    }
+
+    /// Looks up one address (a section of its own).
+    pub fn lookup(&mut self, addr: Ipv4Addr) -> Option<u16> {
+        hop(self.read().lookup(u32::from(addr)))
+    }
+}
+
+/// A read-side section of an [`Lpm4Reader`]: ends when dropped.
+pub struct Lpm4Section<'a> {
+    tables: &'a Tables<AtomicU16>,
+    handle: &'a mut ReadHandle,
+}
+
+impl Drop for Lpm4Section<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.handle.exit();
+    }
+}
+
+impl fmt::Debug for Lpm4Section<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lpm4Section").finish_non_exhaustive()
+    }
+}
+
+impl Lpm4Section<'_> {
+    #[inline(always)]
+    fn l0(&self) -> &[AtomicU16; 1 << 24] {
+        self.tables.l0.slots().try_into().expect("a 2^24-entry first level")
+    }
+
+    #[inline(always)]
+    fn resolve(&self, l0: &[AtomicU16; 1 << 24], x: u32) -> u16 {
+        // Acquire: a link is followed into a group filled before it was stored.
+        let e = l0[(x >> 8) as usize].load(Ordering::Acquire);
+        if e & 0x8000 == 0 {
+            return e;
+        }
+        let i = ((e & 0x7fff) as usize) * GROUP + (x & 0xff) as usize;
+        // Acquire: as above (a group entry is stored once, before or after the link).
+        self.tables.groups.slots().get(i).map_or(MISS, |s| s.load(Ordering::Acquire))
+    }
+
+    /// The next hop of `addr` (host order: `u32::from(Ipv4Addr)`), or [`MISS`].
+    #[inline]
+    pub fn lookup(&self, addr: u32) -> u16 {
+        self.resolve(self.l0(), addr)
+    }
+
+    /// Looks up `addrs[i]` into `hops[i]` (a next hop or [`MISS`]) for `i` below the shorter
+    /// length: the first-level entries of each chunk of addresses are prefetched together, so
+    /// their cache misses overlap, then read.
+    #[inline]
+    pub fn lookup_bulk(&self, addrs: &[u32], hops: &mut [u16]) {
+        let l0 = self.l0();
         for (a, h) in addrs.chunks(CHUNK).zip(hops.chunks_mut(CHUNK)) {
             for &x in a {
                 prefetch0(l0[(x >> 8) as usize].as_ptr().cast());
             }
             for (&x, h) in a.iter().zip(h.iter_mut()) {
-                // Acquire: a link is followed into a group filled before it was stored.
-                let e = l0[(x >> 8) as usize].load(Ordering::Acquire);
-                *h = if e & 0x8000 == 0 {
-                    e
-                } else {
-                    let i = ((e & 0x7fff) as usize) * GROUP + (x & 0xff) as usize;
-                    groups.get(i).map_or(MISS, |s| s.load(Ordering::Acquire))
-                };
+                *h = self.resolve(l0, x);
             }
         }
-        self.handle.exit();
-    }
-
-    /// Looks up one address.
-    pub fn lookup(&mut self, addr: Ipv4Addr) -> Option<u16> {
-        let mut h = [MISS];
-        self.lookup_bulk(&[u32::from(addr)], &mut h);
-        hop(h[0])
     }
 }
 
@@ -341,65 +387,87 @@ pub struct Lpm6Reader {
 }
 
 impl Lpm6Reader {
-    /// Looks up `addrs[i]` (host order: `u128::from(Ipv6Addr)`) into `hops[i]`, a next hop or
-    /// [`MISS`], for `i` below the shorter length. The addresses of a chunk go down the trie
-    /// together, one level at a time, each level's loads prefetched first.
+    /// Enters a read-side section (one per burst): see [`Lpm4Reader::read`].
     #[inline]
-    pub fn lookup_bulk(&mut self, addrs: &[u128], hops: &mut [u16]) {
-        const LINK: u32 = <AtomicU32 as Slot>::LINK;
+    pub fn read(&mut self) -> Lpm6Section<'_> {
         self.handle.enter();
-        let t = &*self.tables;
-        let l0: &[AtomicU32; 1 << 16] = t.l0.slots().try_into().expect("a 2^16-entry first level");
-        let groups = t.groups.slots();
-        for (a, h) in addrs.chunks(CHUNK).zip(hops.chunks_mut(CHUNK)) {
-            let mut e = [0u32; CHUNK];
-            for &x in a {
-                prefetch0(l0[(x >> 112) as usize].as_ptr().cast());
-            }
-            let mut linked = 0u32;
-            for (i, &x) in a.iter().enumerate() {
-                // Acquire: as in Lpm4Reader::lookup_bulk.
-                e[i] = l0[(x >> 112) as usize].load(Ordering::Acquire);
-                linked |= ((e[i] & LINK != 0) as u32) << i;
-            }
-            let mut shift = 104;
-            while linked != 0 {
-                let mut idx = [0usize; CHUNK];
-                let mut m = linked;
-                while m != 0 {
-                    let i = m.trailing_zeros() as usize;
-                    m &= m - 1;
-                    idx[i] = ((e[i] & !LINK) as usize) * GROUP + ((a[i] >> shift) & 0xff) as usize;
-                    if let Some(s) = groups.get(idx[i]) {
-                        prefetch0(s.as_ptr().cast());
-                    }
-                }
-                let mut m = linked;
-                linked = 0;
-                while m != 0 {
-                    let i = m.trailing_zeros() as usize;
-                    m &= m - 1;
-                    // Acquire: as above.
-                    e[i] = groups.get(idx[i]).map_or(MISS as u32, |s| s.load(Ordering::Acquire));
-                    linked |= ((e[i] & LINK != 0) as u32) << i;
-                }
-                // A link below the last byte cannot exist; stop rather than shift past it.
-                if shift < 8 {
-                    break;
-                }
-                shift -= 8;
-            }
-            for (h, &v) in h.iter_mut().zip(e.iter()) {
-                *h = if v & LINK != 0 { MISS } else { v as u16 };
-            }
-        }
-        self.handle.exit();
+        Lpm6Section { tables: &self.tables, handle: &mut self.handle }
     }
 
-    /// Looks up one address.
+    /// [`Lpm6Section::lookup_bulk`] in a section of its own.
+    #[inline]
+    pub fn lookup_bulk(&mut self, addrs: &[u128], hops: &mut [u16]) {
+        self.read().lookup_bulk(addrs, hops)
+    }
+
+    /// Looks up one address (a section of its own).
     pub fn lookup(&mut self, addr: Ipv6Addr) -> Option<u16> {
         let mut h = [MISS];
-        self.lookup_bulk(&[u128::from(addr)], &mut h);
+        self.read().lookup_bulk(&[u128::from(addr)], &mut h);
         hop(h[0])
+    }
+}
+
+/// A read-side section of an [`Lpm6Reader`]: ends when dropped.
+pub struct Lpm6Section<'a> {
+    tables: &'a Tables<AtomicU32>,
+    handle: &'a mut ReadHandle,
+}
+
+impl Drop for Lpm6Section<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.handle.exit();
+    }
+}
+
+impl fmt::Debug for Lpm6Section<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lpm6Section").finish_non_exhaustive()
+    }
+}
+
+impl Lpm6Section<'_> {
+    /// The next hop of `addr` (host order: `u128::from(Ipv6Addr)`), or [`MISS`]: one load per
+    /// level the address goes down.
+    #[inline]
+    pub fn lookup(&self, addr: u128) -> u16 {
+        const LINK: u32 = <AtomicU32 as Slot>::LINK;
+        let l0: &[AtomicU32; 1 << 16] = self.tables.l0.slots().try_into().expect("a 2^16-entry first level");
+        let groups = self.tables.groups.slots();
+        // Acquire: a link is followed into a group filled before it was stored.
+        let mut e = l0[(addr >> 112) as usize].load(Ordering::Acquire);
+        let mut shift = 104u32;
+        while e & LINK != 0 {
+            let i = ((e & !LINK) as usize) * GROUP + ((addr >> shift) & 0xff) as usize;
+            // Acquire: as above. A link below the last byte cannot exist (checked shift).
+            e = match (groups.get(i), shift.checked_sub(8)) {
+                (Some(s), Some(next)) => {
+                    shift = next;
+                    s.load(Ordering::Acquire)
+                }
+                (Some(s), None) => s.load(Ordering::Acquire) & !LINK,
+                (None, _) => MISS as u32,
+            };
+        }
+        e as u16
+    }
+
+    /// Looks up `addrs[i]` into `hops[i]` (a next hop or [`MISS`]) for `i` below the shorter
+    /// length. The first-level entries of a chunk are prefetched together; the walks below
+    /// them are independent, so the CPU overlaps their loads.
+    #[inline]
+    pub fn lookup_bulk(&self, addrs: &[u128], hops: &mut [u16]) {
+        let l0 = self.tables.l0.slots();
+        for (a, h) in addrs.chunks(CHUNK).zip(hops.chunks_mut(CHUNK)) {
+            for &x in a {
+                if let Some(s) = l0.get((x >> 112) as usize) {
+                    prefetch0(s.as_ptr().cast());
+                }
+            }
+            for (&x, h) in a.iter().zip(h.iter_mut()) {
+                *h = self.lookup(x);
+            }
+        }
     }
 }
