@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use fastpath_mempool::{Mempool, PagePolicy, PoolConfig};
 use fastpath_pipeline::{Pipeline, StageCounters};
-use fastpath_pmd::{signal, Error, IdleMode, LcoreSpec, Port, Runtime, RuntimeConfig, Spec, Task};
+use fastpath_pmd::{signal, Error, IdleMode, LcoreSpec, Port, PortInfo, PortStats, Runtime, RuntimeConfig, Spec, Task};
 use router::{Config, Router};
 use serde_json::json;
 
@@ -162,8 +162,10 @@ fn run(a: &Args) -> Result<(), Failure> {
     };
     rt.join()?;
 
-    // 4. Where every packet went.
-    report(a, &ports, &counters, &router, &pool, reason);
+    // 4. Where every packet went. The ports go first: they hold mbufs posted for receive.
+    let port_stats: Vec<_> = ports.iter().map(|p| (p.info().clone(), p.stats())).collect();
+    drop(ports);
+    report(a, &port_stats, &counters, &router, &pool, reason);
     Ok(())
 }
 
@@ -183,7 +185,14 @@ fn reload(router: &mut Router, a: &Args) {
     }
 }
 
-fn report(a: &Args, ports: &[Box<dyn Port>], counters: &[Arc<StageCounters>], r: &Router, pool: &Mempool, why: &str) {
+fn report(
+    a: &Args,
+    ports: &[(PortInfo, PortStats)],
+    counters: &[Arc<StageCounters>],
+    r: &Router,
+    pool: &Mempool,
+    why: &str,
+) {
     let mut drops: Vec<(&str, u64)> = router::stage::REASONS.iter().map(|&n| (n, 0)).collect();
     let mut stats: Vec<(&str, u64)> = router::stage::STATS.iter().map(|&n| (n, 0)).collect();
     let mut packets = 0;
@@ -195,8 +204,7 @@ fn report(a: &Args, ports: &[Box<dyn Port>], counters: &[Arc<StageCounters>], r:
     let (l4, l6) = r.lpm_stats();
     let map = |v: &[(&str, u64)]| v.iter().map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>();
     if a.json {
-        for p in ports {
-            let (i, s) = (p.info(), p.stats());
+        for (i, s) in ports {
             println!(
                 "{}",
                 json!({"port": i.id, "driver": i.driver, "name": i.name, "rx_packets": s.rx_packets,
@@ -215,8 +223,7 @@ fn report(a: &Args, ports: &[Box<dyn Port>], counters: &[Arc<StageCounters>], r:
         );
     } else {
         println!("stopped by {why}");
-        for p in ports {
-            let (i, s) = (p.info(), p.stats());
+        for (i, s) in ports {
             println!(
                 "port {} {:<8} rx {:>12} tx {:>12} drops {:>8}",
                 i.id,
