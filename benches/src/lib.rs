@@ -11,10 +11,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fastpath_mempool::{Mempool, PagePolicy, PoolConfig};
-use fastpath_pipeline::{BuildEnv, PipelineSpec};
+use fastpath_pipeline::{BuildEnv, Pipeline, PipelineSpec, Stage, StageCounters};
 use fastpath_pmd::drivers::null::{NullConfig, NullPort};
 use fastpath_pmd::{Error, LcoreSpec, Offloads, Port, Runtime, RuntimeConfig, Task};
 use serde::Serialize;
+
+mod router_bench;
+
+/// Builds the stages of one pipeline instance in code (for stages that no spec names, such as
+/// an application's own): called once per lcore task with that lcore's pool and ports.
+#[derive(Clone)]
+#[allow(clippy::type_complexity)]
+pub struct StageBuilder(pub Arc<dyn Fn(&BuildEnv) -> Result<Vec<Box<dyn Stage>>, Error> + Send + Sync>);
+
+impl std::fmt::Debug for StageBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StageBuilder")
+    }
+}
 
 /// A named benchmark pipeline: the stages and the frames the null ports produce.
 #[derive(Debug, Clone)]
@@ -39,6 +53,8 @@ pub struct BenchPipeline {
     /// payload and `rx_mpps` from the packets received (for pipelines whose output count
     /// differs from their input count).
     pub payload_per_rx: Option<usize>,
+    /// Stages built in code instead of `stages` (the router VNF's).
+    pub build: Option<StageBuilder>,
 }
 
 impl Default for BenchPipeline {
@@ -52,6 +68,7 @@ impl Default for BenchPipeline {
             frames: None,
             offloads: Offloads::NONE,
             payload_per_rx: None,
+            build: None,
         }
     }
 }
@@ -150,6 +167,7 @@ pub fn pipelines() -> Vec<BenchPipeline> {
             payload_per_rx: Some(1448),
             ..BenchPipeline::default()
         },
+        router_bench::pipeline(),
     ]
 }
 
@@ -372,6 +390,7 @@ pub fn run_point(
     let mut lcores = Vec::new();
     let mut pools = Vec::new();
     let mut specs = Vec::new();
+    let mut custom: Vec<Arc<StageCounters>> = Vec::new();
     for i in 0..cores {
         let pool = Mempool::new(
             &format!("bench{i}"),
@@ -387,9 +406,19 @@ pub fn run_point(
         let mut b = NullPort::new(1, &pool, ncfg);
         let env = BuildEnv { pool: pool.clone(), ports: vec![a.info().clone(), b.info().clone()] };
         let spec = PipelineSpec::parse(&p.stages, &env)?;
+        let mut build = || -> Result<Box<dyn fastpath_pmd::Processor>, Error> {
+            Ok(match &p.build {
+                Some(f) => {
+                    let stages = (f.0)(&env)?;
+                    custom.extend(stages.iter().map(|s| s.counters().clone()));
+                    Box::new(Pipeline::new(stages))
+                }
+                None => Box::new(spec.build(&env)?),
+            })
+        };
         let mut l = LcoreSpec { core: Some(cfg.cpus[i]), ..Default::default() };
-        l.tasks.push(Task { rx: a.rx_queue(0)?, processor: Box::new(spec.build(&env)?), default_out: 1 });
-        l.tasks.push(Task { rx: b.rx_queue(0)?, processor: Box::new(spec.build(&env)?), default_out: 0 });
+        l.tasks.push(Task { rx: a.rx_queue(0)?, processor: build()?, default_out: 1 });
+        l.tasks.push(Task { rx: b.rx_queue(0)?, processor: build()?, default_out: 0 });
         l.set_tx(0, a.tx_queue(0)?);
         l.set_tx(1, b.tx_queue(0)?);
         lcores.push(l);
@@ -434,7 +463,8 @@ pub fn run_point(
             )));
         }
     }
-    let drops: u64 = specs.iter().map(|s| s.stats().total_drops()).sum();
+    let drops: u64 = specs.iter().map(|s| s.stats().total_drops()).sum::<u64>()
+        + custom.iter().map(|c| c.total_drops()).sum::<u64>();
     if drops > 0 {
         log::warn!("bench {}: {drops} packets dropped by stages", p.name);
     }
