@@ -5,6 +5,11 @@
 //! `net_null`): nothing is shared between lcores, not even the pool. The rate is the sum of
 //! packets accepted by the transmit queues, sampled every `sample` interval after a warm-up;
 //! the figure reported is the median sample. Efficiency is `mpps(k) / (k * mpps(1))`.
+//!
+//! ```
+//! let names: Vec<&str> = fastpath_benches::pipelines().iter().map(|p| p.name).collect();
+//! assert!(names.contains(&"io") && names.contains(&"router"));
+//! ```
 #![deny(missing_docs)]
 
 use std::sync::Arc;

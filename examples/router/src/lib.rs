@@ -20,6 +20,33 @@
 //! | next hops: id -> (port, gateway) | control, before a route uses the id | [`NextHops`] (atomics, append-only) |
 //! | neighbours: (port, IP) -> MAC | control, from lcores' [`Event`]s | [`Neighbours`] (atomics, insert-only) |
 //! | ports: MACs and addresses | nobody after start | [`PortView`] (immutable) |
+//!
+//! ```
+//! use fastpath_mempool::{Mempool, PagePolicy, PoolConfig};
+//! use router::{Config, Router};
+//!
+//! let config = Config::parse("router.toml", r#"
+//!     [[port]]
+//!     name = "a"
+//!     spec = "null"
+//!     addresses = ["10.60.1.1/24"]
+//!     [[port]]
+//!     name = "b"
+//!     spec = "null"
+//!     addresses = ["10.60.2.1/24", "fd00:60:2::1/64"]
+//!     [[route]]
+//!     prefix = "10.70.0.0/16"
+//!     via = "10.60.2.2"
+//! "#)?;
+//! let pool = Mempool::new("router", &PoolConfig { mbufs: 256, chunk_size: 2048, pages: PagePolicy::Small })?;
+//! let ports: Vec<_> = config.ports.iter().enumerate()
+//!     .map(|(i, p)| fastpath_pmd::open_port(i as u16, &p.spec, &pool).map(|p| p.unwrap().info().clone()))
+//!     .collect::<Result<_, _>>()?;
+//! let mut router = Router::new(config, &ports, &pool)?;
+//! assert_eq!(router.routes(), (3, 1), "two connected IPv4 subnets and a route; one IPv6 subnet");
+//! let _stage = router.stage(); // a fastpath_pipeline::Stage for one lcore task
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod config;
 pub mod neighbour;
