@@ -40,10 +40,14 @@ pub mod port;
 pub mod signal;
 pub mod spec;
 pub mod stats;
+/// Internal: the Linux calls the kernel-facing drivers share (also used by the workspace's tests).
+#[doc(hidden)]
 pub mod sys;
 #[cfg(feature = "test-utils")]
 pub mod testutil;
 pub mod time;
+/// Internal: the virtio-net header shared by the TAP and vhost-user drivers.
+#[doc(hidden)]
 pub mod virtio_net;
 
 pub use ctx::Ctx;
