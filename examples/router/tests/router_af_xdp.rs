@@ -102,8 +102,11 @@ impl Net {
     }
 
     fn start(&self, config: &Path) -> Reap {
+        // The last CPU this process may use (CPU 1 on the 2-CPU machines, away from the kernel's
+        // own work for the pings on CPU 0).
+        let cpu = fastpath_pmd::lcore::available_cores().last().copied().unwrap_or(0).to_string();
         let p = Command::new(env!("CARGO_BIN_EXE_router"))
-            .args(["--config", config.to_str().unwrap(), "--cores", "1", "--idle", "adaptive", "--json"])
+            .args(["--config", config.to_str().unwrap(), "--cores", &cpu, "--idle", "adaptive", "--json"])
             .args(["--log", "info"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
