@@ -145,6 +145,21 @@ fn scaled(dist: &[(u8, u64)], n: Option<u64>) -> Vec<(u8, u64)> {
     v.into_iter().map(|(d, c, _)| (d, c)).collect()
 }
 
+/// Adds every route, printing what DPDK's tests print about it.
+fn install<P: Copy>(routes: &[(P, u8)], mut add: impl FnMut(P, u8) -> bool) {
+    println!("No. routes = {}", routes.len());
+    let t0 = rdtsc();
+    let added = routes.iter().filter(|&&(p, d)| add(p, d)).count();
+    let cycles = rdtsc() - t0;
+    println!("Unique added entries = {added}");
+    println!("Average LPM Add: {:.0} cycles", cycles_per(cycles, routes.len().max(1)));
+}
+
+fn print_table(st: &fastpath_pipeline::lpm::LpmStats) {
+    println!("Routes in the table = {} (groups {} of {})", st.routes, st.groups_used, st.groups_max);
+    println!("Table memory = {} bytes (writer bookkeeping {} bytes)", st.table_bytes, st.writer_bytes);
+}
+
 fn cycles_per(total: u64, n: usize) -> f64 {
     total as f64 / n as f64
 }
@@ -190,20 +205,8 @@ fn v4(a: &Args) -> Result<(), String> {
     }
     let groups = if a.max_groups > 0 { a.max_groups } else { 2048 };
     let mut lpm = Lpm4::new(&LpmConfig { max_groups: groups }).map_err(|e| e.to_string())?;
-    println!("No. routes = {}", routes.len());
-    let t0 = rdtsc();
-    let mut added = 0;
-    for &(p, d) in &routes {
-        if lpm.add(Ipv4Addr::from(p), d, 0xaa).is_ok() {
-            added += 1;
-        }
-    }
-    let add_cycles = rdtsc() - t0;
-    let st = lpm.stats();
-    println!("Unique added entries = {added}");
-    println!("Routes in the table = {} (groups {} of {})", st.routes, st.groups_used, st.groups_max);
-    println!("Table memory = {} bytes (writer bookkeeping {} bytes)", st.table_bytes, st.writer_bytes);
-    println!("Average LPM Add: {:.0} cycles", cycles_per(add_cycles, routes.len().max(1)));
+    install(&routes, |p, d| lpm.add(Ipv4Addr::from(p), d, 0xaa).is_ok());
+    print_table(&lpm.stats());
 
     const BATCH: usize = 4096;
     const BULK: usize = 32;
@@ -260,20 +263,8 @@ fn v6(a: &Args) -> Result<(), String> {
     }
     let groups = if a.max_groups > 0 { a.max_groups } else { 65536 };
     let mut lpm = Lpm6::new(&LpmConfig { max_groups: groups }).map_err(|e| e.to_string())?;
-    println!("No. routes = {}", routes.len());
-    let t0 = rdtsc();
-    let mut added = 0;
-    for &(p, d) in &routes {
-        if lpm.add(Ipv6Addr::from(p), d, 0xaa).is_ok() {
-            added += 1;
-        }
-    }
-    let add_cycles = rdtsc() - t0;
-    let st = lpm.stats();
-    println!("Unique added entries = {added}");
-    println!("Routes in the table = {} (groups {} of {})", st.routes, st.groups_used, st.groups_max);
-    println!("Table memory = {} bytes (writer bookkeeping {} bytes)", st.table_bytes, st.writer_bytes);
-    println!("Average LPM Add: {:.0} cycles", cycles_per(add_cycles, routes.len().max(1)));
+    install(&routes, |p, d| lpm.add(Ipv6Addr::from(p), d, 0xaa).is_ok());
+    print_table(&lpm.stats());
     // Random addresses, as DPDK's table of 100000: its short routes (/1, /2, ...) cover the
     // whole space, so every lookup matches something, mostly a short prefix.
     const IPS: usize = 100_000;
