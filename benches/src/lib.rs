@@ -5,6 +5,11 @@
 //! `net_null`): nothing is shared between lcores, not even the pool. The rate is the sum of
 //! packets accepted by the transmit queues, sampled every `sample` interval after a warm-up;
 //! the figure reported is the median sample. Efficiency is `mpps(k) / (k * mpps(1))`.
+//!
+//! ```
+//! let names: Vec<&str> = fastpath_benches::pipelines().iter().map(|p| p.name).collect();
+//! assert!(names.contains(&"io") && names.contains(&"router"));
+//! ```
 #![deny(missing_docs)]
 
 pub mod switch;
@@ -13,10 +18,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fastpath_mempool::{Mempool, PagePolicy, PoolConfig};
-use fastpath_pipeline::{BuildEnv, PipelineSpec};
+use fastpath_pipeline::{BuildEnv, Pipeline, PipelineSpec, Stage, StageCounters};
 use fastpath_pmd::drivers::null::{NullConfig, NullPort};
 use fastpath_pmd::{Error, LcoreSpec, Offloads, Port, PortInfo, Processor, Runtime, RuntimeConfig};
 use serde::Serialize;
+
+mod router_bench;
+
+/// Builds the stages of one pipeline instance in code (for stages that no spec names, such as
+/// an application's own): called once per lcore task with that lcore's pool and ports.
+#[derive(Clone)]
+#[allow(clippy::type_complexity)]
+pub struct StageBuilder(pub Arc<dyn Fn(&BuildEnv) -> Result<Vec<Box<dyn Stage>>, Error> + Send + Sync>);
+
+impl std::fmt::Debug for StageBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StageBuilder")
+    }
+}
 
 /// A named benchmark pipeline: the stages and the frames the null ports produce.
 #[derive(Debug, Clone)]
@@ -45,6 +64,8 @@ pub struct BenchPipeline {
     pub one_way: bool,
     /// Builds the processors in code instead of from `stages` (the switch).
     pub processors: Option<BuildProcessors>,
+    /// Stages built in code instead of `stages` (the router VNF's).
+    pub build: Option<StageBuilder>,
 }
 
 /// Builds one lcore's processors for its two null ports (given by their descriptions): one
@@ -78,6 +99,7 @@ impl Default for BenchPipeline {
             payload_per_rx: None,
             one_way: false,
             processors: None,
+            build: None,
         }
     }
 }
@@ -176,6 +198,7 @@ pub fn pipelines() -> Vec<BenchPipeline> {
             payload_per_rx: Some(1448),
             ..BenchPipeline::default()
         },
+        router_bench::pipeline(),
     ]
     .into_iter()
     .chain(switch::pipelines())
@@ -392,8 +415,18 @@ fn processors(p: &BenchPipeline, pool: &Mempool, ports: &[PortInfo]) -> Result<B
         return Ok((b.processors, b.drops));
     }
     let env = BuildEnv { pool: pool.clone(), ports: ports.to_vec() };
-    let spec = PipelineSpec::parse(&p.stages, &env)?;
     let n = if p.one_way { 1 } else { 2 };
+    if let Some(f) = &p.build {
+        let mut procs: Vec<Box<dyn Processor>> = Vec::new();
+        let mut counters: Vec<Arc<StageCounters>> = Vec::new();
+        for _ in 0..n {
+            let stages = (f.0)(&env)?;
+            counters.extend(stages.iter().map(|s| s.counters().clone()));
+            procs.push(Box::new(Pipeline::new(stages)));
+        }
+        return Ok((procs, Box::new(move || counters.iter().map(|c| c.total_drops()).sum())));
+    }
+    let spec = PipelineSpec::parse(&p.stages, &env)?;
     let procs = (0..n).map(|_| Ok(Box::new(spec.build(&env)?) as Box<dyn Processor>)).collect::<Result<_, Error>>()?;
     Ok((procs, Box::new(move || spec.stats().total_drops())))
 }

@@ -11,6 +11,24 @@
 //!
 //! Unsafe code lives in `region`, `ring`, `mbuf`, `pool` and `batch`; each block says why it is
 //! sound.
+//!
+//! ```
+//! use fastpath_mempool::{Batch, Mempool, PagePolicy, PoolConfig};
+//!
+//! // A pool of 1024 mbufs of 2 KiB; each lcore allocates and frees through its own cache.
+//! let pool = Mempool::new("example", &PoolConfig { mbufs: 1024, chunk_size: 2048, pages: PagePolicy::Small })?;
+//! let mut cache = pool.cache();
+//! let mut batch = Batch::new();
+//! assert!(cache.alloc_bulk(&mut batch, 32));
+//! for m in batch.iter_mut() {
+//!     assert!(m.set_len(64));
+//!     m.data_mut()[..6].copy_from_slice(&[0xff; 6]);
+//! }
+//! cache.free_batch(&mut batch);
+//! drop(cache);
+//! assert_eq!(pool.available(), pool.capacity(), "every mbuf came back");
+//! # Ok::<(), fastpath_mempool::Error>(())
+//! ```
 #![deny(missing_docs)]
 
 pub mod batch;

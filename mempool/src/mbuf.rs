@@ -702,8 +702,9 @@ pub(crate) fn prefetch_header(h: *const MbufHeader) {
     prefetch0(h.cast::<u8>().wrapping_add(64));
 }
 
-/// Prefetches the cache line at `p` into every cache level (a hint: any address is fine), like
-/// DPDK's `rte_prefetch0`: for table lookups that want their buckets loading while they work.
+/// Prefetches the cache line at `p` into every cache level (a hint: any address is fine, it
+/// never faults), like DPDK's `rte_prefetch0`: for fast paths about to read memory that is
+/// likely cold, such as the entries of a lookup table for a burst of keys.
 #[inline(always)]
 pub fn prefetch0(p: *const u8) {
     #[cfg(target_arch = "x86_64")]

@@ -9,6 +9,28 @@
 //! - [`Ctx`]: what an lcore owns for the fast path (pool caches, scratch batch).
 //! - [`lcore`]: pinned busy-poll threads, clean stop, per-lcore busy/idle counters.
 //! - [`Spec`]: the text form of ports and stages, with errors that name the bad part.
+//!
+//! A port is opened from its spec on the control thread; its queues are taken out and polled
+//! by the lcore that owns them (here by hand: [`Runtime::launch`] runs such loops on pinned
+//! threads, see `docs/embedding.md`):
+//!
+//! ```
+//! use fastpath_mempool::{Batch, Mempool, PagePolicy, PoolConfig};
+//! use fastpath_pmd::{open_port, Ctx};
+//!
+//! let pool = Mempool::new("example", &PoolConfig { mbufs: 512, chunk_size: 2048, pages: PagePolicy::Small })?;
+//! let mut port = open_port(0, "null,size=64", &pool)?.expect("a driver of this crate");
+//! let (mut rx, mut tx) = (port.rx_queue(0)?, port.tx_queue(0)?);
+//! let mut ctx = Ctx::new(0, &pool);
+//! let mut batch = Batch::new();
+//! let n = rx.rx_burst(&mut ctx, &mut batch, 32);
+//! let sent = tx.tx_burst(&mut ctx, &mut batch);
+//! assert_eq!((n, sent), (32, 32));
+//! assert_eq!(port.stats().rx_packets, 32);
+//! # drop((rx, tx, ctx, port));
+//! # assert_eq!(pool.available(), pool.capacity());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![deny(missing_docs)]
 
 pub mod ctx;
@@ -18,11 +40,15 @@ pub mod port;
 pub mod signal;
 pub mod spec;
 pub mod stats;
+/// Internal: the Linux calls the kernel-facing drivers share (also used by the workspace's tests).
+#[doc(hidden)]
 pub mod sys;
 #[cfg(feature = "test-utils")]
 pub mod testutil;
 pub mod time;
 pub mod txshare;
+/// Internal: the virtio-net header shared by the TAP and vhost-user drivers.
+#[doc(hidden)]
 pub mod virtio_net;
 
 pub use ctx::Ctx;

@@ -199,6 +199,30 @@ impl Spec {
     }
 }
 
+/// Parses a CPU or count list: `0`, `0,1`, `0-3`, `1-3,5` (no repeats).
+pub fn parse_list(s: &str) -> Result<Vec<usize>, String> {
+    let mut v = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        let bad = || format!("'{part}' in '{s}' is not a number or a range like 0-3 (use e.g. 0,1 or 0-1)");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b || b - a > 4096 {
+                    return Err(bad());
+                }
+                v.extend(a..=b);
+            }
+            None => v.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(d) = v.iter().find(|x| !seen.insert(**x)) {
+        return Err(format!("{d} appears twice in '{s}'"));
+    }
+    Ok(v)
+}
+
 /// Parses decimal or `0x` hexadecimal numbers, with `k`/`m` suffixes for integers.
 pub fn parse_num<T: FromStr>(s: &str) -> Option<T> {
     if let Some(h) = s.strip_prefix("0x") {

@@ -6,7 +6,7 @@
 //!
 //! 1. Only eventfds are accepted as call fds (the device refuses the rest at SET_VRING_CALL:
 //!    a full pipe blocks the same way), and the device sets `O_NONBLOCK` on each one
-//!    ([`crate::fds`]). A write into a full counter then fails with `EAGAIN`: [`call_guest`]
+//!    ([`crate::fds`]). A write into a full counter then fails with `EAGAIN`: `call_guest`
 //!    counts it (`guest_calls_skipped`) and goes on. The guest loses that interrupt; a driver
 //!    that lets its counter fill does not wait for interrupts anyway.
 //! 2. `O_NONBLOCK` is a flag of the open file description, which the frontend shares, so it can

@@ -15,6 +15,22 @@
 //! - [`call`]: calling the guest without ever blocking the lcore, and the watchdog behind it.
 //! - [`sigbus`]: surviving a frontend that truncates its memory file under us.
 //! - [`port`]: the [`fastpath_pmd::Port`] over all of it.
+//!
+//! ```
+//! use fastpath_mempool::{Mempool, PagePolicy, PoolConfig};
+//!
+//! let pool = Mempool::new("example", &PoolConfig { mbufs: 1024, chunk_size: 2048, pages: PagePolicy::Small })?;
+//! let dir = std::env::temp_dir().join(format!("fastpath-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! let spec = format!("vhost-user:{}", dir.join("vm1.sock").display());
+//! // We listen on the socket; a QEMU or DPDK virtio-user frontend connects when it starts.
+//! let port = fastpath_vhost_user::open_port(0, &spec, &pool)?.expect("a vhost-user spec");
+//! assert_eq!(port.info().driver, "vhost-user");
+//! assert!(fastpath_vhost_user::open_port(1, "null", &pool)?.is_none(), "another driver's spec");
+//! # drop(port);
+//! # let _ = std::fs::remove_dir_all(&dir);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![deny(missing_docs)]
 
 pub mod call;

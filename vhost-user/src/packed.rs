@@ -17,7 +17,7 @@
 //! the used position, which then skips the chain's `n` descriptors.
 //!
 //! Ring sizes need not be powers of two: positions are kept below the size by compare-and-wrap
-//! (every increment), and every ring access goes through [`PackedRing::slot`], which clamps
+//! (every increment), and every ring access goes through `PackedRing::slot`, which clamps
 //! instead of trusting the caller.
 //!
 //! **Bursts.** Used descriptors are collected in a shadow array (allocated when the queue is
@@ -119,7 +119,7 @@ fn linear(pos: u16, wrap: bool, size: u16) -> u32 {
 
 /// The packed form of `vring_need_event`: true when the driver's event position `off_wrap`
 /// (offset in bits 0-14, wrap counter in bit 15) is one of the `moved` positions this burst
-/// passed, the ones just before `new` (given by [`linear`]; a burst moves at most one ring).
+/// passed, the ones just before `new` (given by `linear`; a burst moves at most one ring).
 pub fn need_event_packed(off_wrap: u16, new: u32, moved: u32, size: u16) -> bool {
     let period = 2 * size as u32;
     let ev = linear(off_wrap & 0x7fff, off_wrap & 0x8000 != 0, size) % period;

@@ -15,9 +15,11 @@
 //! Byte order is converted inside the accessors: every getter returns host-order values and
 //! every setter takes them.
 
+pub mod arp;
 pub mod ethernet;
 pub mod geneve;
 pub mod gre;
+pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
 pub mod tcp;
@@ -25,6 +27,7 @@ pub mod udp;
 pub mod vlan;
 pub mod vxlan;
 
+pub use arp::{Packet as ArpPacket, Repr as ArpRepr, HEADER_LEN as ARP_HEADER_LEN};
 pub use ethernet::{
     Address as EthernetAddress, Packet as EthernetPacket, Repr as EthernetRepr, HEADER_LEN as ETHERNET_HEADER_LEN,
 };
@@ -32,6 +35,7 @@ pub use geneve::{
     OptionRepr as GeneveOptionRepr, Packet as GenevePacket, Repr as GeneveRepr, HEADER_LEN as GENEVE_HEADER_LEN,
 };
 pub use gre::{Packet as GrePacket, Repr as GreRepr, HEADER_LEN as GRE_HEADER_LEN, NVGRE_HEADER_LEN};
+pub use icmp::{Packet as IcmpPacket, Repr as IcmpRepr, HEADER_LEN as ICMP_HEADER_LEN};
 pub use ipv4::{Packet as Ipv4Packet, Repr as Ipv4Repr, HEADER_LEN as IPV4_HEADER_LEN};
 pub use ipv6::{Packet as Ipv6Packet, Repr as Ipv6Repr, HEADER_LEN as IPV6_HEADER_LEN};
 pub use tcp::{Packet as TcpPacket, Repr as TcpRepr, HEADER_LEN as TCP_HEADER_LEN};
