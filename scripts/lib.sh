@@ -12,6 +12,14 @@
 # A side is a shell function `side_NAME` that prints one line: "VALUE [CYCLES_PER_PACKET]".
 # `compare ROUNDS UNIT NAME...` runs them; the first NAME is fastpath, the others its peers.
 
+# Benchmarks and busy-polling tests never overlap: both hold the suite's poller lock (the flock
+# of fastpath_pmd::testutil::pollers) for the whole script.
+exec 9>>"${TMPDIR:-/tmp}/fastpath-test-pollers.lock"
+if ! flock -n 9; then
+  echo "waiting for the busy-poller lock (a test or another benchmark is running)..." >&2
+  flock 9
+fi
+
 # Median of the numbers on stdin (the mean of the two middle ones for an even count).
 median() {
   sort -g | awk '{ v[NR] = $1 } END {
