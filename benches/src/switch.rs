@@ -121,6 +121,7 @@ fn unicast(pool: &Mempool, ports: &[PortInfo], total: u32) -> Result<BuiltProces
         static_macs: statics("lan", (0..n).flat_map(|i| [(mac(0, i), Some("a"), None), (mac(1, i), Some("b"), None)])),
         fdb: FdbConfig { capacity: 2 * n as usize + 64, ..Default::default() },
         neighbours: vec![],
+        port_security: vec![],
     };
     let (control, procs) = build(&cfg, pool, 2)?;
     let processors = procs
@@ -184,6 +185,7 @@ fn overlay(
         static_macs: statics("t", [(vm_mac, Some("vm"), None), (remote_mac, None, Some(remote))].into_iter()),
         fdb: FdbConfig::default(),
         neighbours: vec![StaticNeighbour { addr: remote, mac: [0x02, 0, 0xc0, 0, 0x02, 0xbb] }],
+        port_security: vec![],
     };
     let (control, mut procs) = build(&cfg, pool, 1)?;
     let p: Box<dyn Processor> = Box::new(procs.remove(0));

@@ -34,6 +34,10 @@
 //! spec = "vhost-user:/run/fastpath/vm1.sock,client"
 //! bridge = "tenant-a"
 //! vlan = 10                  # optional: an access port in VLAN 10 of a VLAN-only bridge
+//! allowed = ["52:54:00:00:00:01 10.0.0.5", "52:54:00:00:00:01 2001:db8::5/128"]
+//!                            # optional: port security (docs/security.md): the MACs and IP
+//!                            # prefixes it may send from; spoofed frames are dropped, counted
+//! trusted = false            # optional, with allowed: may send RAs and DHCP server replies
 //!
 //! [[fdb]]                    # optional static MAC entries (never aged, never moved)
 //! bridge = "tenant-a"
@@ -49,6 +53,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use fastpath_pipeline::switch::{AllowedAddress, PortSecurity};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -60,6 +65,7 @@ pub const FORMS: &str =
              remotes = [\"IP\", ...], vlan = 1..=4094, udp_port = 1..=65535
   [[port]]   name = \"NAME\", spec = \"SPEC\", role = \"access\"|\"uplink\", bridge = \"NAME\", vlan = 1..=4094,
              mac = \"aa:bb:cc:dd:ee:ff\"
+             allowed = [\"MAC\", \"MAC IP\", \"MAC IP/PREFIX\", ...] (port security), trusted = true|false
   [[fdb]]    bridge = \"NAME\", mac = \"aa:bb:cc:dd:ee:ff\", port = \"NAME\" | vtep = \"IP\", vlan = 1..=4094
   [[neighbour]] ip = \"IP\", mac = \"aa:bb:cc:dd:ee:ff\"";
 
@@ -175,6 +181,12 @@ pub struct Port {
     /// the one the port has (null, pcap and ring ports have none).
     #[serde(default, deserialize_with = "opt_mac")]
     pub mac: Option<[u8; 6]>,
+    /// Port security: the MACs (and IP prefixes) it may send from (none: not checked).
+    #[serde(default, deserialize_with = "allowed")]
+    pub allowed: Option<Spanned<Vec<AllowedAddress>>>,
+    /// With `allowed`: it may send router advertisements and DHCP server replies.
+    #[serde(default)]
+    pub trusted: bool,
 }
 
 /// `[[fdb]]`: a static MAC entry.
@@ -251,6 +263,13 @@ fn mac<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u8; 6], D::Error> {
     fastpath_pmd::sys::parse_mac(&s).map_err(serde::de::Error::custom)
 }
 
+fn allowed<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Spanned<Vec<AllowedAddress>>>, D::Error> {
+    let v = Spanned::<Vec<String>>::deserialize(d)?;
+    let span = v.span();
+    let list = v.into_inner().iter().map(|a| a.parse()).collect::<Result<Vec<_>, String>>();
+    list.map(|l| Some(Spanned::new(span, l))).map_err(serde::de::Error::custom)
+}
+
 fn opt_mac<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<[u8; 6]>, D::Error> {
     mac(d).map(Some)
 }
@@ -288,6 +307,39 @@ impl Config {
 
     fn err<T>(&self, span: std::ops::Range<usize>, what: &str) -> Result<T, ConfigError> {
         Err(ConfigError(format!("{}: {what}", self.source.at(span.start))))
+    }
+
+    /// `allowed` and `trusted` of a port.
+    fn check_port_security(&self, p: &Port) -> Result<(), ConfigError> {
+        let n = p.name.get_ref();
+        match &p.allowed {
+            None if p.trusted => {
+                self.err(p.name.span(), &format!("[[port]] '{n}': trusted needs allowed = [...] (port security)"))
+            }
+            Some(a) if p.role == Role::Uplink => self.err(
+                a.span(),
+                &format!("[[port]] '{n}': allowed: port security is for access (VM) ports: remove it from the uplink"),
+            ),
+            Some(a) if a.get_ref().is_empty() => self.err(
+                a.span(),
+                &format!("[[port]] '{n}': allowed = [] would drop everything: list the VM's MAC (and IP addresses)"),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// The port security of the ports that have `allowed`, for the switch.
+    pub fn port_security(&self) -> Vec<PortSecurity> {
+        self.port
+            .iter()
+            .filter_map(|p| {
+                Some(PortSecurity {
+                    port: p.name.get_ref().clone(),
+                    allowed: p.allowed.as_ref()?.get_ref().clone(),
+                    trusted: p.trusted,
+                })
+            })
+            .collect()
     }
 
     /// The cross-references and ranges serde cannot check.
@@ -363,6 +415,7 @@ impl Config {
             if let Some(v) = p.vlan.filter(|v| !(1..=4094).contains(v)) {
                 return self.err(p.name.span(), &format!("[[port]] '{n}': vlan = {v}: use 1..=4094"));
             }
+            self.check_port_security(p)?;
         }
         if uplinks > 1 {
             return Err(ConfigError(format!("{file}: more than one [[port]] with role = \"uplink\": give one")));
@@ -450,6 +503,21 @@ mac = "02:00:00:00:00:0a"
         assert_eq!(c.vswitch.idle, Idle::Adaptive);
         assert_eq!(c.vswitch.fdb_aging, 300);
         assert_eq!(c.fdb[0].mac, [2, 0, 0, 0, 0, 9]);
+        assert!(c.port_security().is_empty());
+    }
+
+    #[test]
+    fn port_security_of_a_port() {
+        let t = GOOD.replacen(
+            "bridge = \"tenant-a\"\n\n[[fdb]]",
+            "bridge = \"tenant-a\"\nallowed = [\"52:54:00:00:00:01 10.0.0.5\", \"52:54:00:00:00:01 2001:db8::/64\"]\ntrusted = true\n\n[[fdb]]",
+            1,
+        );
+        let ps = parse(&t).unwrap().port_security();
+        assert_eq!(ps.len(), 1);
+        assert_eq!(ps[0].port, "vm1");
+        assert!(ps[0].trusted);
+        assert_eq!(ps[0].allowed[1].to_string(), "52:54:00:00:00:01 2001:db8::/64");
     }
 
     #[test]
@@ -469,6 +537,25 @@ mac = "02:00:00:00:00:0a"
             (("role = \"uplink\"", ""), "need a [[port]] with role = \"uplink\""),
             (("remotes = [\"10.50.0.2\"]", "remotes = [\"2001:db8::2\"]"), "is not of local's family"),
             (("ip = \"10.50.0.2\"", "ip = \"10.50.0.3\""), "line 32: [[neighbour]] 10.50.0.3: not a VTEP"),
+            (
+                ("bridge = \"tenant-a\"\n\n[[fdb]]", "bridge = \"tenant-a\"\ntrusted = true\n\n[[fdb]]"),
+                "trusted needs allowed",
+            ),
+            (
+                ("bridge = \"tenant-a\"\n\n[[fdb]]", "bridge = \"tenant-a\"\nallowed = []\n\n[[fdb]]"),
+                "line 25: [[port]] 'vm1': allowed = [] would drop",
+            ),
+            (
+                (
+                    "bridge = \"tenant-a\"\n\n[[fdb]]",
+                    "bridge = \"tenant-a\"\nallowed = [\"52:54:00:00:00:01 10.0.0.5/40\"]\n\n[[fdb]]",
+                ),
+                "line 25: allowed address \"52:54:00:00:00:01 10.0.0.5/40\": prefix length \"40\" is not 0..=32",
+            ),
+            (
+                ("role = \"uplink\"", "role = \"uplink\"\nallowed = [\"52:54:00:00:00:01\"]"),
+                "port security is for access",
+            ),
         ] {
             let t = GOOD.replacen(edit.0, edit.1, 1);
             let e = parse(&t).unwrap_err();

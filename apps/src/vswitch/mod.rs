@@ -171,5 +171,6 @@ fn switch_config(c: &Config, ports: &[Box<dyn Port>]) -> sw::SwitchConfig {
             port_limit: g.mac_limit_port,
         },
         neighbours: c.neighbour.iter().map(|n| sw::StaticNeighbour { addr: *n.ip.get_ref(), mac: n.mac }).collect(),
+        port_security: c.port_security(),
     }
 }

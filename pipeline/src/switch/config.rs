@@ -8,6 +8,7 @@ use std::time::Duration;
 use fastpath_pmd::PortInfo;
 
 use crate::stages::tunnel;
+pub use crate::switch::port_security::{AllowedAddress, PortSecurity};
 
 /// The overlay a bridge's VNI is carried in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -157,4 +158,6 @@ pub struct SwitchConfig {
     pub fdb: FdbConfig,
     /// Permanent neighbours of remote VTEPs (optional: ARP / ND resolve the others).
     pub neighbours: Vec<StaticNeighbour>,
+    /// Port security of access ports, by port name (ports not listed are not checked).
+    pub port_security: Vec<PortSecurity>,
 }

@@ -1,5 +1,6 @@
 //! The first pass: each frame's segment and origin by the role of its input port. An access
-//! port puts untagged frames in its segment (a tagged one is dropped); the uplink's frames are
+//! port puts untagged frames in its segment (a tagged one is dropped) after its port security
+//! ([`crate::switch::port_security`]) passed them; the uplink's frames are
 //! classified by [`crate::switch::underlay`] (VLAN, tunnel, or its own ARP / ND).
 
 use fastpath_mempool::{Batch, Mbuf};
@@ -68,6 +69,9 @@ fn one(sw: &mut Sw, under: &Underlay, m: &mut Mbuf, outer: &mut VtepAddr) -> Res
         }
         if pt.segment == NO_SEGMENT {
             return Err((SwitchStage::Ingress, reason::NO_SEGMENT));
+        }
+        if let Some(g) = &pt.guard {
+            g.check(m.data()).map_err(|r| (SwitchStage::Ingress, r))?;
         }
         m.set_segment(pt.segment);
         m.set_disposition(meta::LEARN | meta::FROM_ACCESS);

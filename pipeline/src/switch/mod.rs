@@ -7,7 +7,8 @@
 //! - [`fdb`]: the MAC table (lock-free readers, one writer); [`vtep`]: the remote VTEPs;
 //! - [`processor`]: the per-lcore [`SwitchProcessor`] and its passes: [`ingress`],
 //!   [`underlay`] (with [`arp`] and [`nd`]), [`lookup`], [`learn`], [`forward`], [`egress`]
-//!   (with [`encap`] and [`vlan`]), [`flood`];
+//!   (with [`encap`] and [`vlan`]), [`flood`]; [`port_security`]: what access ports may send
+//!   (checked in [`ingress`]);
 //! - [`control`]: [`SwitchControl`], the one writer of the tables; [`event`]: what the lcores
 //!   tell it; [`stats`]: the counters; [`clock`]: time.
 //!
@@ -36,6 +37,7 @@ pub mod learn;
 pub mod lookup;
 pub mod meta;
 pub mod nd;
+pub mod port_security;
 pub mod processor;
 pub mod stats;
 pub mod topology;
@@ -52,6 +54,7 @@ use fastpath_pmd::Error;
 pub use clock::{Clock, ManualClock};
 pub use config::{BridgeConfig, FdbConfig, PortConfig, PortRole, StaticMac, StaticNeighbour, SwitchConfig, TunnelKind};
 pub use control::{FdbEntry, SwitchControl};
+pub use port_security::{AllowedAddress, PortSecurity};
 pub use processor::SwitchProcessor;
 pub use stats::{BridgeStats, SwitchPortStats, SwitchStats, VtepStats};
 

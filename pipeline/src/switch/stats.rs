@@ -11,7 +11,7 @@ use crate::stages::tunnel::DECAP_REASONS;
 use crate::StageSummary;
 
 /// The switch's own drop reasons, after decap's.
-const OWN_REASONS: [&str; 19] = [
+const OWN_REASONS: [&str; 25] = [
     "runt",
     "no-segment",
     "tagged-on-access",
@@ -31,6 +31,12 @@ const OWN_REASONS: [&str; 19] = [
     "no-headroom",
     "shared-buffer",
     "too-big",
+    "spoofed-mac",
+    "spoofed-ip",
+    "spoofed-arp",
+    "spoofed-nd",
+    "ra-guard",
+    "dhcp-guard",
 ];
 
 const ALL_REASONS: [&str; DECAP_REASONS.len() + OWN_REASONS.len()] = {
@@ -90,6 +96,18 @@ pub mod reason {
     pub const SHARED_BUFFER: u8 = 29;
     /// The outer IP packet would exceed 65535 bytes.
     pub const TOO_BIG: u8 = 30;
+    /// Port security: the source MAC is not one of the port's allowed MACs.
+    pub const SPOOFED_MAC: u8 = 31;
+    /// Port security: the IPv4 / IPv6 source is not allowed for the source MAC.
+    pub const SPOOFED_IP: u8 = 32;
+    /// Port security: an ARP packet claims an address (or MAC) the port does not own.
+    pub const SPOOFED_ARP: u8 = 33;
+    /// Port security: a neighbour advertisement for an address the port does not own.
+    pub const SPOOFED_ND: u8 = 34;
+    /// Port security: a router advertisement from a port that is not trusted.
+    pub const RA_GUARD: u8 = 35;
+    /// Port security: a DHCP / DHCPv6 server reply from a port that is not trusted.
+    pub const DHCP_GUARD: u8 = 36;
     /// Encap reason code `e` ([`crate::stages::tunnel::ENCAP_REASONS`]) as a switch reason.
     pub const fn of_encap(e: u8) -> u8 {
         match e {
@@ -101,6 +119,7 @@ pub mod reason {
 }
 
 const _: () = assert!(DECAP_REASONS.len() == reason::RUNT as usize);
+const _: () = assert!(REASONS.len() == reason::DHCP_GUARD as usize + 1);
 
 /// The switch's stages, in the order a packet meets them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

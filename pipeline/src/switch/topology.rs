@@ -9,6 +9,7 @@ use fastpath_pmd::{Error, PortInfo};
 
 use crate::switch::config::{PortRole, StaticMac, SwitchConfig, TunnelKind};
 use crate::switch::fdb::{self, Place, MAX_ID};
+use crate::switch::port_security::PortGuard;
 use crate::switch::vtep::MAX_VTEPS;
 
 /// No segment (a port in no bridge).
@@ -59,6 +60,8 @@ pub struct PortTopo {
     pub role: PortRole,
     /// The segment of an access port ([`NO_SEGMENT`] for none).
     pub segment: u16,
+    /// Its port security (none: not checked).
+    pub guard: Option<Box<PortGuard>>,
 }
 
 /// A bridge as the data path sees it.
@@ -154,8 +157,15 @@ impl Topology {
         t.ports = cfg
             .ports
             .iter()
-            .map(|p| PortTopo { name: p.name.clone(), info: p.port.clone(), role: p.role, segment: NO_SEGMENT })
+            .map(|p| PortTopo {
+                name: p.name.clone(),
+                info: p.port.clone(),
+                role: p.role,
+                segment: NO_SEGMENT,
+                guard: None,
+            })
             .collect();
+        t.add_guards(cfg)?;
         for s in 0..t.segments.len() {
             for &p in &t.segments[s].ports.clone() {
                 t.ports[p as usize].segment = s as u16;
@@ -487,6 +497,31 @@ fn names<'a>(it: impl Iterator<Item = &'a str>, what: &str) -> Result<HashMap<&'
         }
     }
     Ok(m)
+}
+
+impl Topology {
+    /// The port security of `cfg`'s access ports.
+    fn add_guards(&mut self, cfg: &SwitchConfig) -> Result<(), Error> {
+        for s in &cfg.port_security {
+            let Some(id) = cfg.ports.iter().position(|p| p.name == s.port) else {
+                return Err(err(format!(
+                    "port security for {:?}: there is no such port: name one of the ports",
+                    s.port
+                )));
+            };
+            if cfg.ports[id].role != PortRole::Access {
+                return Err(err(format!(
+                    "port {}: port security is for access (VM) ports: remove it from the uplink",
+                    s.port
+                )));
+            }
+            if self.ports[id].guard.is_some() {
+                return Err(err(format!("port {}: port security given twice: give it once", s.port)));
+            }
+            self.ports[id].guard = Some(Box::new(PortGuard::new(s).map_err(err)?));
+        }
+        Ok(())
+    }
 }
 
 /// Checks the ports; returns the uplink.
