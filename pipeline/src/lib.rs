@@ -56,6 +56,7 @@
 
 pub mod builder;
 pub mod checksum;
+pub mod conntrack;
 pub mod lpm;
 pub mod parse;
 pub mod stage;
