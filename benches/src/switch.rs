@@ -122,6 +122,9 @@ fn unicast(pool: &Mempool, ports: &[PortInfo], total: u32) -> Result<BuiltProces
         fdb: FdbConfig { capacity: 2 * n as usize + 64, ..Default::default() },
         neighbours: vec![],
         port_security: vec![],
+        security_groups: vec![],
+        port_groups: vec![],
+        conntrack: Default::default(),
     };
     let (control, procs) = build(&cfg, pool, 2)?;
     let processors = procs
@@ -186,6 +189,9 @@ fn overlay(
         fdb: FdbConfig::default(),
         neighbours: vec![StaticNeighbour { addr: remote, mac: [0x02, 0, 0xc0, 0, 0x02, 0xbb] }],
         port_security: vec![],
+        security_groups: vec![],
+        port_groups: vec![],
+        conntrack: Default::default(),
     };
     let (control, mut procs) = build(&cfg, pool, 1)?;
     let p: Box<dyn Processor> = Box::new(procs.remove(0));

@@ -245,11 +245,12 @@ fn icmp_echo_and_related_errors() {
             ..Default::default()
         };
         if back {
-            f.reversed()
+            Flow { src: B, dst: A, ..f }
         } else {
             f
         }
     };
+    assert_eq!(echo(true, false).reversed(), echo(false, true), "the reverse of a request is a reply");
     assert_eq!(ct.track(0, &echo(false, true), None, 0, 1, |_| true), Verdict::Invalid, "a reply to nothing");
     assert_eq!(ct.track(0, &echo(true, false), None, 0, 1, |_| true), Verdict::New);
     assert_eq!(ct.track(0, &echo(false, true), None, 0, 1, |_| false), Verdict::Established);

@@ -172,5 +172,8 @@ fn switch_config(c: &Config, ports: &[Box<dyn Port>]) -> sw::SwitchConfig {
         },
         neighbours: c.neighbour.iter().map(|n| sw::StaticNeighbour { addr: *n.ip.get_ref(), mac: n.mac }).collect(),
         port_security: c.port_security(),
+        security_groups: vec![],
+        port_groups: vec![],
+        conntrack: Default::default(),
     }
 }

@@ -192,9 +192,15 @@ impl Flow {
         Ok(())
     }
 
-    /// The flow of the other direction.
+    /// The flow of the other direction (an echo request's is a reply and the other way).
     pub fn reversed(&self) -> Flow {
-        Flow { src: self.dst, dst: self.src, sport: self.dport, dport: self.sport, ..*self }
+        let mut r = Flow { src: self.dst, dst: self.src, sport: self.dport, dport: self.sport, ..*self };
+        if self.echo {
+            let (req, rep) = if self.proto == ip_proto::ICMPV6 { (128, 129) } else { (8, 0) };
+            r.echo_request = !self.echo_request;
+            r.icmp.0 = if r.echo_request { req } else { rep };
+        }
+        r
     }
 }
 

@@ -130,7 +130,7 @@ fn tcp_code(w: u64) -> u8 {
 
 #[derive(Debug, Default)]
 struct Slot {
-    key: [AtomicU64; 5],
+    key: [AtomicU64; 6],
     state: AtomicU64,
     /// Last packet, seconds.
     seen: AtomicU64,
@@ -148,17 +148,17 @@ struct Bucket {
     slots: [Slot; WAYS],
 }
 
-type Key = [u64; 5];
+type Key = [u64; 6];
 
 /// A key and whether the packet's source is the key's low endpoint.
-fn key_of(zone: u16, f: &Flow) -> (Key, bool) {
+fn key_of(zone: u16, point: u32, f: &Flow) -> (Key, bool) {
     let a = (f.src, f.sport);
     let b = (f.dst, f.dport);
     let src_lo = a <= b;
     let (lo, hi) = if src_lo { (a, b) } else { (b, a) };
     let w = |x: &[u8; 16], i: usize| u64::from_be_bytes(x[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
     let k0 = (zone as u64) << 48 | (f.proto as u64) << 40 | (f.v6 as u64) << 39 | (lo.1 as u64) << 16 | hi.1 as u64;
-    ([k0, w(&lo.0, 0), w(&lo.0, 1), w(&hi.0, 0), w(&hi.0, 1)], src_lo)
+    ([k0, w(&lo.0, 0), w(&lo.0, 1), w(&hi.0, 0), w(&hi.0, 1), point as u64], src_lo)
 }
 
 fn hash(k: &Key) -> u64 {
@@ -226,6 +226,11 @@ impl Conntrack {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// Connections it holds at most.
+    pub fn capacity(&self) -> usize {
+        self.cfg.capacity
+    }
+
     /// No connection is tracked.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -253,7 +258,13 @@ impl Conntrack {
 
     /// The TCP state of the connection of `f` in `zone`, if tracked and TCP.
     pub fn tcp_state(&self, zone: u16, f: &Flow) -> Option<TcpState> {
-        let (k, _) = key_of(zone, f);
+        self.tcp_state_at(zone, 0, f)
+    }
+
+    /// The TCP state of the connection of `f` in `zone` at checking point `point` (see
+    /// [`Conntrack::track_at`]), if tracked and TCP.
+    pub fn tcp_state_at(&self, zone: u16, point: u32, f: &Flow) -> Option<TcpState> {
+        let (k, _) = key_of(zone, point, f);
         self.find(&k).and_then(|x| TcpState::from_code(tcp_code(x.word)))
     }
 
@@ -352,7 +363,7 @@ impl Conntrack {
     /// `generation` is the rule-set generation of the checking side: a new connection is
     /// checked with `allow(f)`; a tracked one whose generation differs is re-checked with
     /// `allow(original direction)` and removed when no longer allowed. Allocates nothing and
-    /// takes no lock but, for TCP, the connection's own.
+    /// takes no lock but, for TCP, the connection's own. [`Conntrack::track_at`] at point 0.
     pub fn track(
         &self,
         zone: u16,
@@ -362,9 +373,26 @@ impl Conntrack {
         generation: u32,
         allow: impl Fn(&Flow) -> bool,
     ) -> Verdict {
+        self.track_at(zone, 0, f, related, now, generation, allow)
+    }
+
+    /// [`Conntrack::track`] at checking point `point`: the same connection seen at two points
+    /// of one zone (the switch: two VM ports of one bridge, each with its own rules) is two
+    /// entries, each checked against its point's rules and counted in the zone.
+    #[allow(clippy::too_many_arguments)]
+    pub fn track_at(
+        &self,
+        zone: u16,
+        point: u32,
+        f: &Flow,
+        related: Option<&Flow>,
+        now: u64,
+        generation: u32,
+        allow: impl Fn(&Flow) -> bool,
+    ) -> Verdict {
         if f.error {
             // The quoted packet went the other way: its connection is the one to find.
-            return match related.map(|q| key_of(zone, q)).and_then(|(k, _)| self.find(&k)) {
+            return match related.map(|q| key_of(zone, point, q)).and_then(|(k, _)| self.find(&k)) {
                 Some(_) => Verdict::Related,
                 None => Verdict::Invalid,
             };
@@ -373,7 +401,7 @@ impl Conntrack {
         if icmp && !f.echo {
             return if allow(f) { Verdict::Untracked } else { Verdict::Denied };
         }
-        let (k, src_lo) = key_of(zone, f);
+        let (k, src_lo) = key_of(zone, point, f);
         match self.find(&k) {
             Some(x) => self.update(x, f, src_lo, now, generation, &allow),
             None => self.create(zone, &k, src_lo, f, now, generation, &allow),

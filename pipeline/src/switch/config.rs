@@ -9,6 +9,7 @@ use fastpath_pmd::PortInfo;
 
 use crate::stages::tunnel;
 pub use crate::switch::port_security::{AllowedAddress, PortSecurity};
+pub use crate::switch::secgroup::{ConntrackSettings, Direction, PortGroups, SecurityGroup, SgRule};
 
 /// The overlay a bridge's VNI is carried in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -160,4 +161,10 @@ pub struct SwitchConfig {
     pub neighbours: Vec<StaticNeighbour>,
     /// Port security of access ports, by port name (ports not listed are not checked).
     pub port_security: Vec<PortSecurity>,
+    /// Security groups.
+    pub security_groups: Vec<SecurityGroup>,
+    /// The groups of access ports, by port name (ports not listed are not filtered).
+    pub port_groups: Vec<PortGroups>,
+    /// The connection table (made only when some port has a group).
+    pub conntrack: ConntrackSettings,
 }

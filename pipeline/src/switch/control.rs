@@ -20,9 +20,12 @@ use crate::switch::clock::{Clock, Now};
 use crate::switch::config::FdbConfig;
 use crate::switch::event::Event;
 use crate::switch::fdb::{self, Entry, FdbWriter, Hit, Place};
+use crate::switch::secgroup::{SecurityGroups, SgConfig, SgRule};
 use crate::switch::stats::{self, BridgeStats, LcoreCounters, SwitchPortStats, SwitchStats, VtepStats, REASONS};
+use crate::switch::stats::{ConntrackStats, ZoneStats};
 use crate::switch::topology::{Topology, NO_SEGMENT};
 use crate::switch::vtep::{Neigh, NeighState, Vteps, MAX_VTEPS};
+use fastpath_pmd::Error;
 
 /// A confirmed neighbour becomes stale after this long (lcores then solicit it again).
 pub const NEIGH_REACHABLE_NS: u64 = 300_000_000_000;
@@ -32,6 +35,9 @@ pub const NEIGH_STALE_NS: u64 = 5_000_000_000;
 const EVENTS_PER_POLL: usize = 4096;
 /// FDB buckets aged per poll at most.
 const SCAN_PER_POLL: usize = 4096;
+/// Connection-table buckets aged per poll (a pass over a million-connection table, 262144
+/// buckets, takes about a second at one poll a millisecond).
+const CT_AGE_PER_POLL: usize = 256;
 
 #[derive(Debug, Clone, Default)]
 struct BridgeCounts {
@@ -85,6 +91,8 @@ pub struct SwitchControl {
     last_neigh_secs: u32,
     events: u64,
     expired: Vec<(Hit, Entry)>,
+    sg: Option<Arc<SecurityGroups>>,
+    sg_cfg: SgConfig,
 }
 
 impl fmt::Debug for SwitchControl {
@@ -125,9 +133,34 @@ impl SwitchControl {
             last_neigh_secs: Now::at(now).secs,
             events: 0,
             expired: Vec::new(),
+            sg: None,
+            sg_cfg: SgConfig::default(),
         };
         c.install();
         c
+    }
+
+    /// The security groups the lcores check, and their configuration.
+    pub(crate) fn set_security_groups(&mut self, sg: Arc<SecurityGroups>, cfg: SgConfig) {
+        self.sg = Some(sg);
+        self.sg_cfg = cfg;
+    }
+
+    /// Replaces the rules of security group `name` (as Neutron's rule create / delete): new
+    /// connections are checked against them at once, and each tracked connection of a port
+    /// with the group at its next packet (removed, and the packet dropped as `sg-no-rule`,
+    /// when no rule allows it any more). Errors name the group or rule and the fix.
+    pub fn set_security_group(&mut self, name: &str, rules: Vec<SgRule>) -> Result<(), Error> {
+        self.sg_cfg.set_group(name, rules)?;
+        if let Some(sg) = &self.sg {
+            sg.set(&self.sg_cfg);
+        }
+        Ok(())
+    }
+
+    /// The rules of security group `name`.
+    pub fn security_group(&self, name: &str) -> Option<&[SgRule]> {
+        self.sg_cfg.groups.iter().find(|g| g.name == name).map(|g| g.rules.as_slice())
     }
 
     /// Publishes the configured VTEPs, permanent neighbours and static entries.
@@ -184,6 +217,9 @@ impl SwitchControl {
             }
         }
         self.age(now);
+        if let Some(ct) = self.sg.as_ref().and_then(|s| s.conntrack()) {
+            ct.age(now.secs as u64, CT_AGE_PER_POLL);
+        }
         if now.secs != self.last_neigh_secs {
             self.last_neigh_secs = now.secs;
             self.neighbours(now);
@@ -339,7 +375,25 @@ impl SwitchControl {
             fdb_entries: self.fdb.len() as u64,
             fdb_relocations: self.fdb.fdb().relocations(),
             events: self.events,
+            conntrack: self.conntrack_stats(),
         }
+    }
+
+    fn conntrack_stats(&self) -> Option<ConntrackStats> {
+        let ct = self.sg.as_ref()?.conntrack()?;
+        Some(ConntrackStats {
+            entries: ct.len() as u64,
+            capacity: ct.capacity() as u64,
+            refused: ct.refused(),
+            aged: ct.aged(),
+            zones: (self.topo.bridges.iter().enumerate())
+                .map(|(z, b)| ZoneStats {
+                    bridge: b.name.clone(),
+                    entries: ct.zone_len(z as u16) as u64,
+                    new: ct.zone_new(z as u16),
+                })
+                .collect(),
+        })
     }
 
     fn port_stats(&self) -> Vec<SwitchPortStats> {

@@ -102,6 +102,10 @@ impl Flooder {
             Some(&d) if k == 1 => {
                 match d {
                     Dest::Port(p) => {
+                        if let Err(r) = sw.check_to_vm(SwitchStage::Flood, p, &m) {
+                            meta::set_drop(&mut m, r);
+                            return ctx.free(m);
+                        }
                         m.set_out_port(p);
                         meta::set_action(&mut m, meta::FORWARD);
                     }
@@ -183,6 +187,9 @@ impl Flooder {
     /// Sends one copy to `dest`, with a head mbuf when it needs new headers.
     fn send(&mut self, sw: &Sw, eg: &mut Egress, dest: Dest, mut p: Mbuf, batch: &mut Batch, ctx: &mut Ctx) {
         if let Dest::Port(port) = dest {
+            if sw.check_to_vm(SwitchStage::Flood, port, &p).is_err() {
+                return ctx.free(p);
+            }
             p.set_out_port(port);
             meta::set_action(&mut p, meta::FORWARD);
             // Room: checked by emit.

@@ -1,7 +1,8 @@
 //! The first pass: each frame's segment and origin by the role of its input port. An access
 //! port puts untagged frames in its segment (a tagged one is dropped) after its port security
 //! ([`crate::switch::port_security`]) passed them; the uplink's frames are
-//! classified by [`crate::switch::underlay`] (VLAN, tunnel, or its own ARP / ND).
+//! classified by [`crate::switch::underlay`] (VLAN, tunnel, or its own ARP / ND). Then an access
+//! port's security groups check what the VM sends ([`crate::switch::secgroup`]).
 
 use fastpath_mempool::{Batch, Mbuf};
 
@@ -72,6 +73,9 @@ fn one(sw: &mut Sw, under: &Underlay, m: &mut Mbuf, outer: &mut VtepAddr) -> Res
         }
         if let Some(g) = &pt.guard {
             g.check(m.data()).map_err(|r| (SwitchStage::Ingress, r))?;
+        }
+        if sw.sg.filters(m.port()) {
+            sw.sg.check(m.port(), true, m.data(), sw.now.secs as u64).map_err(|r| (SwitchStage::Ingress, r))?;
         }
         m.set_segment(pt.segment);
         m.set_disposition(meta::LEARN | meta::FROM_ACCESS);

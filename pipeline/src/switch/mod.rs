@@ -8,7 +8,8 @@
 //! - [`processor`]: the per-lcore [`SwitchProcessor`] and its passes: [`ingress`],
 //!   [`underlay`] (with [`arp`] and [`nd`]), [`lookup`], [`learn`], [`forward`], [`egress`]
 //!   (with [`encap`] and [`vlan`]), [`flood`]; [`port_security`]: what access ports may send
-//!   (checked in [`ingress`]);
+//!   (checked in [`ingress`]); [`secgroup`]: stateful security groups over the
+//!   [`crate::conntrack`] table (checked in [`ingress`] and where packets go out to a VM port);
 //! - [`control`]: [`SwitchControl`], the one writer of the tables; [`event`]: what the lcores
 //!   tell it; [`stats`]: the counters; [`clock`]: time.
 //!
@@ -39,6 +40,7 @@ pub mod meta;
 pub mod nd;
 pub mod port_security;
 pub mod processor;
+pub mod secgroup;
 pub mod stats;
 pub mod topology;
 pub mod underlay;
@@ -51,12 +53,17 @@ use fastpath_mempool::ring::spsc;
 use fastpath_mempool::Mempool;
 use fastpath_pmd::Error;
 
+use crate::conntrack::{Conntrack, ConntrackConfig, Timeouts};
+
 pub use clock::{Clock, ManualClock};
-pub use config::{BridgeConfig, FdbConfig, PortConfig, PortRole, StaticMac, StaticNeighbour, SwitchConfig, TunnelKind};
+pub use config::{
+    BridgeConfig, ConntrackSettings, Direction, FdbConfig, PortConfig, PortGroups, PortRole, SecurityGroup, SgRule,
+    StaticMac, StaticNeighbour, SwitchConfig, TunnelKind,
+};
 pub use control::{FdbEntry, SwitchControl};
 pub use port_security::{AllowedAddress, PortSecurity};
 pub use processor::SwitchProcessor;
-pub use stats::{BridgeStats, SwitchPortStats, SwitchStats, VtepStats};
+pub use stats::{BridgeStats, ConntrackStats, SwitchPortStats, SwitchStats, VtepStats, ZoneStats};
 
 /// Checks `cfg` and builds the control side and `lcores` processors (one per lcore; every rx
 /// task of an lcore shares its processor). Head mbufs, clones and solicitations come from
@@ -82,17 +89,33 @@ pub fn build_with_clock(
     let topo = Arc::new(topology::Topology::new(cfg)?);
     let (fdb, writer) = fdb::Fdb::new(cfg.fdb.capacity)?;
     let vteps = Arc::new(vtep::Vteps::default());
+    let sg_cfg = secgroup::check_config(cfg)?;
+    let ct = if sg_cfg.ports.is_empty() {
+        None
+    } else {
+        let c = &cfg.conntrack;
+        let ct_cfg = ConntrackConfig {
+            capacity: c.capacity,
+            zones: topo.bridges.len().max(1),
+            zone_limit: c.zone_limit,
+            timeouts: Timeouts::default(),
+        };
+        Some(Arc::new(Conntrack::new(ct_cfg)?))
+    };
+    let zone_of = |p: u16| topo.segments.get(topo.ports[p as usize].segment as usize).map_or(0, |s| s.bridge);
+    let sg = Arc::new(secgroup::SecurityGroups::new(&sg_cfg, topo.ports.len(), zone_of, ct));
     let mut rings = Vec::new();
     let mut counters = Vec::new();
     let mut procs = Vec::new();
     for _ in 0..lcores {
         let (tx, rx) = spsc::channel(event::RING_SIZE);
-        let (p, c) = SwitchProcessor::new((&topo, &fdb, &vteps), tx, pool, clock.clone());
+        let (p, c) = SwitchProcessor::new((&topo, &fdb, &vteps, &sg), tx, pool, clock.clone());
         rings.push(rx);
         counters.push(c);
         procs.push(p);
     }
-    let control = SwitchControl::new(topo, writer, vteps, rings, counters, clock, cfg.fdb);
+    let mut control = SwitchControl::new(topo, writer, vteps, rings, counters, clock, cfg.fdb);
+    control.set_security_groups(sg, sg_cfg);
     if control.stats().fdb_entries < cfg.static_macs.len() as u64 {
         return Err(Error::Config(format!(
             "fdb capacity = {} cannot hold the {} static MACs: raise it",

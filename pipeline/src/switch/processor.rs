@@ -36,6 +36,7 @@ use crate::switch::fdb::Fdb;
 use crate::switch::flood::Flooder;
 use crate::switch::learn::Learner;
 use crate::switch::lookup::{self, Scratch};
+use crate::switch::secgroup::SecurityGroups;
 use crate::switch::stats::{LcoreCounters, SwitchStage};
 use crate::switch::topology::Topology;
 use crate::switch::underlay::Underlay;
@@ -50,6 +51,8 @@ pub struct Sw {
     pub fdb: Arc<Fdb>,
     /// Remote VTEPs.
     pub vteps: Arc<Vteps>,
+    /// Security groups and their connection table.
+    pub sg: Arc<SecurityGroups>,
     /// This lcore's counters.
     pub c: Arc<LcoreCounters>,
     /// Events to the control side.
@@ -67,6 +70,16 @@ impl fmt::Debug for Sw {
 }
 
 impl Sw {
+    /// Checks packet `m` going out to access port `port` against the port's security groups
+    /// (VM ingress); counts the drop against `port` in `stage` when it must not pass.
+    #[inline]
+    pub fn check_to_vm(&self, stage: SwitchStage, port: u16, m: &Mbuf) -> Result<(), u8> {
+        if !self.sg.filters(port) {
+            return Ok(());
+        }
+        self.sg.check(port, false, m.data(), self.now.secs as u64).inspect_err(|&r| self.c.dropped(stage, port, r))
+    }
+
     /// Sends an event to the control side; false when the ring is full (the event is lost).
     #[inline]
     pub fn send(&mut self, e: Event) -> bool {
@@ -128,12 +141,12 @@ impl SwitchProcessor {
     /// A processor over the shared tables, sending events to `events`; returns it with its
     /// counters.
     pub(crate) fn new(
-        shared: (&Arc<Topology>, &Arc<Fdb>, &Arc<Vteps>),
+        shared: (&Arc<Topology>, &Arc<Fdb>, &Arc<Vteps>, &Arc<SecurityGroups>),
         events: spsc::Producer<Event>,
         pool: &Mempool,
         clock: Clock,
     ) -> (SwitchProcessor, Arc<LcoreCounters>) {
-        let (topo, fdb, vteps) = shared;
+        let (topo, fdb, vteps, sg) = shared;
         let ports: Vec<PortInfo> = topo.ports.iter().map(|p| p.info.clone()).collect();
         let gro = Gro::new(u16::MAX as usize);
         let txoff = txoffload::tx_offload(&ports);
@@ -144,6 +157,7 @@ impl SwitchProcessor {
             topo: topo.clone(),
             fdb: fdb.clone(),
             vteps: vteps.clone(),
+            sg: sg.clone(),
             c: c.clone(),
             events,
             pool: pool.clone(),
@@ -198,6 +212,21 @@ impl SwitchProcessor {
             self.sw.c.stat(SwitchStage::Forward, code as u8, *n);
         }
         h
+    }
+
+    /// Checks known unicast going to VM ports with security groups; returns how many it dropped.
+    #[inline]
+    fn check_to_vms(&mut self, batch: &mut Batch) -> usize {
+        let mut dropped = 0;
+        for m in batch.iter_mut() {
+            if meta::action(m) == meta::FORWARD {
+                if let Err(r) = self.sw.check_to_vm(SwitchStage::Forward, m.out_port(), m) {
+                    meta::set_drop(m, r);
+                    dropped += 1;
+                }
+            }
+        }
+        dropped
     }
 
     /// Merges decapsulated TCP going to ports that take TSO.
@@ -263,7 +292,11 @@ impl Processor for SwitchProcessor {
             batch.iter().for_each(|m| h.add(m));
             h
         };
-        if h.any(&[meta::DROP, meta::CONSUMED]) {
+        let mut out = h.any(&[meta::DROP, meta::CONSUMED]);
+        if h.any(&[meta::FORWARD]) && self.sw.sg.conntrack().is_some() {
+            out |= self.check_to_vms(batch) > 0;
+        }
+        if out {
             sweep(batch, ctx);
         }
         if h.any(&[meta::TO_VTEP, meta::TO_UPLINK]) && self.egress.run(&self.sw, batch) > 0 {

@@ -11,7 +11,7 @@ use crate::stages::tunnel::DECAP_REASONS;
 use crate::StageSummary;
 
 /// The switch's own drop reasons, after decap's.
-const OWN_REASONS: [&str; 25] = [
+const OWN_REASONS: [&str; 29] = [
     "runt",
     "no-segment",
     "tagged-on-access",
@@ -37,6 +37,10 @@ const OWN_REASONS: [&str; 25] = [
     "spoofed-nd",
     "ra-guard",
     "dhcp-guard",
+    "sg-no-rule",
+    "sg-invalid",
+    "sg-table-full",
+    "sg-fragment",
 ];
 
 const ALL_REASONS: [&str; DECAP_REASONS.len() + OWN_REASONS.len()] = {
@@ -108,6 +112,17 @@ pub mod reason {
     pub const RA_GUARD: u8 = 35;
     /// Port security: a DHCP / DHCPv6 server reply from a port that is not trusted.
     pub const DHCP_GUARD: u8 = 36;
+    /// Security groups: no rule of the port's groups allows the new connection (or, after a
+    /// rule change, the tracked one), or a non-IP frame other than ARP.
+    pub const SG_NO_RULE: u8 = 37;
+    /// Security groups: fits no connection (TCP not starting with a SYN and not tracked, an
+    /// out-of-window RST, a reply or ICMP error about nothing tracked), or malformed.
+    pub const SG_INVALID: u8 = 38;
+    /// Security groups: allowed, but the connection table, the bridge's zone or the bucket is
+    /// full.
+    pub const SG_TABLE_FULL: u8 = 39;
+    /// Security groups: a non-first IP fragment (no ports to classify it by).
+    pub const SG_FRAGMENT: u8 = 40;
     /// Encap reason code `e` ([`crate::stages::tunnel::ENCAP_REASONS`]) as a switch reason.
     pub const fn of_encap(e: u8) -> u8 {
         match e {
@@ -119,7 +134,7 @@ pub mod reason {
 }
 
 const _: () = assert!(DECAP_REASONS.len() == reason::RUNT as usize);
-const _: () = assert!(REASONS.len() == reason::DHCP_GUARD as usize + 1);
+const _: () = assert!(REASONS.len() == reason::SG_FRAGMENT as usize + 1);
 
 /// The switch's stages, in the order a packet meets them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,8 +283,35 @@ pub struct SwitchPortStats {
     pub macs: u64,
     /// Learns refused by its limit.
     pub refused: u64,
-    /// Drops of packets that came in on it, by reason (only reasons with drops).
+    /// Drops of packets that came in on it, by reason (only reasons with drops); the `sg-*`
+    /// reasons count the packets its security groups dropped, either way.
     pub drops: Vec<(&'static str, u64)>,
+}
+
+/// Per bridge: its connection-tracking zone.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ZoneStats {
+    /// The bridge.
+    pub bridge: String,
+    /// Connections tracked now.
+    pub entries: u64,
+    /// New connections committed so far.
+    pub new: u64,
+}
+
+/// The connection table, when some port has a security group.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConntrackStats {
+    /// Connections tracked now (all zones).
+    pub entries: u64,
+    /// Its capacity.
+    pub capacity: u64,
+    /// New connections refused (table, zone or bucket full).
+    pub refused: u64,
+    /// Connections removed by aging.
+    pub aged: u64,
+    /// Per bridge.
+    pub zones: Vec<ZoneStats>,
 }
 
 /// Per remote VTEP.
@@ -302,6 +344,8 @@ pub struct SwitchStats {
     pub fdb_relocations: u64,
     /// Events (learn, move, neighbour) applied by the control side.
     pub events: u64,
+    /// The connection table of the security groups (none when no port has one).
+    pub conntrack: Option<ConntrackStats>,
 }
 
 /// Sums the counters of the same stage over lcores (`per_lcore[l][stage]`).
