@@ -86,6 +86,16 @@ fn vswitch_bad_configs_name_file_line_key_and_forms_and_exit_2() {
         ),
         (("vni = 100", "vni = 100\nvni = 200"), "duplicate key", Some(7)),
         (("role = \"uplink\"", "role = \"uplink\"\nmac = \"02:00\""), "'02:00' is not a MAC address", Some(15)),
+        (
+            ("bridge = \"tenant-a\"\n\n[[fdb]]", "bridge = \"tenant-a\"\nsecurity_groups = [\"web\"]\n\n[[fdb]]"),
+            "[[port]] 'vm1': security group 'web' is not defined",
+            Some(20),
+        ),
+        (
+            ("[[fdb]]", "[[security_group]]\nname = \"web\"\n[[security_group.rule]]\ndirection = \"up\"\n\n[[fdb]]"),
+            "unknown variant `up`, expected `ingress` or `egress`",
+            Some(24),
+        ),
     ];
     for (i, ((from, to), want, line)) in cases.iter().enumerate() {
         assert!(GOOD.contains(from), "case {i}: GOOD has no '{from}'");
@@ -161,4 +171,45 @@ fn vswitch_the_worked_compute_host_example_is_a_valid_config() {
     }
     assert_eq!(out.status.code(), Some(1), "the example is a valid config:\n{err}");
     assert!(err.contains("[[port]] 'uplink' cannot be opened"), "{err}");
+}
+
+#[test]
+fn vswitch_security_groups_run_and_report_their_zones() {
+    let _cpus = fastpath_pmd::testutil::pollers();
+    let text = r#"[vswitch]
+idle = "adaptive"
+cores = "1"
+conntrack_size = 1024
+
+[[bridge]]
+name = "lan"
+
+[[port]]
+name = "vm1"
+spec = "null,no-rx=on"
+bridge = "lan"
+security_groups = ["web"]
+
+[[port]]
+name = "vm2"
+spec = "null,no-rx=on"
+bridge = "lan"
+
+[[security_group]]
+name = "web"
+[[security_group.rule]]
+direction = "ingress"
+protocol = "tcp"
+port_min = 22
+[[security_group.rule]]
+direction = "egress"
+"#;
+    let p = std::env::temp_dir().join(format!("fp-vs-cfg-sg-{}.toml", std::process::id()));
+    std::fs::write(&p, text).unwrap();
+    let out = vswitch(&p, &["--duration", "0.5", "--json"]);
+    let _ = std::fs::remove_file(&p);
+    let (o, e) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{o}{e}");
+    assert!(o.contains("\"conntrack_zone\":\"lan\""), "a zone per bridge: {o}");
+    assert!(o.contains("\"conntrack_entries\":0"), "{o}");
 }

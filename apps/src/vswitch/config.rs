@@ -12,6 +12,8 @@
 //! fdb_aging = 300            # seconds
 //! mac_limit_bridge = 16384   # learned MACs per bridge (and VLAN); more are refused, counted
 //! mac_limit_port = 4096      # learned MACs per port
+//! conntrack_size = 65536     # connections tracked for security groups, in all bridges
+//! conntrack_zone_limit = 0   # connections per bridge (0: only conntrack_size)
 //!
 //! [[bridge]]                 # one L2 domain (a tenant network)
 //! name = "tenant-a"
@@ -38,6 +40,23 @@
 //!                            # optional: port security (docs/security.md): the MACs and IP
 //!                            # prefixes it may send from; spoofed frames are dropped, counted
 //! trusted = false            # optional, with allowed: may send RAs and DHCP server replies
+//! security_groups = ["web"]  # optional: stateful filtering, default deny (docs/security.md)
+//!
+//! [[security_group]]
+//! name = "web"
+//! [[security_group.rule]]
+//! direction = "ingress"      # ingress (to the VM) | egress (from the VM)
+//! ethertype = "IPv4"         # IPv4 (default) | IPv6
+//! protocol = "tcp"           # tcp | udp | icmp | icmpv6 | any (default) | a number 0..=255
+//! port_min = 80              # tcp / udp / sctp destination ports (port_max defaults to port_min)
+//! port_max = 443
+//! remote = "0.0.0.0/0"       # the remote end's prefix (default: any)
+//! [[security_group.rule]]
+//! direction = "egress"       # everything out (replies to it come back)
+//! [[security_group.rule]]
+//! direction = "ingress"
+//! protocol = "icmp"
+//! icmp_type = 8              # icmp / icmpv6 type, and icmp_code (optional)
 //!
 //! [[fdb]]                    # optional static MAC entries (never aged, never moved)
 //! bridge = "tenant-a"
@@ -53,19 +72,26 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use fastpath_pipeline::switch::{AllowedAddress, PortSecurity};
+use fastpath_pipeline::switch::port_security::parse_prefix;
+use fastpath_pipeline::switch::{AllowedAddress, Direction, PortGroups, PortSecurity, SecurityGroup, SgRule};
 use serde::Deserialize;
 use toml::Spanned;
 
 /// The accepted forms, shown with every error.
 pub const FORMS: &str =
     "  [vswitch]  cores = \"LIST\", idle = \"busy\"|\"adaptive\", mbufs = N, burst = 1..=256, fdb_size = N,
-             fdb_aging = SECS, mac_limit_bridge = N, mac_limit_port = N
+             fdb_aging = SECS, mac_limit_bridge = N, mac_limit_port = N, conntrack_size = N,
+             conntrack_zone_limit = N
   [[bridge]] name = \"NAME\", vni = 0..=16777215, tunnel = \"vxlan\"|\"geneve\"|\"nvgre\", local = \"IP\",
              remotes = [\"IP\", ...], vlan = 1..=4094, udp_port = 1..=65535
   [[port]]   name = \"NAME\", spec = \"SPEC\", role = \"access\"|\"uplink\", bridge = \"NAME\", vlan = 1..=4094,
              mac = \"aa:bb:cc:dd:ee:ff\"
-             allowed = [\"MAC\", \"MAC IP\", \"MAC IP/PREFIX\", ...] (port security), trusted = true|false
+             allowed = [\"MAC\", \"MAC IP\", \"MAC IP/PREFIX\", ...] (port security), trusted = true|false,
+             security_groups = [\"NAME\", ...]
+  [[security_group]] name = \"NAME\"
+  [[security_group.rule]] direction = \"ingress\"|\"egress\", ethertype = \"IPv4\"|\"IPv6\",
+             protocol = \"tcp\"|\"udp\"|\"icmp\"|\"icmpv6\"|\"any\"|0..=255, port_min = N, port_max = N,
+             icmp_type = 0..=255, icmp_code = 0..=255, remote = \"IP/PREFIX\"
   [[fdb]]    bridge = \"NAME\", mac = \"aa:bb:cc:dd:ee:ff\", port = \"NAME\" | vtep = \"IP\", vlan = 1..=4094
   [[neighbour]] ip = \"IP\", mac = \"aa:bb:cc:dd:ee:ff\"";
 
@@ -89,6 +115,10 @@ pub struct Global {
     pub mac_limit_bridge: usize,
     /// Learned MACs per port.
     pub mac_limit_port: usize,
+    /// Connections tracked for security groups, in all bridges.
+    pub conntrack_size: usize,
+    /// Connections per bridge (0: only `conntrack_size`).
+    pub conntrack_zone_limit: usize,
 }
 
 impl Default for Global {
@@ -102,6 +132,8 @@ impl Default for Global {
             fdb_aging: 300,
             mac_limit_bridge: 16384,
             mac_limit_port: 4096,
+            conntrack_size: 65536,
+            conntrack_zone_limit: 0,
         }
     }
 }
@@ -187,6 +219,106 @@ pub struct Port {
     /// With `allowed`: it may send router advertisements and DHCP server replies.
     #[serde(default)]
     pub trusted: bool,
+    /// Its security groups (none: not filtered).
+    pub security_groups: Option<Spanned<Vec<String>>>,
+}
+
+/// `[[security_group]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    /// Its name.
+    pub name: Spanned<String>,
+    /// `[[security_group.rule]]`s.
+    #[serde(default)]
+    pub rule: Vec<Spanned<Rule>>,
+}
+
+/// A rule's direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleDirection {
+    /// To the VM.
+    Ingress,
+    /// From the VM.
+    Egress,
+}
+
+/// A rule's ethertype.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum Ethertype {
+    /// IPv4.
+    #[default]
+    #[serde(rename = "IPv4", alias = "ipv4")]
+    V4,
+    /// IPv6.
+    #[serde(rename = "IPv6", alias = "ipv6")]
+    V6,
+}
+
+/// `[[security_group.rule]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Ingress or egress.
+    pub direction: RuleDirection,
+    /// IPv4 or IPv6.
+    #[serde(default)]
+    pub ethertype: Ethertype,
+    /// A name or a number.
+    pub protocol: Option<toml::Value>,
+    /// Lowest destination port.
+    pub port_min: Option<u16>,
+    /// Highest destination port.
+    pub port_max: Option<u16>,
+    /// ICMP type.
+    pub icmp_type: Option<u8>,
+    /// ICMP code.
+    pub icmp_code: Option<u8>,
+    /// The remote prefix.
+    pub remote: Option<String>,
+}
+
+impl Rule {
+    /// The switch's rule, or what is wrong.
+    pub fn to_rule(&self) -> Result<SgRule, String> {
+        let protocol = match &self.protocol {
+            None => None,
+            Some(toml::Value::Integer(n)) if (0..=255).contains(n) => Some(*n as u8),
+            Some(toml::Value::String(s)) => match s.as_str() {
+                "any" => None,
+                "tcp" => Some(6),
+                "udp" => Some(17),
+                "icmp" => Some(1),
+                "icmpv6" | "ipv6-icmp" => Some(58),
+                n => match n.parse::<u8>() {
+                    Ok(n) => Some(n),
+                    Err(_) => return Err(format!("protocol = {s:?} is not tcp, udp, icmp, icmpv6, any or 0..=255")),
+                },
+            },
+            Some(v) => return Err(format!("protocol = {v} is not tcp, udp, icmp, icmpv6, any or 0..=255")),
+        };
+        let ports = match (self.port_min, self.port_max) {
+            (None, None) => None,
+            (Some(a), b) => Some((a, b.unwrap_or(a))),
+            (None, Some(_)) => return Err("port_max needs port_min".into()),
+        };
+        let remote = self.remote.as_deref().map(parse_prefix).transpose().map_err(|e| format!("remote: {e}"))?;
+        let r = SgRule {
+            direction: match self.direction {
+                RuleDirection::Ingress => Direction::Ingress,
+                RuleDirection::Egress => Direction::Egress,
+            },
+            v6: self.ethertype == Ethertype::V6,
+            protocol,
+            ports,
+            icmp_type: self.icmp_type,
+            icmp_code: self.icmp_code,
+            remote,
+        };
+        r.check()?;
+        Ok(r)
+    }
 }
 
 /// `[[fdb]]`: a static MAC entry.
@@ -236,6 +368,9 @@ pub struct Config {
     /// `[[neighbour]]`s.
     #[serde(default)]
     pub neighbour: Vec<Neighbour>,
+    /// `[[security_group]]`s.
+    #[serde(default)]
+    pub security_group: Vec<Group>,
     /// The file it came from and its text (for errors).
     #[serde(skip)]
     pub source: Source,
@@ -342,6 +477,62 @@ impl Config {
             .collect()
     }
 
+    /// The security groups, for the switch (checked: every rule converts).
+    pub fn security_groups(&self) -> Vec<SecurityGroup> {
+        self.security_group
+            .iter()
+            .map(|g| SecurityGroup {
+                name: g.name.get_ref().clone(),
+                rules: g.rule.iter().filter_map(|r| r.get_ref().to_rule().ok()).collect(),
+            })
+            .collect()
+    }
+
+    /// The ports' security groups, for the switch.
+    pub fn port_groups(&self) -> Vec<PortGroups> {
+        self.port
+            .iter()
+            .filter_map(|p| {
+                Some(PortGroups {
+                    port: p.name.get_ref().clone(),
+                    groups: p.security_groups.as_ref()?.get_ref().clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The groups, their rules and the ports' references to them.
+    fn check_security_groups(&self) -> Result<(), ConfigError> {
+        let mut names = HashSet::new();
+        for g in &self.security_group {
+            let n = g.name.get_ref();
+            if n.is_empty() || !names.insert(n.as_str()) {
+                return self.err(g.name.span(), &format!("[[security_group]] name = '{n}': empty or used twice"));
+            }
+            for r in &g.rule {
+                if let Err(e) = r.get_ref().to_rule() {
+                    return self.err(r.span(), &format!("[[security_group.rule]] of '{n}': {e}"));
+                }
+            }
+        }
+        for p in &self.port {
+            let Some(gs) = &p.security_groups else { continue };
+            let n = p.name.get_ref();
+            if p.role == Role::Uplink || p.bridge.is_none() {
+                return self
+                    .err(gs.span(), &format!("[[port]] '{n}': security_groups are for access (VM) ports in a bridge"));
+            }
+            if gs.get_ref().is_empty() {
+                return self
+                    .err(gs.span(), &format!("[[port]] '{n}': security_groups = []: name a group or remove it"));
+            }
+            if let Some(x) = gs.get_ref().iter().find(|x| !names.contains(x.as_str())) {
+                return self.err(gs.span(), &format!("[[port]] '{n}': security group '{x}' is not defined"));
+            }
+        }
+        Ok(())
+    }
+
     /// The cross-references and ranges serde cannot check.
     fn check(&self) -> Result<(), ConfigError> {
         let g = &self.vswitch;
@@ -416,6 +607,10 @@ impl Config {
                 return self.err(p.name.span(), &format!("[[port]] '{n}': vlan = {v}: use 1..=4094"));
             }
             self.check_port_security(p)?;
+        }
+        self.check_security_groups()?;
+        if g.conntrack_size == 0 {
+            return Err(ConfigError(format!("{file}: [vswitch] conntrack_size must be positive")));
         }
         if uplinks > 1 {
             return Err(ConfigError(format!("{file}: more than one [[port]] with role = \"uplink\": give one")));
@@ -518,6 +713,83 @@ mac = "02:00:00:00:00:0a"
         assert_eq!(ps[0].port, "vm1");
         assert!(ps[0].trusted);
         assert_eq!(ps[0].allowed[1].to_string(), "52:54:00:00:00:01 2001:db8::/64");
+    }
+
+    const GROUPS: &str = r#"
+[[security_group]]
+name = "web"
+[[security_group.rule]]
+direction = "ingress"
+protocol = "tcp"
+port_min = 80
+port_max = 443
+remote = "10.0.0.0/8"
+[[security_group.rule]]
+direction = "egress"
+[[security_group.rule]]
+direction = "ingress"
+ethertype = "IPv6"
+protocol = "icmpv6"
+icmp_type = 128
+[[security_group.rule]]
+direction = "ingress"
+protocol = 47
+"#;
+
+    fn with_groups(port_line: &str, groups: &str) -> String {
+        let t = GOOD.replacen(
+            "bridge = \"tenant-a\"\n\n[[fdb]]",
+            &format!("bridge = \"tenant-a\"\n{port_line}\n\n[[fdb]]"),
+            1,
+        );
+        format!("{t}{groups}")
+    }
+
+    #[test]
+    fn security_groups_of_a_port() {
+        let c = parse(&with_groups("security_groups = [\"web\"]", GROUPS)).unwrap();
+        let g = c.security_groups();
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].name, "web");
+        let r = &g[0].rules;
+        assert_eq!(r.len(), 4);
+        assert_eq!((r[0].direction, r[0].protocol, r[0].ports), (Direction::Ingress, Some(6), Some((80, 443))));
+        assert_eq!(r[0].remote, Some(("10.0.0.0".parse().unwrap(), 8)));
+        assert_eq!((r[1].direction, r[1].protocol, r[1].remote), (Direction::Egress, None, None));
+        assert_eq!((r[2].v6, r[2].protocol, r[2].icmp_type), (true, Some(58), Some(128)));
+        assert_eq!(r[3].protocol, Some(47));
+        let pg = c.port_groups();
+        assert_eq!((pg[0].port.as_str(), pg[0].groups.clone()), ("vm1", vec!["web".to_string()]));
+    }
+
+    #[test]
+    fn security_group_errors_name_the_line_and_the_key() {
+        for (port_line, edit, want) in [
+            ("security_groups = [\"db\"]", ("", ""), "line 25: [[port]] 'vm1': security group 'db' is not defined"),
+            ("security_groups = []", ("", ""), "line 25: [[port]] 'vm1': security_groups = []"),
+            (
+                "",
+                ("direction = \"egress\"", "direction = \"out\""),
+                "unknown variant `out`, expected `ingress` or `egress`",
+            ),
+            (
+                "",
+                ("protocol = \"tcp\"", "protocol = \"tpc\""),
+                "line 38: [[security_group.rule]] of 'web': protocol = \"tpc\" is not tcp",
+            ),
+            ("", ("port_max = 443", "port_max = 43"), "of 'web': port_min = 80 is above port_max = 43"),
+            ("", ("remote = \"10.0.0.0/8\"", "remote = \"10.0.0.0/40\""), "of 'web': remote: prefix length \"40\""),
+            ("", ("remote = \"10.0.0.0/8\"", "remote = \"::/0\""), "is not of the rule's ethertype"),
+            ("", ("icmp_type = 128", "icmp_type = 128\nport_min = 1"), "port_min / port_max need protocol = tcp"),
+            ("", ("protocol = 47", "protocol = 470"), "protocol = 470 is not"),
+            ("", ("name = \"web\"", "name = \"web\"\ncolour = 1"), "unknown field `colour`"),
+        ] {
+            let t = with_groups(port_line, &GROUPS.replacen(edit.0, edit.1, 1));
+            let e = parse(&t).unwrap_err();
+            assert!(e.starts_with("vs.toml"), "{e}");
+            assert!(e.contains(want), "{port_line} {edit:?}: {e}");
+            assert!(e.contains("[[security_group.rule]] direction"), "the forms: {e}");
+        }
     }
 
     #[test]

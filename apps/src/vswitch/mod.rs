@@ -97,8 +97,8 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
     Ok(())
 }
 
-/// The switch's own report lines: one per bridge, per switch port, per remote VTEP, and the
-/// FDB's totals.
+/// The switch's own report lines: one per bridge, per switch port, per remote VTEP, the FDB's
+/// totals, and with security groups one per conntrack zone (bridge) and the table's totals.
 fn records(s: &sw::SwitchStats) -> Vec<Value> {
     let mut v = Vec::new();
     for b in &s.bridges {
@@ -114,6 +114,13 @@ fn records(s: &sw::SwitchStats) -> Vec<Value> {
             "state": t.state, "learned": t.learned}));
     }
     v.push(json!({"fdb_entries": s.fdb_entries, "events": s.events}));
+    if let Some(ct) = &s.conntrack {
+        for z in &ct.zones {
+            v.push(json!({"conntrack_zone": z.bridge, "entries": z.entries, "new": z.new}));
+        }
+        v.push(json!({"conntrack_entries": ct.entries, "capacity": ct.capacity, "refused": ct.refused,
+            "aged": ct.aged}));
+    }
     v
 }
 
@@ -172,8 +179,8 @@ fn switch_config(c: &Config, ports: &[Box<dyn Port>]) -> sw::SwitchConfig {
         },
         neighbours: c.neighbour.iter().map(|n| sw::StaticNeighbour { addr: *n.ip.get_ref(), mac: n.mac }).collect(),
         port_security: c.port_security(),
-        security_groups: vec![],
-        port_groups: vec![],
-        conntrack: Default::default(),
+        security_groups: c.security_groups(),
+        port_groups: c.port_groups(),
+        conntrack: sw::ConntrackSettings { capacity: g.conntrack_size, zone_limit: g.conntrack_zone_limit },
     }
 }

@@ -70,7 +70,8 @@ impl fmt::Display for AllowedAddress {
     }
 }
 
-fn parse_prefix(p: &str) -> Result<(IpAddr, u8), String> {
+/// `"IP"` or `"IP/LEN"` (a bare IP is a host: /32 or /128); the problem when it is neither.
+pub fn parse_prefix(p: &str) -> Result<(IpAddr, u8), String> {
     let (a, l) = match p.split_once('/') {
         Some((a, l)) => (a, Some(l)),
         None => (p, None),
