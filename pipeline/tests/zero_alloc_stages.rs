@@ -70,7 +70,8 @@ fn stages_allocate_nothing_per_packet() {
 #[test]
 fn switch_allocates_nothing_per_packet() {
     use fastpath_pipeline::switch::{
-        build, BridgeConfig, PortConfig, PortRole, StaticNeighbour, SwitchConfig, TunnelKind,
+        build, BridgeConfig, ConntrackSettings, Direction, PortConfig, PortGroups, PortRole, SecurityGroup, SgRule,
+        StaticNeighbour, SwitchConfig, TunnelKind,
     };
     use fastpath_pmd::{Offloads, PortInfo, Processor};
     let info = |id: u16, mac: Option<[u8; 6]>| PortInfo {
@@ -111,6 +112,16 @@ fn switch_allocates_nothing_per_packet() {
             port(3, PortRole::Access, Some("v"), Some(10)),
         ],
         neighbours: vec![StaticNeighbour { addr: "10.0.0.2".parse().unwrap(), mac: [2, 0, 0, 0, 0, 2] }],
+        // Security groups on two ports: every packet between them is tracked.
+        security_groups: vec![SecurityGroup {
+            name: "all".into(),
+            rules: vec![
+                SgRule { direction: Direction::Egress, ..Default::default() },
+                SgRule { direction: Direction::Ingress, ..Default::default() },
+            ],
+        }],
+        port_groups: ["p1", "p2"].map(|p| PortGroups { port: p.into(), groups: vec!["all".into()] }).to_vec(),
+        conntrack: ConntrackSettings { capacity: 1024, zone_limit: 0 },
         ..Default::default()
     };
     let pool = Mempool::new("za-sw", &PoolConfig { mbufs: 2048, chunk_size: 2048, pages: PagePolicy::Small }).unwrap();
@@ -168,6 +179,7 @@ fn switch_allocates_nothing_per_packet() {
     }
     assert_eq!(allocs() - before, 0, "the switch allocated");
     assert!(control.stats().bridges[0].flooded > 0);
+    assert!(control.stats().conntrack.is_some_and(|c| c.entries > 0), "the security groups tracked");
     drop(p);
     drop(ctx);
     assert_eq!(pool.available(), pool.capacity());
