@@ -277,3 +277,35 @@ fn config_errors_name_the_group_and_the_port() {
     c.security_groups.push(SecurityGroup { name: "client".into(), rules: vec![] });
     assert!(build(&c).contains("client is defined twice"));
 }
+
+#[test]
+fn two_tenants_with_the_same_addresses_keep_separate_connections() {
+    // Bridges a and b, each with an unfiltered port (MAC 0, 10.0.0.0) and a "client" port
+    // (MAC 1, 10.0.0.1): the same addresses in both.
+    let mut c = cfg(1024);
+    c.bridges = vec![bridge("a"), bridge("b")];
+    c.ports = ["a", "b"]
+        .iter()
+        .enumerate()
+        .flat_map(|(t, b)| (0..2).map(move |i| access(2 * t as u16 + i, &format!("{b}{i}"), b, None)))
+        .collect();
+    c.static_macs = (0..4)
+        .map(|p| StaticMac {
+            bridge: if p < 2 { "a" } else { "b" }.into(),
+            vlan: None,
+            mac: mac(p as u8 % 2),
+            port: Some(c.ports[p].name.clone()),
+            vtep: None,
+        })
+        .collect();
+    c.port_groups = ["a1", "b1"].map(|p| PortGroups { port: p.into(), groups: vec!["client".into()] }).to_vec();
+    let mut k = Kit::new(&c);
+    assert_eq!(through(&mut k, 1, udp(1, 0, 5353, 53)), [0]);
+    // The same reply in tenant b is unsolicited there; in tenant a it is a reply.
+    assert!(through(&mut k, 2, udp(0, 1, 53, 5353)).is_empty());
+    assert_eq!(port_drops(&k, 3, "sg-no-rule"), 1);
+    assert_eq!(through(&mut k, 0, udp(0, 1, 53, 5353)), [1]);
+    let zones = k.control.stats().conntrack.unwrap().zones;
+    let z: Vec<(&str, u64)> = zones.iter().map(|z| (z.bridge.as_str(), z.entries)).collect();
+    assert_eq!(z, [("a", 1), ("b", 0)]);
+}
