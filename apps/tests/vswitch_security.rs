@@ -2,7 +2,9 @@
 //! in its `--json` report: a VM-side host whose group allows everything out and TCP 22 in opens
 //! a TCP connection and pings to an unfiltered host and gets the replies; the other host's
 //! unsolicited ping and TCP to another port are dropped and counted on the VM's port, while its
-//! TCP to port 22 gets in. Counts, never rates; every mbuf back in the pool at the end.
+//! TCP to port 22 gets in; frames the VM sends from a spoofed source MAC, IP address or ARP
+//! claim are dropped and counted by port security. Counts, never rates; every mbuf back in the
+//! pool at the end.
 
 #[path = "../../pmd/tests/common/mod.rs"]
 mod common;
@@ -48,6 +50,7 @@ name = "vm"
 spec = "{}"
 bridge = "t"
 security_groups = ["client", "ssh"]
+allowed = ["{} 172.21.0.1"]
 
 [[port]]
 name = "out"
@@ -68,6 +71,7 @@ port_min = 22
 remote = "172.21.0.0/24"
 "#,
         vm.spec(),
+        fmt(mac(0x2101)),
         out.spec()
     );
     let mut sw = Vswitch::start(&cfg);
@@ -85,7 +89,30 @@ remote = "172.21.0.0/24"
         sw.fail("an unsolicited TCP connection to port 23 got through");
     }
     drop(l23);
+    // Spoofed: a source MAC not the VM's, an IP address not the VM's, an ARP reply claiming one.
+    let (vmac, bcast) = (mac(0x2101), [0xff; 6]);
+    let udp_from = |src: [u8; 4]| {
+        let mut p = vec![0x45, 0, 0, 28, 0, 1, 0, 0, 64, 17, 0, 0];
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&[172, 21, 0, 2, 0x13, 0x88, 0x13, 0x88, 0, 8, 0, 0]);
+        p
+    };
+    let mut arp = vec![0, 1, 8, 0, 6, 4, 0, 2];
+    arp.extend_from_slice(&vmac);
+    arp.extend_from_slice(&[172, 21, 0, 9]);
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&[172, 21, 0, 2]);
+    let spoofs = [
+        frame(bcast, mac(0x2199), 0x0800, &udp_from([172, 21, 0, 1])),
+        frame(mac(0x2102), vmac, 0x0800, &udp_from([172, 21, 0, 9])),
+        frame(bcast, vmac, 0x0806, &arp),
+    ];
+    send_frames(&vm.ns, &vm.dev, &spoofs);
+    std::thread::sleep(Duration::from_millis(300));
     let r = sw.stop();
+    for reason in ["spoofed-mac", "spoofed-ip", "spoofed-arp"] {
+        assert_eq!(r.sport("vm", &format!("drops/{reason}")), 1, "{reason}:\n{}", r.text);
+    }
     let dropped = r.sport("vm", "drops/sg-no-rule");
     assert!(dropped >= 3, "the pings and the SYN (and its retries) are counted:\n{}", r.text);
     assert_eq!(r.sport("out", "drops/sg-no-rule"), 0, "the port without a group is not filtered");
