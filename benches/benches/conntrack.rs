@@ -5,7 +5,12 @@
 //!   port with groups; N = 1k, 100k, 1M connections in a table sized for N;
 //! - `conntrack/new_32`: 32 new UDP connections checked against an allow-all rule and inserted
 //!   in a table for 1M (emptied by aging, outside the measured time, when three quarters full);
-//! - `conntrack/parse_and_lookup_32/100000`: the same lookups from frames (`Flow::parse` first).
+//! - `conntrack/parse_and_lookup_32/100000`: the same lookups from frames (`Flow::parse` first);
+//! - `conntrack/churn/1_lcore`, `churn/2_lcores`: new connections per second on one and two
+//!   threads (pinned to CPUs 0 and 1) sharing one table that holds 500k connections: each
+//!   connection is inserted, then removed by its next packet after a rule change (the generation
+//!   moved, no rule allows it), so the table stays as full; wall time, 32 connections per
+//!   iteration in all.
 //!
 //! Time is the thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), as in the `fdb` bench.
 
@@ -148,5 +153,58 @@ fn inserts(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, lookups, inserts);
+fn pin(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it; the call reads
+    // it for the calling thread only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// `n` connections opened and cut by thread `t` (of its own flows), at generations 2k / 2k+1.
+fn churn_one(ct: &Conntrack, t: u32, n: u64) {
+    for i in 0..n {
+        let f = flow(0x8000_0000 | t << 28 | (i as u32 & 0x0fff_ffff));
+        let g = 2 * (i as u32) + 2;
+        let v = ct.track(0, &f, None, 0, g, |_| true);
+        assert!(matches!(v, Verdict::New | Verdict::Full), "{v:?}");
+        ct.track(0, &f, None, 0, g + 1, |_| false);
+    }
+}
+
+fn churn(c: &mut Criterion) {
+    let mut g = c.benchmark_group("conntrack");
+    g.throughput(Throughput::Elements(32));
+    let (ct, _) = filled(500_000);
+    let ct = std::sync::Arc::new(ct);
+    for threads in [1u32, 2] {
+        let name = if threads == 1 { "churn/1_lcore" } else { "churn/2_lcores" };
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let per = iters * 32 / threads as u64;
+                let go = std::sync::Arc::new(std::sync::Barrier::new(threads as usize + 1));
+                let hs: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let (ct, go) = (ct.clone(), go.clone());
+                        std::thread::spawn(move || {
+                            pin(t as usize);
+                            go.wait();
+                            churn_one(&ct, t, per);
+                        })
+                    })
+                    .collect();
+                go.wait();
+                let t0 = std::time::Instant::now();
+                hs.into_iter().for_each(|h| h.join().unwrap());
+                t0.elapsed()
+            })
+        });
+    }
+    assert!(ct.len() <= 500_000 + 2, "every churned connection was removed: {}", ct.len());
+    g.finish();
+}
+
+criterion_group!(benches, lookups, inserts, churn);
 criterion_main!(benches);
