@@ -24,6 +24,9 @@ use crate::switch::stats::{self, BridgeStats, LcoreCounters, SwitchPortStats, Sw
 use crate::switch::topology::{Topology, NO_SEGMENT};
 use crate::switch::vtep::{Neigh, NeighState, Vteps, MAX_VTEPS};
 
+mod admin;
+pub use admin::FdbTarget;
+
 /// A confirmed neighbour becomes stale after this long (lcores then solicit it again).
 pub const NEIGH_REACHABLE_NS: u64 = 300_000_000_000;
 /// A stale neighbour not confirmed for this long more is forgotten (packets then wait for it).

@@ -51,7 +51,7 @@ use fastpath_pmd::Error;
 
 pub use clock::{Clock, ManualClock};
 pub use config::{BridgeConfig, FdbConfig, PortConfig, PortRole, StaticMac, StaticNeighbour, SwitchConfig, TunnelKind};
-pub use control::{FdbEntry, SwitchControl};
+pub use control::{FdbEntry, FdbTarget, SwitchControl};
 pub use processor::SwitchProcessor;
 pub use stats::{BridgeStats, SwitchPortStats, SwitchStats, VtepStats};
 
