@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod ctl_client;
 mod l2fwd;
 mod pktgen;
 mod ports;
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
         cli::Cmd::Bench(a) => bench::run_bench(a),
         cli::Cmd::Pktgen(a) => pktgen::run(a),
         cli::Cmd::Vswitch(a) => vswitch::run(a),
+        cli::Cmd::Ctl(a) => ctl_client::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,7 +2,10 @@
 //! opens the ports, wires the switch (`fastpath_pipeline::switch`) onto lcores and reports; the
 //! packet logic is the library's ([docs/vswitch.md](../../../docs/vswitch.md)).
 
+pub mod commands;
 pub mod config;
+pub mod ctl;
+pub mod metrics;
 
 use std::time::Duration;
 
@@ -27,6 +30,12 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
     }
     let cfg = Config::load(&a.config).map_err(|e| AppError::Usage(e.to_string()))?;
     let g = &cfg.vswitch;
+    // Before any port opens: a second switch on the same control socket stops here.
+    let mut server = match a.ctl.to_str() {
+        Some("none") => None,
+        _ => Some(ctl::CtlServer::bind(&a.ctl)?),
+    };
+    let mut metrics = a.metrics.as_deref().map(metrics::MetricsServer::bind).transpose()?;
     let cpus = run::cpus(&a.cores.clone().or_else(|| g.cores.clone()))?;
     let pool = Mempool::new("vswitch", &PoolConfig { mbufs: g.mbufs, chunk_size: 2048, pages: PagePolicy::Auto })
         .map_err(|e| AppError::Usage(format!("{}: [vswitch] mbufs = {}: {e}", a.config.display(), g.mbufs)))?;
@@ -52,11 +61,12 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
     // lcore may send to every port (queues shared where a port has fewer than the lcores).
     let placement = run::place_rx(&ports, cpus.len());
     let mut lcores: Vec<LcoreSpec> = Vec::with_capacity(cpus.len());
-    for ((&c, p), rxqs) in cpus.iter().zip(processors).zip(&placement) {
+    let mut rxqs = Vec::new();
+    for (li, ((&c, p), placed)) in cpus.iter().zip(processors).zip(&placement).enumerate() {
         let mut l = LcoreSpec::new(Some(c));
         let pi = l.add_processor(Box::new(p));
-        for &(port, q) in rxqs {
-            l.add_task(ports[port as usize].rx_queue(q)?, pi, PORT_NONE);
+        for &(port, q) in placed {
+            rxqs.push((li, l.add_task(ports[port as usize].rx_queue(q)?, pi, PORT_NONE)));
         }
         lcores.push(l);
     }
@@ -80,7 +90,35 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
     fastpath_pmd::signal::install();
     let rt = Runtime::launch(lcores, RuntimeConfig { burst: g.burst, idle })?;
     // A pcap port at the end of its file does not stop a switch: only a signal or --duration.
-    let (reason, seconds) = run::control_loop(&rt, &ports, a.duration, a.stats, || false, || ctl.poll());
+    let (reason, seconds) = run::control_loop(
+        &rt,
+        &ports,
+        a.duration,
+        a.stats,
+        || false,
+        || {
+            ctl.poll();
+            if server.is_none() && metrics.is_none() {
+                return;
+            }
+            let mut live = commands::Live {
+                cfg: &cfg,
+                ports: &ports,
+                rt: &rt,
+                cpus: &cpus,
+                rxqs: &rxqs,
+                pool: &pool,
+                ctl: &mut ctl,
+            };
+            if let Some(s) = server.as_mut() {
+                s.poll(|r| live.handle(r));
+            }
+            if let Some(m) = metrics.as_mut() {
+                m.poll(|| metrics::render(&live));
+            }
+        },
+    );
+    drop(server);
     let lcore_stats: Vec<_> = rt.stats().iter().map(|s| run::LcoreSnapshot::of(s)).collect();
     rt.join()?;
     // What the lcores handed over last (learns, neighbour replies) is applied before reporting.
