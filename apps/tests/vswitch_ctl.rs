@@ -1,0 +1,404 @@
+//! Operating a running `fastpath vswitch` through its control socket (`fastpath ctl`) and its
+//! Prometheus endpoint, on pcap ports (no root): the show commands return what is configured
+//! and what was learned; fdb add / del / flush change the table; malformed, unknown and
+//! oversized requests get a clear error and the switch keeps answering; a second switch on the
+//! same socket is refused while a stale socket file is taken over; the metrics page parses with
+//! a real Prometheus parser (python3-prometheus-client).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// A MAC learned from the frames vm1 receives.
+const SRC: &str = "02:00:00:00:00:01";
+/// Frames in vm1's input.
+const FRAMES: u64 = 3;
+
+/// A folder of the test's files, removed at the end.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!("fp-ctl-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("scratch folder");
+        Dir(p)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes a pcap file of `n` broadcast frames from [`SRC`].
+fn write_input(path: &Path, n: u64) {
+    let mut f = Vec::new();
+    for v in [0xa1b2c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+        f.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut frame = vec![0xff; 6];
+    frame.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x00]);
+    frame.resize(60, 0);
+    for i in 0..n as u32 {
+        for v in [i, 0, 60, 60] {
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+        f.extend_from_slice(&frame);
+    }
+    std::fs::write(path, f).expect("write pcap");
+}
+
+/// The config: bridge br0 of vm1 (pcap input) and vm2 (pcap output).
+fn config(d: &Dir) -> PathBuf {
+    write_input(&d.path("in.pcap"), FRAMES);
+    let text = format!(
+        "[vswitch]\nidle = \"adaptive\"\nmbufs = 4096\n\n[[bridge]]\nname = \"br0\"\n\n\
+         [[port]]\nname = \"vm1\"\nspec = \"pcap:rx={0}/in.pcap,tx={0}/out1.pcap\"\nbridge = \"br0\"\n\n\
+         [[port]]\nname = \"vm2\"\nspec = \"pcap:tx={0}/out2.pcap\"\nbridge = \"br0\"\n",
+        d.0.display()
+    );
+    let p = d.path("vswitch.toml");
+    std::fs::write(&p, text).expect("write config");
+    p
+}
+
+/// `fastpath vswitch` until dropped (SIGINT, then reaped).
+struct Switch(Option<Child>, PathBuf);
+
+impl Switch {
+    /// Starts the switch on CPU 1 with its control socket at `ctl` and `more` arguments;
+    /// returns once the socket answers.
+    fn start(d: &Dir, ctl: &Path, more: &[&str]) -> Switch {
+        let c = Command::new(env!("CARGO_BIN_EXE_fastpath"))
+            .args(["vswitch", "--cores", "1", "--duration", "120", "--config"])
+            .arg(config(d))
+            .arg("--ctl")
+            .arg(ctl)
+            .args(more)
+            .stdout(std::fs::File::create(d.path("stdout")).expect("stdout"))
+            .stderr(std::fs::File::create(d.path("stderr")).expect("stderr"))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start fastpath vswitch");
+        let mut s = Switch(Some(c), d.path("stderr"));
+        let t0 = Instant::now();
+        while UnixStream::connect(ctl).is_err() {
+            if let Some(Ok(Some(st))) = s.0.as_mut().map(|c| c.try_wait()) {
+                panic!("the switch ended at start ({st}):\n{}", s.stderr());
+            }
+            assert!(t0.elapsed() < Duration::from_secs(60), "no control socket:\n{}", s.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+
+    /// SIGINT; the exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.0.take().expect("running");
+        let _ = Command::new("kill").args(["-INT", &c.id().to_string()]).status();
+        c.wait().expect("reap the switch")
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `fastpath ctl --socket CTL ARGS...`.
+fn ctl(sock: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fastpath")).arg("ctl").arg("--socket").arg(sock).args(args).output().expect("ctl")
+}
+
+/// `fastpath ctl --json ...`: the result, failing the test on an error.
+fn ctl_json(sock: &Path, args: &[&str]) -> Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    let o = ctl(sock, &a);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "ctl {args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("ctl {args:?}: not JSON ({e}): {out}"))
+}
+
+/// One raw exchange on a new connection: `line` sent as is, the response line parsed.
+fn raw(sock: &Path, line: &[u8]) -> Value {
+    let mut s = UnixStream::connect(sock).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(line).expect("send");
+    let mut r = String::new();
+    BufReader::new(&s).read_line(&mut r).expect("a response line");
+    serde_json::from_str(&r).unwrap_or_else(|e| panic!("response not JSON ({e}): {r}"))
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn names(v: &Value, key: &str) -> Vec<String> {
+    v.as_array().expect("a list").iter().map(|x| x[key].as_str().unwrap_or("?").to_string()).collect()
+}
+
+#[test]
+fn vswitch_ctl_shows_the_switch_and_changes_its_fdb() {
+    let _cpus = fastpath_pmd::testutil::pollers();
+    let d = Dir::new("show");
+    let sock = d.path("run/vswitch.ctl");
+    let mut sw = Switch::start(&d, &sock, &[]);
+    let mode = std::fs::metadata(&sock).expect("the socket").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the socket is the owner's only");
+
+    let ports = ctl_json(&sock, &["show", "ports"]);
+    assert_eq!(names(&ports, "name"), ["vm1", "vm2"]);
+    assert_eq!(ports[0]["bridge"], "br0");
+    assert_eq!(ports[1]["driver"], "pcap");
+    let bridges = ctl_json(&sock, &["show", "bridges"]);
+    assert_eq!(names(&bridges, "name"), ["br0"]);
+    assert_eq!(bridges[0]["ports"], json!(["vm1", "vm2"]));
+    let lcores = ctl_json(&sock, &["show", "lcores"]);
+    assert_eq!(lcores[0]["cpu"], 1);
+    let rxqs = ctl_json(&sock, &["show", "rxqs"]);
+    assert_eq!(names(&rxqs, "port"), ["vm1", "vm2"]);
+    let cfg = ctl_json(&sock, &["show", "config"]);
+    assert!(cfg["text"].as_str().unwrap().contains("name = \"br0\""), "{cfg}");
+
+    // vm1's frames are flooded to vm2 and their source learned on vm1.
+    wait_for("the learned MAC", || {
+        ctl_json(&sock, &["show", "fdb"]).as_array().unwrap().iter().any(|e| e["mac"] == SRC && e["port"] == "vm1")
+    });
+    wait_for("the frames on vm2", || ctl_json(&sock, &["show", "ports"])[1]["tx_packets"] == FRAMES);
+    let stats = ctl_json(&sock, &["stats"]);
+    assert_eq!(stats["ports"][0]["rx_packets"], FRAMES, "{stats}");
+    assert_eq!(stats["bridges"][0]["flooded"], FRAMES, "{stats}");
+    assert_eq!(stats["bridges"][0]["learned"], 1, "{stats}");
+    assert_eq!(stats["fdb"]["entries"], 1, "{stats}");
+
+    // A static entry, shown, then deleted; the learned one flushed.
+    let e = ctl_json(&sock, &["fdb", "add", "br0", "02:00:00:00:00:07", "port=vm2"]);
+    assert_eq!((e["port"].as_str(), e["type"].as_str()), (Some("vm2"), Some("static")), "{e}");
+    let fdb = ctl_json(&sock, &["show", "fdb", "br0"]);
+    assert_eq!(names(&fdb, "mac"), [SRC, "02:00:00:00:00:07"], "{fdb}");
+    assert_eq!(names(&fdb, "type"), ["learned", "static"], "{fdb}");
+    assert_eq!(ctl_json(&sock, &["fdb", "del", "br0", "02:00:00:00:00:07"])["deleted"], "02:00:00:00:00:07");
+    assert_eq!(ctl_json(&sock, &["fdb", "flush"])["flushed"], 1);
+    assert_eq!(ctl_json(&sock, &["show", "fdb"]), json!([]));
+    assert_eq!(ctl_json(&sock, &["show", "bridges"])[0]["fdb_size"], 0);
+
+    // Errors name the problem; the client exits 1 and says it.
+    for (args, want) in [
+        (&["fdb", "add", "br0", "02:00:00:00:00:08", "port=nope"][..], "there is no port 'nope'"),
+        (&["fdb", "add", "br9", "02:00:00:00:00:08", "port=vm1"][..], "there is no bridge 'br9'"),
+        (&["fdb", "add", "br0", "01:00:00:00:00:08", "port=vm1"][..], "needs a unicast MAC"),
+        (&["fdb", "del", "br0", "02:00:00:00:00:08"][..], "has no entry for 02:00:00:00:00:08"),
+        (&["show", "fdb", "br9"][..], "there is no bridge 'br9'"),
+        (&["show", "everything"][..], "show what?"),
+        (&["reboot"][..], "unknown command 'reboot'"),
+    ] {
+        let o = ctl(&sock, args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?} must say '{want}': {err}");
+    }
+
+    // Tables for people: a header, then a row per port.
+    let o = ctl(&sock, &["show", "ports"]);
+    let t = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = t.lines().collect();
+    assert!(lines[0].starts_with("id  name") && lines[0].contains("rx_packets"), "{t}");
+    assert!(lines[1].contains("vm1") && lines[2].contains("vm2") && lines.len() == 3, "{t}");
+
+    // stats --watch prints each port's rates, again and again.
+    let mut w = Command::new(env!("CARGO_BIN_EXE_fastpath"))
+        .arg("ctl")
+        .arg("--socket")
+        .arg(&sock)
+        .args(["stats", "--watch", "0.2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("ctl stats --watch");
+    let mut out = BufReader::new(w.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    while seen.len() < 6 {
+        let mut l = String::new();
+        assert!(out.read_line(&mut l).expect("watch output") > 0, "watch ended: {seen:?}");
+        seen.push(l);
+    }
+    let _ = w.kill();
+    let _ = w.wait();
+    assert!(seen[0].contains("rx_pps") && seen[0].contains("tx_bps"), "{seen:?}");
+    assert_eq!(seen.iter().filter(|l| l.contains("rx_pps")).count(), 2, "two rounds: {seen:?}");
+
+    // Hostile or broken clients: each gets an error, the switch goes on.
+    let r = raw(&sock, b"show ports\n");
+    assert_eq!((r["v"].as_u64(), r["ok"].as_bool()), (Some(1), Some(false)), "{r}");
+    assert!(r["error"].as_str().unwrap().contains("not a JSON object"), "{r}");
+    let r = raw(&sock, b"{\"v\":7,\"cmd\":\"show\",\"args\":[\"ports\"]}\n");
+    assert!(r["error"].as_str().unwrap().contains("protocol version 7 is not served"), "{r}");
+    let r = raw(&sock, b"{\"v\":1,\"cmd\":\"frobnicate\"}\n");
+    assert!(r["error"].as_str().unwrap().contains("unknown command 'frobnicate'"), "{r}");
+    let r = raw(&sock, &vec![b'x'; 100 * 1024]);
+    assert!(r["error"].as_str().unwrap().contains("longer than"), "{r}");
+    // A client that connects and says nothing holds no one up.
+    let _idle = UnixStream::connect(&sock).expect("connect");
+    let r = raw(&sock, b"{\"v\":1,\"cmd\":\"show\",\"args\":[\"ports\"]}\n");
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(names(&r["result"], "name"), ["vm1", "vm2"]);
+
+    // A second switch on the same socket is refused, and the first goes on.
+    let d2 = Dir::new("second");
+    let o = Command::new(env!("CARGO_BIN_EXE_fastpath"))
+        .args(["vswitch", "--cores", "0", "--duration", "5", "--config"])
+        .arg(config(&d2))
+        .arg("--ctl")
+        .arg(&sock)
+        .output()
+        .expect("second switch");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("another fastpath vswitch is listening on this control socket"), "{err}");
+    assert_eq!(ctl_json(&sock, &["show", "bridges"])[0]["name"], "br0");
+
+    let st = sw.stop();
+    assert!(st.success(), "{st}: {}", sw.stderr());
+    assert!(!sock.exists(), "the socket goes with the switch");
+}
+
+#[test]
+fn vswitch_ctl_takes_over_a_stale_socket_file() {
+    let _cpus = fastpath_pmd::testutil::pollers();
+    let d = Dir::new("stale");
+    let sock = d.path("vswitch.ctl");
+    // A socket file nobody listens on, as a killed switch leaves it.
+    drop(std::os::unix::net::UnixListener::bind(&sock).expect("bind"));
+    assert!(sock.exists());
+    let mut sw = Switch::start(&d, &sock, &[]);
+    assert_eq!(names(&ctl_json(&sock, &["show", "ports"]), "name"), ["vm1", "vm2"]);
+    assert!(sw.stop().success(), "{}", sw.stderr());
+    // Not a socket: refused, left alone.
+    std::fs::write(&sock, "data").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_fastpath"))
+        .args(["vswitch", "--cores", "1", "--duration", "1", "--config"])
+        .arg(config(&d))
+        .arg("--ctl")
+        .arg(&sock)
+        .output()
+        .expect("switch");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("the path exists and is not a socket"), "{err}");
+    assert_eq!(std::fs::read_to_string(&sock).unwrap(), "data");
+}
+
+/// GET `path` from `addr`: (status line, body).
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).expect("read the response");
+    let (head, body) = r.split_once("\r\n\r\n").expect("a head and a body");
+    (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+}
+
+/// The samples of a metrics page as Python's prometheus_client parses them:
+/// `[[name, {labels}, value], ...]`.
+fn parse_with_prometheus_client(python: &str, page: &str) -> Vec<(String, Value, f64)> {
+    let script = "import sys, json\n\
+        from prometheus_client.parser import text_string_to_metric_families\n\
+        out = []\n\
+        for f in text_string_to_metric_families(sys.stdin.read()):\n\
+        \x20   for s in f.samples:\n\
+        \x20       out.append([s.name, s.labels, s.value, f.type])\n\
+        print(json.dumps(out))\n";
+    let mut c = Command::new(python)
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    c.stdin.take().unwrap().write_all(page.as_bytes()).unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success(), "prometheus_client refused the page: {}\n{page}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("parser output");
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s[0].as_str().unwrap().to_string(), s[1].clone(), s[2].as_f64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn vswitch_metrics_parse_with_a_prometheus_parser() {
+    let test = "vswitch_metrics_parse_with_a_prometheus_parser";
+    // Debian's python3 is /usr/bin/python3; PATH may hold another.
+    let python = ["python3", "/usr/bin/python3"]
+        .into_iter()
+        .find(|p| Command::new(p).args(["-c", "import prometheus_client"]).output().is_ok_and(|o| o.status.success()));
+    let Some(python) = python else {
+        let why = format!("{test}: needs python3 with prometheus_client (apt install python3-prometheus-client)");
+        assert!(!fastpath_pmd::testutil::in_ci(), "{why}; CI is set, so this is a failure, not a skip");
+        eprintln!("SKIPPED {why}");
+        return;
+    };
+    let _cpus = fastpath_pmd::testutil::pollers();
+    let d = Dir::new("metrics");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let sock = d.path("ctl");
+    let mut sw = Switch::start(&d, &sock, &["--metrics", &addr]);
+    wait_for("the frames on vm2", || ctl_json(&sock, &["show", "ports"])[1]["tx_packets"] == FRAMES);
+
+    let (status, page) = http_get(&addr, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    let samples = parse_with_prometheus_client(python, &page);
+    let get = |name: &str, labels: Value| {
+        samples.iter().find(|s| s.0 == name && s.1 == labels).map(|s| s.2).unwrap_or_else(|| {
+            panic!("no sample {name}{labels} in:\n{page}");
+        })
+    };
+    assert_eq!(get("fastpath_port_rx_packets_total", json!({"port": "vm1"})), FRAMES as f64);
+    assert_eq!(get("fastpath_port_tx_packets_total", json!({"port": "vm2"})), FRAMES as f64);
+    assert_eq!(get("fastpath_port_rx_bytes_total", json!({"port": "vm1"})), (FRAMES * 60) as f64);
+    assert_eq!(get("fastpath_bridge_flooded_total", json!({"bridge": "br0"})), FRAMES as f64);
+    assert_eq!(get("fastpath_bridge_learned_total", json!({"bridge": "br0"})), 1.0);
+    assert_eq!(get("fastpath_bridge_fdb_entries", json!({"bridge": "br0"})), 1.0);
+    assert_eq!(get("fastpath_lcore_rx_packets_total", json!({"lcore": "0", "cpu": "1"})), FRAMES as f64);
+    assert_eq!(get("fastpath_rxq_packets_total", json!({"port": "vm1", "queue": "0", "lcore": "0"})), FRAMES as f64);
+    assert_eq!(get("fastpath_stage_packets_total", json!({"stage": "switch-ingress"})), FRAMES as f64);
+    assert_eq!(get("fastpath_mempool_mbufs", json!({"pool": "vswitch"})), 4096.0);
+    assert!(get("fastpath_lcore_idle_polls_total", json!({"lcore": "0", "cpu": "1"})) > 0.0);
+
+    let (status, body) = http_get(&addr, "/");
+    assert!(status.contains("404"), "{status} {body}");
+    let (status, _) = http_get(&addr, "/metrics/x");
+    assert!(status.contains("404"), "{status}");
+    // A request that never ends is cut off; the page is still served.
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.write_all(&vec![b'a'; 16 * 1024]).unwrap();
+    let (status, _) = http_get(&addr, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    assert!(sw.stop().success(), "{}", sw.stderr());
+}
