@@ -402,3 +402,55 @@ fn vswitch_metrics_parse_with_a_prometheus_parser() {
     assert!(status.contains("200"), "{status}");
     assert!(sw.stop().success(), "{}", sw.stderr());
 }
+
+#[test]
+fn vswitch_under_systemd_prefixes_its_stderr_lines_with_syslog_priorities() {
+    let d = Dir::new("journal");
+    let o = Command::new(env!("CARGO_BIN_EXE_fastpath"))
+        .args(["--log", "info", "vswitch", "--cores", "1", "--duration", "0.3", "--config"])
+        .arg(config(&d))
+        .arg("--ctl")
+        .arg(d.path("ctl"))
+        .env("JOURNAL_STREAM", "8:1234")
+        .output()
+        .expect("run fastpath");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.lines().any(|l| l.starts_with("<6>") && l.contains("control socket")), "{err}");
+    assert!(err.lines().all(|l| l.starts_with('<')), "no timestamps, a priority on every line:\n{err}");
+    let o = Command::new(env!("CARGO_BIN_EXE_fastpath"))
+        .args(["vswitch", "--config", "/nonexistent/vs.toml"])
+        .env("JOURNAL_STREAM", "8:1234")
+        .output()
+        .expect("run fastpath");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.lines().count() > 3 && err.lines().all(|l| l.starts_with("<3>")), "every line an error:\n{err}");
+    // Not under systemd: no prefixes.
+    let o = Command::new(env!("CARGO_BIN_EXE_fastpath"))
+        .args(["vswitch", "--config", "/nonexistent/vs.toml"])
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .expect("run fastpath");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with("fastpath: error: ") && !err.contains("<3>"), "{err}");
+}
+
+#[test]
+fn vswitch_the_service_example_config_is_valid() {
+    // It names eth1, which this machine need not have: accepted (not exit 2), and the run stops
+    // at the first port it cannot open (exit 1), or runs where eth1 exists.
+    let d = Dir::new("service");
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/systemd/vswitch.toml");
+    let o = Command::new(env!("CARGO_BIN_EXE_fastpath"))
+        .args(["vswitch", "--duration", "0.3", "--config"])
+        .arg(&p)
+        .arg("--ctl")
+        .arg(d.path("ctl"))
+        .output()
+        .expect("run fastpath");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() || o.status.code() == Some(1), "the example is a valid config:\n{err}");
+    if !o.status.success() {
+        assert!(err.contains("[[port]] 'uplink' cannot be opened"), "{err}");
+    }
+}

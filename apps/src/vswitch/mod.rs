@@ -35,6 +35,9 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
         Some("none") => None,
         _ => Some(ctl::CtlServer::bind(&a.ctl)?),
     };
+    if server.is_some() {
+        log::info!("control socket: {} (fastpath ctl --socket {0} help)", a.ctl.display());
+    }
     let mut metrics = a.metrics.as_deref().map(metrics::MetricsServer::bind).transpose()?;
     let cpus = run::cpus(&a.cores.clone().or_else(|| g.cores.clone()))?;
     let pool = Mempool::new("vswitch", &PoolConfig { mbufs: g.mbufs, chunk_size: 2048, pages: PagePolicy::Auto })
