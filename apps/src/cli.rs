@@ -64,11 +64,13 @@ pub enum Cmd {
 /// The ctl commands, shown after its help.
 pub const CTL_HELP: &str = "\
 Commands:
-  show ports | bridges | fdb [BRIDGE] | lcores | rxqs | neighbours | config
+  show ports | bridges | fdb [BRIDGE] | lcores | rxqs | neighbours | captures | config
   stats [--watch SECS]                      every counter; --watch: port rates every SECS until ^C
   fdb add BRIDGE MAC port=NAME|vtep=IP [vlan=N]   add (or make static) a MAC entry
   fdb del BRIDGE MAC [vlan=N]               remove an entry
   fdb flush [BRIDGE]                        remove the learned entries
+  capture PORT rx|tx|both FILE [count=N]    live pcap of a port (until N frames or capture stop)
+  capture stop PORT | show captures
   help";
 
 /// `fastpath ctl`.

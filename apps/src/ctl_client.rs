@@ -30,7 +30,12 @@ pub fn run(a: &CtlArgs) -> Result<(), AppError> {
         }
         _ => None,
     };
-    let req = Request { cmd: words[0].clone(), args: words[1..].to_vec() };
+    let mut req = Request { cmd: words[0].clone(), args: words[1..].to_vec() };
+    if req.cmd == "capture" && req.args.len() >= 3 {
+        // The switch writes the file: a relative path is made ours.
+        let f = std::path::absolute(&req.args[2]).map_err(|e| AppError::Usage(format!("{}: {e}", req.args[2])))?;
+        req.args[2] = f.display().to_string();
+    }
     let mut conn = Conn::open(&a.socket)?;
     let Some(secs) = watch else {
         let result = conn.ask(&req)?;

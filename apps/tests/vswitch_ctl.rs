@@ -80,9 +80,14 @@ impl Switch {
     /// Starts the switch on CPU 1 with its control socket at `ctl` and `more` arguments;
     /// returns once the socket answers.
     fn start(d: &Dir, ctl: &Path, more: &[&str]) -> Switch {
+        Switch::start_with(d, &config(d), ctl, more)
+    }
+
+    /// [`Switch::start`] with the config at `cfg`.
+    fn start_with(d: &Dir, cfg: &Path, ctl: &Path, more: &[&str]) -> Switch {
         let c = Command::new(env!("CARGO_BIN_EXE_fastpath"))
             .args(["vswitch", "--cores", "1", "--duration", "120", "--config"])
-            .arg(config(d))
+            .arg(cfg)
             .arg("--ctl")
             .arg(ctl)
             .args(more)
@@ -452,5 +457,108 @@ fn vswitch_the_service_example_config_is_valid() {
     assert!(o.status.success() || o.status.code() == Some(1), "the example is a valid config:\n{err}");
     if !o.status.success() {
         assert!(err.contains("[[port]] 'uplink' cannot be opened"), "{err}");
+    }
+}
+
+/// The frames of a pcap file as tshark reads them: (length, source MAC, ethertype, payload hex).
+fn tshark_frames(file: &Path) -> Vec<(u32, String, String, String)> {
+    let o = Command::new("tshark")
+        .arg("-r")
+        .arg(file)
+        .args([
+            "-T",
+            "fields",
+            "-E",
+            "separator=/t",
+            "-e",
+            "frame.len",
+            "-e",
+            "eth.src",
+            "-e",
+            "eth.type",
+            "-e",
+            "data",
+        ])
+        .output()
+        .expect("tshark");
+    assert!(o.status.success(), "tshark cannot read {}: {}", file.display(), String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].parse().unwrap(), f[1].into(), f[2].into(), f.get(3).copied().unwrap_or("").into())
+        })
+        .collect()
+}
+
+#[test]
+fn vswitch_ctl_capture_is_read_back_by_tshark() {
+    let test = "vswitch_ctl_capture_is_read_back_by_tshark";
+    if !fastpath_pmd::testutil::require(test, false, &["tshark"]) {
+        return;
+    }
+    // vm1 replays 8 numbered frames (broadcast, ethertype 0x88b5) without end; they flood to vm2,
+    // a null port. Both directions are captured while traffic runs.
+    let _cpus = fastpath_pmd::testutil::pollers();
+    let d = Dir::new("capture");
+    let mut f = Vec::new();
+    for v in [0xa1b2c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+        f.extend_from_slice(&v.to_le_bytes());
+    }
+    for i in 0u32..8 {
+        let mut fr = vec![0xff; 6];
+        fr.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x88, 0xb5]);
+        fr.extend_from_slice(&i.to_be_bytes());
+        fr.resize(60, 0);
+        for v in [i, 0, 60, 60] {
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+        f.extend_from_slice(&fr);
+    }
+    std::fs::write(d.path("seq.pcap"), f).unwrap();
+    let cfg = d.path("cap.toml");
+    let text = format!(
+        "[vswitch]\nidle = \"adaptive\"\nmbufs = 4096\n\n[[bridge]]\nname = \"br0\"\n\n\
+         [[port]]\nname = \"vm1\"\nspec = \"pcap:rx={}/seq.pcap,infinite_rx=on\"\nbridge = \"br0\"\n\n\
+         [[port]]\nname = \"vm2\"\nspec = \"null,no-rx=on\"\nbridge = \"br0\"\n",
+        d.0.display()
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let sock = d.path("ctl");
+    let mut sw = Switch::start_with(&d, &cfg, &sock, &[]);
+    let (rx, tx) = (d.path("rx.pcap"), d.path("tx.pcap"));
+    let r = ctl_json(&sock, &["capture", "vm1", "rx", rx.to_str().unwrap(), "count=20"]);
+    assert_eq!((r["port"].as_str(), r["direction"].as_str()), (Some("vm1"), Some("rx")), "{r}");
+    ctl_json(&sock, &["capture", "vm2", "tx", tx.to_str().unwrap(), "count=100"]);
+    // Each ends by itself at its count.
+    wait_for("the captures to end", || ctl_json(&sock, &["show", "captures"]) == json!([]));
+    // One without a count runs until stopped; a full ring skips copies (counted), never packets.
+    let all = d.path("all.pcap");
+    ctl_json(&sock, &["capture", "vm2", "both", all.to_str().unwrap()]);
+    let o = ctl(&sock, &["capture", "vm2", "rx", d.path("x.pcap").to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("being captured already"), "{o:?}");
+    wait_for("frames", || ctl_json(&sock, &["show", "captures"])[0]["written"].as_u64().unwrap_or(0) >= 10);
+    let stopped = ctl_json(&sock, &["capture", "stop", "vm2"]);
+    let written = stopped["written"].as_u64().unwrap();
+    assert!(written >= 10 && stopped["missed"].is_u64(), "{stopped}");
+    assert_eq!(tshark_frames(&all).len() as u64, written);
+    let o = ctl(&sock, &["capture", "stop", "vm2"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("port 'vm2' is not being captured"), "{o:?}");
+    assert!(sw.stop().success(), "{}", sw.stderr());
+
+    // What tshark reads is what was sent, in order: numbered frames, each following the last.
+    for (file, want) in [(&rx, 20), (&tx, 100)] {
+        let frames = tshark_frames(file);
+        assert_eq!(frames.len(), want, "{}", file.display());
+        let seq: Vec<u32> = frames
+            .iter()
+            .map(|(len, src, ty, data)| {
+                assert_eq!((*len, src.as_str(), ty.as_str()), (60, SRC, "0x88b5"), "{}", file.display());
+                u32::from_str_radix(&data[..8], 16).expect("the number")
+            })
+            .collect();
+        for w in seq.windows(2) {
+            assert_eq!(w[1], (w[0] + 1) % 8, "{} in order: {:?}...", file.display(), &seq[..seq.len().min(40)]);
+        }
     }
 }

@@ -11,12 +11,14 @@ use fastpath_pmd::sys::{fmt_mac, parse_mac};
 use fastpath_pmd::{Port, Runtime, TaskStats};
 use serde_json::{json, Value};
 
+use super::capture::Captures;
 use super::config::Config;
 use super::ctl::Request;
 
 /// The commands, for `help` and for the error on an unknown one.
-pub const COMMANDS: &str = "show ports|bridges|fdb [BRIDGE]|lcores|rxqs|neighbours|config, stats, \
-     fdb add BRIDGE MAC port=NAME|vtep=IP [vlan=N], fdb del BRIDGE MAC [vlan=N], fdb flush [BRIDGE], help";
+pub const COMMANDS: &str = "show ports|bridges|fdb [BRIDGE]|lcores|rxqs|neighbours|captures|config, stats, \
+     fdb add BRIDGE MAC port=NAME|vtep=IP [vlan=N], fdb del BRIDGE MAC [vlan=N], fdb flush [BRIDGE], capture PORT rx|tx|both FILE [count=N], capture stop PORT, \
+     show captures, help";
 
 /// A running switch as the commands see it.
 pub struct Live<'a> {
@@ -34,6 +36,8 @@ pub struct Live<'a> {
     pub pool: &'a Mempool,
     /// The control side of the switch.
     pub ctl: &'a mut SwitchControl,
+    /// The taps of its queues and the captures running.
+    pub captures: &'a mut Captures,
 }
 
 impl Live<'_> {
@@ -48,18 +52,35 @@ impl Live<'_> {
             ("show", ["lcores"]) => Ok(self.lcores()),
             ("show", ["rxqs"]) => Ok(self.rxqs()),
             ("show", ["neighbours"]) => Ok(self.neighbours()),
+            ("show", ["captures"]) => Ok(self.captures.list(|id| self.port_name(id))),
             ("show", ["config"]) => Ok(json!({"path": self.cfg.source.path.display().to_string(),
                 "text": self.cfg.source.text})),
-            ("show", _) => Err("show what? give one of: ports, bridges, fdb [BRIDGE], lcores, rxqs, neighbours, \
+            ("show", _) => {
+                Err("show what? give one of: ports, bridges, fdb [BRIDGE], lcores, rxqs, neighbours, captures, \
                  config"
-                .into()),
+                    .into())
+            }
             ("stats", []) => Ok(self.stats()),
             ("fdb", ["add", rest @ ..]) => self.fdb_add(rest),
             ("fdb", ["del", rest @ ..]) => self.fdb_del(rest),
             ("fdb", ["flush"]) => self.ctl.fdb_flush(None).map(|n| json!({"flushed": n})),
             ("fdb", ["flush", b]) => self.ctl.fdb_flush(Some(b)).map(|n| json!({"flushed": n})),
+            ("capture", ["stop", p]) => self.port_id(p).and_then(|id| self.captures.stop(id, p)),
+            ("capture", [p, dir, file, rest @ ..]) => {
+                let id = self.port_id(p)?;
+                let count = match rest {
+                    [] => None,
+                    [c] if c.starts_with("count=") => {
+                        Some(c[6..].parse::<u64>().map_err(|_| format!("{c}: give count=N (frames)"))?)
+                    }
+                    _ => return Err("give: capture PORT rx|tx|both FILE [count=N]".into()),
+                };
+                self.captures.start(id, p, dir, file, count)
+            }
             ("help", []) => Ok(json!(COMMANDS)),
-            (c @ ("stats" | "fdb" | "help"), _) => Err(format!("{c}: wrong arguments; the commands: {COMMANDS}")),
+            (c @ ("stats" | "fdb" | "help" | "capture"), _) => {
+                Err(format!("{c}: wrong arguments; the commands: {COMMANDS}"))
+            }
             (c, _) => Err(format!("unknown command '{c}'; the commands: {COMMANDS}")),
         }
     }
@@ -164,6 +185,13 @@ impl Live<'_> {
             })
             .collect();
         Value::Array(v)
+    }
+
+    fn port_id(&self, name: &str) -> Result<u16, String> {
+        match self.cfg.port.iter().position(|p| p.name.get_ref() == name) {
+            Some(i) => Ok(i as u16),
+            None => Err(format!("there is no port '{name}'")),
+        }
     }
 
     fn port_name(&self, id: u16) -> String {

@@ -2,6 +2,7 @@
 //! opens the ports, wires the switch (`fastpath_pipeline::switch`) onto lcores and reports; the
 //! packet logic is the library's ([docs/vswitch.md](../../../docs/vswitch.md)).
 
+pub mod capture;
 pub mod commands;
 pub mod config;
 pub mod ctl;
@@ -65,15 +66,24 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
     let placement = run::place_rx(&ports, cpus.len());
     let mut lcores: Vec<LcoreSpec> = Vec::with_capacity(cpus.len());
     let mut rxqs = Vec::new();
+    let mut captures = capture::Captures::default();
     for (li, ((&c, p), placed)) in cpus.iter().zip(processors).zip(&placement).enumerate() {
         let mut l = LcoreSpec::new(Some(c));
         let pi = l.add_processor(Box::new(p));
         for &(port, q) in placed {
-            rxqs.push((li, l.add_task(ports[port as usize].rx_queue(q)?, pi, PORT_NONE)));
+            let rx = captures.wrap_rx(ports[port as usize].rx_queue(q)?);
+            rxqs.push((li, l.add_task(rx, pi, PORT_NONE)));
         }
         lcores.push(l);
     }
     let shared = run::give_every_lcore_every_port(&mut ports, &mut lcores)?;
+    for l in &mut lcores {
+        for (p, slot) in l.tx.iter_mut().enumerate() {
+            if let Some(q) = slot.take() {
+                *slot = Some(captures.wrap_tx(p as u16, q));
+            }
+        }
+    }
     let mut head = String::from("rx queues on lcores (pmd-rxq-show):\n");
     head += &run::describe_placement(&ports, &cpus, &placement);
     for (p, &s) in ports.iter().zip(&shared) {
@@ -101,6 +111,7 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
         || false,
         || {
             ctl.poll();
+            captures.poll();
             if server.is_none() && metrics.is_none() {
                 return;
             }
@@ -112,6 +123,7 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
                 rxqs: &rxqs,
                 pool: &pool,
                 ctl: &mut ctl,
+                captures: &mut captures,
             };
             if let Some(s) = server.as_mut() {
                 s.poll(|r| live.handle(r));
