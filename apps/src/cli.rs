@@ -56,7 +56,8 @@ pub enum Cmd {
     /// learning, VXLAN / GENEVE / NVGRE overlays and VLANs, from a TOML config.
     #[command(after_help = VSWITCH_HELP)]
     Vswitch(VswitchArgs),
-    /// Talk to a running vswitch through its control socket: show, stats, fdb (docs/operations.md).
+    /// Talk to a running vswitch through its control socket: show, stats, fdb, capture, rxq
+    /// rebalance (docs/operations.md).
     #[command(after_help = CTL_HELP)]
     Ctl(CtlArgs),
 }
@@ -71,6 +72,7 @@ Commands:
   fdb flush [BRIDGE]                        remove the learned entries
   capture PORT rx|tx|both FILE [count=N]    live pcap of a port (until N frames or capture stop)
   capture stop PORT | show captures
+  rxq rebalance                             place the rx queues on the lcores again by their cycles
   help";
 
 /// `fastpath ctl`.

@@ -85,9 +85,11 @@ impl Switch {
 
     /// [`Switch::start`] with the config at `cfg`.
     fn start_with(d: &Dir, cfg: &Path, ctl: &Path, more: &[&str]) -> Switch {
+        let cores: &[&str] = if more.contains(&"--cores") { &[] } else { &["--cores", "1"] };
         let c = Command::new(env!("CARGO_BIN_EXE_fastpath"))
-            .args(["vswitch", "--cores", "1", "--duration", "120", "--config"])
+            .args(["vswitch", "--duration", "120", "--config"])
             .arg(cfg)
+            .args(cores)
             .arg("--ctl")
             .arg(ctl)
             .args(more)
@@ -460,6 +462,54 @@ fn vswitch_the_service_example_config_is_valid() {
     }
 }
 
+/// A config where vm1 replays 8 numbered frames (broadcast from [`SRC`], ethertype 0x88b5)
+/// without end into bridge br0, whose other ports (`others`) are null ports.
+fn replay_config(d: &Dir, others: &[&str]) -> PathBuf {
+    let mut f = Vec::new();
+    for v in [0xa1b2c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+        f.extend_from_slice(&v.to_le_bytes());
+    }
+    for i in 0u32..8 {
+        let mut fr = vec![0xff; 6];
+        fr.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x88, 0xb5]);
+        fr.extend_from_slice(&i.to_be_bytes());
+        fr.resize(60, 0);
+        for v in [i, 0, 60, 60] {
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+        f.extend_from_slice(&fr);
+    }
+    std::fs::write(d.path("seq.pcap"), f).unwrap();
+    let mut text = format!(
+        "[vswitch]\nidle = \"adaptive\"\nmbufs = 4096\n\n[[bridge]]\nname = \"br0\"\n\n\
+         [[port]]\nname = \"vm1\"\nspec = \"pcap:rx={}/seq.pcap,infinite_rx=on\"\nbridge = \"br0\"\n",
+        d.0.display()
+    );
+    for o in others {
+        text += &format!("\n[[port]]\nname = \"{o}\"\nspec = \"null,no-rx=on\"\nbridge = \"br0\"\n");
+    }
+    let cfg = d.path("replay.toml");
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+/// Asserts that the numbered frames of `file` (from [`replay_config`]) are `want` frames, each
+/// following the last.
+fn assert_numbered_in_order(file: &Path, want: usize) {
+    let frames = tshark_frames(file);
+    assert_eq!(frames.len(), want, "{}", file.display());
+    let seq: Vec<u32> = frames
+        .iter()
+        .map(|(len, src, ty, data)| {
+            assert_eq!((*len, src.as_str(), ty.as_str()), (60, SRC, "0x88b5"), "{}", file.display());
+            u32::from_str_radix(&data[..8], 16).expect("the number")
+        })
+        .collect();
+    for w in seq.windows(2) {
+        assert_eq!(w[1], (w[0] + 1) % 8, "{} in order: {:?}...", file.display(), &seq[..seq.len().min(40)]);
+    }
+}
+
 /// The frames of a pcap file as tshark reads them: (length, source MAC, ethertype, payload hex).
 fn tshark_frames(file: &Path) -> Vec<(u32, String, String, String)> {
     let o = Command::new("tshark")
@@ -501,29 +551,7 @@ fn vswitch_ctl_capture_is_read_back_by_tshark() {
     // a null port. Both directions are captured while traffic runs.
     let _cpus = fastpath_pmd::testutil::pollers();
     let d = Dir::new("capture");
-    let mut f = Vec::new();
-    for v in [0xa1b2c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
-        f.extend_from_slice(&v.to_le_bytes());
-    }
-    for i in 0u32..8 {
-        let mut fr = vec![0xff; 6];
-        fr.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x88, 0xb5]);
-        fr.extend_from_slice(&i.to_be_bytes());
-        fr.resize(60, 0);
-        for v in [i, 0, 60, 60] {
-            f.extend_from_slice(&v.to_le_bytes());
-        }
-        f.extend_from_slice(&fr);
-    }
-    std::fs::write(d.path("seq.pcap"), f).unwrap();
-    let cfg = d.path("cap.toml");
-    let text = format!(
-        "[vswitch]\nidle = \"adaptive\"\nmbufs = 4096\n\n[[bridge]]\nname = \"br0\"\n\n\
-         [[port]]\nname = \"vm1\"\nspec = \"pcap:rx={}/seq.pcap,infinite_rx=on\"\nbridge = \"br0\"\n\n\
-         [[port]]\nname = \"vm2\"\nspec = \"null,no-rx=on\"\nbridge = \"br0\"\n",
-        d.0.display()
-    );
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = replay_config(&d, &["vm2"]);
     let sock = d.path("ctl");
     let mut sw = Switch::start_with(&d, &cfg, &sock, &[]);
     let (rx, tx) = (d.path("rx.pcap"), d.path("tx.pcap"));
@@ -547,18 +575,43 @@ fn vswitch_ctl_capture_is_read_back_by_tshark() {
     assert!(sw.stop().success(), "{}", sw.stderr());
 
     // What tshark reads is what was sent, in order: numbered frames, each following the last.
-    for (file, want) in [(&rx, 20), (&tx, 100)] {
-        let frames = tshark_frames(file);
-        assert_eq!(frames.len(), want, "{}", file.display());
-        let seq: Vec<u32> = frames
-            .iter()
-            .map(|(len, src, ty, data)| {
-                assert_eq!((*len, src.as_str(), ty.as_str()), (60, SRC, "0x88b5"), "{}", file.display());
-                u32::from_str_radix(&data[..8], 16).expect("the number")
-            })
-            .collect();
-        for w in seq.windows(2) {
-            assert_eq!(w[1], (w[0] + 1) % 8, "{} in order: {:?}...", file.display(), &seq[..seq.len().min(40)]);
-        }
+    assert_numbered_in_order(&rx, 20);
+    assert_numbered_in_order(&tx, 100);
+}
+
+#[test]
+fn vswitch_ctl_rxq_rebalance_gives_the_busy_queue_an_lcore_of_its_own() {
+    let test = "vswitch_ctl_rxq_rebalance_gives_the_busy_queue_an_lcore_of_its_own";
+    if !fastpath_pmd::testutil::require(test, false, &["tshark"]) {
+        return;
     }
+    // Round-robin over two lcores puts vm1 (replaying without end) with vm3 on lcore 0, and
+    // vm2, vm4 (null ports, nothing to receive) on lcore 1.
+    let _cpus = fastpath_pmd::testutil::pollers();
+    let d = Dir::new("rebalance");
+    let cfg = replay_config(&d, &["vm2", "vm3", "vm4"]);
+    let sock = d.path("ctl");
+    let mut sw = Switch::start_with(&d, &cfg, &sock, &["--cores", "0,1"]);
+    let lcore_of = |port: &str| {
+        let q = ctl_json(&sock, &["show", "rxqs"]);
+        q.as_array().unwrap().iter().find(|r| r["port"] == port).map(|r| r["lcore"].as_u64().unwrap()).unwrap()
+    };
+    assert_eq!([lcore_of("vm1"), lcore_of("vm3"), lcore_of("vm2"), lcore_of("vm4")], [0, 0, 1, 1]);
+    wait_for("traffic", || ctl_json(&sock, &["show", "rxqs"])[0]["cycles"].as_u64().unwrap_or(0) > 1_000_000);
+
+    let r = ctl_json(&sock, &["rxq", "rebalance"]);
+    assert_eq!(r["moved"], json!([{"port": "vm3", "queue": 0, "from": 0, "to": 1}]), "{r}");
+    assert_eq!([lcore_of("vm1"), lcore_of("vm3"), lcore_of("vm2"), lcore_of("vm4")], [0, 1, 1, 1]);
+    // Balanced now: a second rebalance moves nothing.
+    wait_for("more traffic", || ctl_json(&sock, &["show", "rxqs"])[0]["packets"].as_u64().unwrap_or(0) > 1000);
+    assert_eq!(ctl_json(&sock, &["rxq", "rebalance"])["moved"], json!([]));
+    // Traffic goes on, in order, after the move.
+    let before = ctl_json(&sock, &["show", "ports"])[0]["rx_packets"].as_u64().unwrap();
+    let tx = d.path("tx.pcap");
+    ctl_json(&sock, &["capture", "vm3", "tx", tx.to_str().unwrap(), "count=100"]);
+    wait_for("the capture to end", || ctl_json(&sock, &["show", "captures"]) == json!([]));
+    assert!(ctl_json(&sock, &["show", "ports"])[0]["rx_packets"].as_u64().unwrap() > before);
+    assert!(sw.stop().success(), "{}", sw.stderr());
+    assert!(!sw.stderr().contains("did not come back to the pool"), "every mbuf back: {}", sw.stderr());
+    assert_numbered_in_order(&tx, 100);
 }

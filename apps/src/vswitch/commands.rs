@@ -14,11 +14,12 @@ use serde_json::{json, Value};
 use super::capture::Captures;
 use super::config::Config;
 use super::ctl::Request;
+use super::rebalance::Rebalancer;
 
 /// The commands, for `help` and for the error on an unknown one.
 pub const COMMANDS: &str = "show ports|bridges|fdb [BRIDGE]|lcores|rxqs|neighbours|captures|config, stats, \
      fdb add BRIDGE MAC port=NAME|vtep=IP [vlan=N], fdb del BRIDGE MAC [vlan=N], fdb flush [BRIDGE], capture PORT rx|tx|both FILE [count=N], capture stop PORT, \
-     show captures, help";
+     show captures, rxq rebalance, help";
 
 /// A running switch as the commands see it.
 pub struct Live<'a> {
@@ -31,13 +32,15 @@ pub struct Live<'a> {
     /// The CPU of each lcore.
     pub cpus: &'a [usize],
     /// Per rx queue: its counters (port, queue, packets, cycles) and its lcore.
-    pub rxqs: &'a [(usize, Arc<TaskStats>)],
+    pub rxqs: &'a mut [(usize, Arc<TaskStats>)],
     /// Its pool.
     pub pool: &'a Mempool,
     /// The control side of the switch.
     pub ctl: &'a mut SwitchControl,
     /// The taps of its queues and the captures running.
     pub captures: &'a mut Captures,
+    /// What `rxq rebalance` weighed last.
+    pub rebalancer: &'a mut Rebalancer,
 }
 
 impl Live<'_> {
@@ -77,8 +80,13 @@ impl Live<'_> {
                 };
                 self.captures.start(id, p, dir, file, count)
             }
+            ("rxq", ["rebalance"]) => {
+                let names: Vec<String> = self.cfg.port.iter().map(|p| p.name.get_ref().clone()).collect();
+                let name = |id: u16| names.get(id as usize).cloned().unwrap_or_else(|| id.to_string());
+                self.rebalancer.run(self.rt, self.rxqs, name)
+            }
             ("help", []) => Ok(json!(COMMANDS)),
-            (c @ ("stats" | "fdb" | "help" | "capture"), _) => {
+            (c @ ("stats" | "fdb" | "help" | "capture" | "rxq"), _) => {
                 Err(format!("{c}: wrong arguments; the commands: {COMMANDS}"))
             }
             (c, _) => Err(format!("unknown command '{c}'; the commands: {COMMANDS}")),
@@ -171,12 +179,13 @@ impl Live<'_> {
 
     fn rxqs(&self) -> Value {
         let mut per_lcore = vec![0u64; self.cpus.len()];
-        for (l, t) in self.rxqs {
+        for (l, t) in self.rxqs.iter() {
             per_lcore[*l] += t.cycles.get();
         }
-        let v: Vec<Value> = self
-            .rxqs
-            .iter()
+        let mut order: Vec<&(usize, Arc<TaskStats>)> = self.rxqs.iter().collect();
+        order.sort_by_key(|(l, t)| (*l, t.port, t.queue));
+        let v: Vec<Value> = order
+            .into_iter()
             .map(|(l, t)| {
                 let c = t.cycles.get();
                 let share = if per_lcore[*l] == 0 { 0.0 } else { c as f64 / per_lcore[*l] as f64 };

@@ -7,6 +7,7 @@ pub mod commands;
 pub mod config;
 pub mod ctl;
 pub mod metrics;
+pub mod rebalance;
 
 use std::time::Duration;
 
@@ -67,6 +68,7 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
     let mut lcores: Vec<LcoreSpec> = Vec::with_capacity(cpus.len());
     let mut rxqs = Vec::new();
     let mut captures = capture::Captures::default();
+    let mut rebalancer = rebalance::Rebalancer::default();
     for (li, ((&c, p), placed)) in cpus.iter().zip(processors).zip(&placement).enumerate() {
         let mut l = LcoreSpec::new(Some(c));
         let pi = l.add_processor(Box::new(p));
@@ -120,10 +122,11 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
                 ports: &ports,
                 rt: &rt,
                 cpus: &cpus,
-                rxqs: &rxqs,
+                rxqs: &mut rxqs,
                 pool: &pool,
                 ctl: &mut ctl,
                 captures: &mut captures,
+                rebalancer: &mut rebalancer,
             };
             if let Some(s) = server.as_mut() {
                 s.poll(|r| live.handle(r));

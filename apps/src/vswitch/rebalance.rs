@@ -1,0 +1,109 @@
+//! `fastpath ctl rxq rebalance`: places the rx queues on the lcores again from the cycles each
+//! queue cost its lcore since the last placement (OVS's `pmd-rxq-rebalance` with
+//! `pmd-rxq-assign=cycles`): the costliest queue first, each to the lcore with the least load so
+//! far (its own on a tie, so that nothing moves without a reason). A queue that moves is taken
+//! from its lcore between two passes and given to the other one (`Command::TakeTask`, then
+//! `Command::AddTask`): its packets wait in the queue meanwhile, none is lost or reordered, and
+//! the other queues are not touched.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fastpath_pmd::lcore::{Command, Returned};
+use fastpath_pmd::{Runtime, TaskStats};
+use serde_json::{json, Value};
+
+/// How long the lcores have to hand a queue over.
+const HANDOVER: Duration = Duration::from_secs(2);
+
+/// For each queue (its current lcore and its cost), the lcore it goes to.
+pub fn plan(queues: &[(usize, u64)], lcores: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..queues.len()).collect();
+    // Costliest first; equal costs in queue order, so that a plan is repeatable.
+    order.sort_by_key(|&i| (std::cmp::Reverse(queues[i].1), i));
+    let mut load = vec![0u64; lcores.max(1)];
+    let mut to = vec![0; queues.len()];
+    for i in order {
+        let (own, cost) = queues[i];
+        let least = *load.iter().min().unwrap_or(&0);
+        let l = if own < load.len() && load[own] == least {
+            own
+        } else {
+            load.iter().position(|&x| x == least).unwrap_or(0)
+        };
+        load[l] += cost;
+        to[i] = l;
+    }
+    to
+}
+
+/// The cycles of each queue at the last placement, to weigh what came since.
+#[derive(Debug, Default)]
+pub struct Rebalancer {
+    since: Vec<u64>,
+}
+
+impl Rebalancer {
+    /// Places the queues of `rxqs` (lcore, counters) again and moves those whose lcore changes;
+    /// `name` names a port. Answers the moves and each lcore's share of the cycles weighed.
+    pub fn run(
+        &mut self,
+        rt: &Runtime,
+        rxqs: &mut [(usize, Arc<TaskStats>)],
+        name: impl Fn(u16) -> String,
+    ) -> Result<Value, String> {
+        self.since.resize(rxqs.len(), 0);
+        let now: Vec<u64> = rxqs.iter().map(|(_, t)| t.cycles.get()).collect();
+        let queues: Vec<(usize, u64)> =
+            rxqs.iter().zip(now.iter().zip(&self.since)).map(|((l, _), (n, s))| (*l, n.saturating_sub(*s))).collect();
+        let to = plan(&queues, rt.lcores());
+        let moves: Vec<usize> = (0..rxqs.len()).filter(|&i| to[i] != rxqs[i].0).collect();
+        for &i in &moves {
+            let (l, t) = &rxqs[i];
+            rt.command(*l, Command::TakeTask(t.port, t.queue)).map_err(|e| e.to_string())?;
+        }
+        let mut back =
+            if moves.is_empty() { Vec::new() } else { rt.synchronize(HANDOVER).map_err(|e| e.to_string())? };
+        let mut report = Vec::new();
+        for &i in &moves {
+            let (port, queue) = (rxqs[i].1.port, rxqs[i].1.queue);
+            let found = back
+                .iter()
+                .position(|(_, r)| matches!(r, Returned::Task(t) if t.stats.port == port && t.stats.queue == queue));
+            let Some(k) = found else {
+                return Err(format!("port {} queue {queue}: its lcore did not hand it over", name(port)));
+            };
+            let Returned::Task(task) = back.swap_remove(k).1 else { unreachable!("matched a task above") };
+            // Every vswitch lcore has one processor, index 0: the task keeps it.
+            rt.command(to[i], Command::AddTask(task)).map_err(|e| e.to_string())?;
+            report.push(json!({"port": name(port), "queue": queue, "from": rxqs[i].0, "to": to[i]}));
+            rxqs[i].0 = to[i];
+        }
+        self.since = now;
+        let total: u64 = queues.iter().map(|q| q.1).sum::<u64>().max(1);
+        let mut share = vec![0u64; rt.lcores()];
+        for (i, q) in queues.iter().enumerate() {
+            share[to[i]] += q.1;
+        }
+        let shares: Vec<f64> = share.iter().map(|&s| (s as f64 / total as f64 * 1000.0).round() / 1000.0).collect();
+        Ok(json!({"moved": report, "lcore_shares": shares}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan;
+
+    #[test]
+    fn the_costliest_queue_gets_an_lcore_of_its_own_and_ties_stay_put() {
+        // Round-robin put the heavy queue 0 with queue 2 on lcore 0.
+        assert_eq!(plan(&[(0, 1000), (1, 10), (0, 10), (1, 10)], 2), [0, 1, 1, 1]);
+        // Balanced already: nothing moves.
+        assert_eq!(plan(&[(0, 50), (1, 50), (0, 50), (1, 50)], 2), [0, 1, 0, 1]);
+        // Two heavy on one lcore: one moves; the light ones go where the load is least
+        // (100 | 90 + 10 + 5).
+        assert_eq!(plan(&[(0, 100), (0, 90), (1, 10), (1, 5)], 2), [0, 1, 1, 1]);
+        assert_eq!(plan(&[(0, 7)], 1), [0]);
+        assert_eq!(plan(&[], 2), Vec::<usize>::new());
+    }
+}
