@@ -57,7 +57,7 @@ pub enum Cmd {
     #[command(after_help = VSWITCH_HELP)]
     Vswitch(VswitchArgs),
     /// Talk to a running vswitch through its control socket: show, stats, fdb, capture, rxq
-    /// rebalance (docs/operations.md).
+    /// rebalance, reload (docs/operations.md).
     #[command(after_help = CTL_HELP)]
     Ctl(CtlArgs),
 }
@@ -73,6 +73,7 @@ Commands:
   capture PORT rx|tx|both FILE [count=N]    live pcap of a port (until N frames or capture stop)
   capture stop PORT | show captures
   rxq rebalance                             place the rx queues on the lcores again by their cycles
+  reload                                    read the config again, apply [[fdb]] changes (also SIGHUP)
   help";
 
 /// `fastpath ctl`.

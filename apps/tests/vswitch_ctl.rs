@@ -615,3 +615,73 @@ fn vswitch_ctl_rxq_rebalance_gives_the_busy_queue_an_lcore_of_its_own() {
     assert!(!sw.stderr().contains("did not come back to the pool"), "every mbuf back: {}", sw.stderr());
     assert_numbered_in_order(&tx, 100);
 }
+
+/// The MACs of `show fdb` with their type and port: `["02:..:0a static vm2", ...]`.
+fn fdb_lines(sock: &Path) -> Vec<String> {
+    let v = ctl_json(sock, &["show", "fdb"]);
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["mac"].as_str().unwrap(),
+                e["type"].as_str().unwrap(),
+                e["port"].as_str().unwrap_or("-")
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn vswitch_reload_applies_static_macs_and_refuses_what_needs_a_restart() {
+    let _cpus = fastpath_pmd::testutil::pollers();
+    let d = Dir::new("reload");
+    let cfg = config(&d);
+    let base = std::fs::read_to_string(&cfg).unwrap();
+    let fdb = |mac: &str, port: &str| format!("\n[[fdb]]\nbridge = \"br0\"\nmac = \"{mac}\"\nport = \"{port}\"\n");
+    std::fs::write(&cfg, base.clone() + &fdb("02:00:00:00:00:0a", "vm2")).unwrap();
+    let sock = d.path("ctl");
+    let mut sw = Switch::start_with(&d, &cfg, &sock, &[]);
+    wait_for("the learned MAC", || fdb_lines(&sock).len() == 2);
+    assert_eq!(fdb_lines(&sock), [format!("{SRC} learned vm1"), "02:00:00:00:00:0a static vm2".into()]);
+
+    // One static entry gone, one new, one moved to another port.
+    let text = base.clone() + &fdb("02:00:00:00:00:0b", "vm1") + &fdb("02:00:00:00:00:0c", "vm2");
+    std::fs::write(&cfg, &text).unwrap();
+    let r = ctl_json(&sock, &["reload"]);
+    assert_eq!(r["removed"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(r["added"].as_array().unwrap().len(), 2, "{r}");
+    let want =
+        [format!("{SRC} learned vm1"), "02:00:00:00:00:0b static vm1".into(), "02:00:00:00:00:0c static vm2".into()];
+    assert_eq!(fdb_lines(&sock), want);
+    assert!(ctl_json(&sock, &["show", "config"])["text"].as_str().unwrap().contains("00:0c"));
+
+    // A port added: refused as a whole, nothing applied.
+    let more = text.clone()
+        + &fdb("02:00:00:00:00:0d", "vm1")
+        + "\n[[port]]\nname = \"vm3\"\nspec = \"null,no-rx=on\"\nbridge = \"br0\"\n";
+    std::fs::write(&cfg, more).unwrap();
+    let o = ctl(&sock, &["reload"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("reload refused, nothing applied: [port] changed, which needs a restart"), "{err}");
+    assert_eq!(fdb_lines(&sock), want);
+    // A broken file: the error names the line; the switch goes on as it was.
+    std::fs::write(&cfg, text.replace("mac = \"02:00:00:00:00:0c\"", "mac = \"02:00\"")).unwrap();
+    let o = ctl(&sock, &["reload"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("reload refused") && err.contains("'02:00' is not a MAC address") && err.contains("line"),
+        "{err}"
+    );
+    assert_eq!(fdb_lines(&sock), want);
+
+    // SIGHUP does the same.
+    std::fs::write(&cfg, base + &fdb("02:00:00:00:00:0e", "vm2")).unwrap();
+    let pid = sw.0.as_ref().unwrap().id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    wait_for("the SIGHUP reload", || fdb_lines(&sock).len() == 2);
+    assert_eq!(fdb_lines(&sock), [format!("{SRC} learned vm1"), "02:00:00:00:00:0e static vm2".into()]);
+    assert!(sw.stop().success(), "{}", sw.stderr());
+}

@@ -19,12 +19,12 @@ use super::rebalance::Rebalancer;
 /// The commands, for `help` and for the error on an unknown one.
 pub const COMMANDS: &str = "show ports|bridges|fdb [BRIDGE]|lcores|rxqs|neighbours|captures|config, stats, \
      fdb add BRIDGE MAC port=NAME|vtep=IP [vlan=N], fdb del BRIDGE MAC [vlan=N], fdb flush [BRIDGE], capture PORT rx|tx|both FILE [count=N], capture stop PORT, \
-     show captures, rxq rebalance, help";
+     show captures, rxq rebalance, reload, help";
 
 /// A running switch as the commands see it.
 pub struct Live<'a> {
     /// The config it was started with.
-    pub cfg: &'a Config,
+    pub cfg: &'a mut Config,
     /// Its ports, by id.
     pub ports: &'a [Box<dyn Port>],
     /// Its lcores.
@@ -85,8 +85,9 @@ impl Live<'_> {
                 let name = |id: u16| names.get(id as usize).cloned().unwrap_or_else(|| id.to_string());
                 self.rebalancer.run(self.rt, self.rxqs, name)
             }
+            ("reload", []) => super::reload::reload(self.cfg, self.ctl),
             ("help", []) => Ok(json!(COMMANDS)),
-            (c @ ("stats" | "fdb" | "help" | "capture" | "rxq"), _) => {
+            (c @ ("stats" | "fdb" | "help" | "capture" | "rxq" | "reload"), _) => {
                 Err(format!("{c}: wrong arguments; the commands: {COMMANDS}"))
             }
             (c, _) => Err(format!("unknown command '{c}'; the commands: {COMMANDS}")),

@@ -8,6 +8,7 @@ pub mod config;
 pub mod ctl;
 pub mod metrics;
 pub mod rebalance;
+pub mod reload;
 
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
     if !(a.stats >= 0.0 && a.stats.is_finite()) {
         return Err(AppError::Usage(format!("--stats {}: give 0 or a positive number of seconds", a.stats)));
     }
-    let cfg = Config::load(&a.config).map_err(|e| AppError::Usage(e.to_string()))?;
+    let mut cfg = Config::load(&a.config).map_err(|e| AppError::Usage(e.to_string()))?;
     let g = &cfg.vswitch;
     // Before any port opens: a second switch on the same control socket stops here.
     let mut server = match a.ctl.to_str() {
@@ -103,6 +104,7 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
         Idle::Adaptive => IdleMode::Adaptive { max_sleep_us: 500 },
     };
     fastpath_pmd::signal::install();
+    fastpath_pmd::signal::install_reload();
     let rt = Runtime::launch(lcores, RuntimeConfig { burst: g.burst, idle })?;
     // A pcap port at the end of its file does not stop a switch: only a signal or --duration.
     let (reason, seconds) = run::control_loop(
@@ -114,11 +116,17 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
         || {
             ctl.poll();
             captures.poll();
+            if fastpath_pmd::signal::reload_requested() {
+                match reload::reload(&mut cfg, &mut ctl) {
+                    Ok(r) => log::info!("SIGHUP: reloaded {}: {r}", cfg.source.path.display()),
+                    Err(e) => log::error!("SIGHUP: {e}"),
+                }
+            }
             if server.is_none() && metrics.is_none() {
                 return;
             }
             let mut live = commands::Live {
-                cfg: &cfg,
+                cfg: &mut cfg,
                 ports: &ports,
                 rt: &rt,
                 cpus: &cpus,
