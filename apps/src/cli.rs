@@ -122,9 +122,10 @@ pub struct VswitchArgs {
     #[arg(long)]
     pub json: bool,
     /// The control socket `fastpath ctl` talks to (its directory is created; `none`: no socket).
-    /// A second switch on the same path is refused.
-    #[arg(long, value_name = "PATH", default_value = crate::vswitch::ctl::DEFAULT_PATH)]
-    pub ctl: std::path::PathBuf,
+    /// A second switch on the same path is refused. Default: /run/fastpath/vswitch.ctl (a user
+    /// who may not create it runs without a socket, with a warning).
+    #[arg(long, value_name = "PATH")]
+    pub ctl: Option<std::path::PathBuf>,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g. 127.0.0.1:9464).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<String>,

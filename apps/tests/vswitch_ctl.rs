@@ -685,3 +685,43 @@ fn vswitch_reload_applies_static_macs_and_refuses_what_needs_a_restart() {
     assert_eq!(fdb_lines(&sock), [format!("{SRC} learned vm1"), "02:00:00:00:00:0e static vm2".into()]);
     assert!(sw.stop().success(), "{}", sw.stderr());
 }
+
+#[test]
+fn vswitch_as_a_user_who_may_not_create_the_default_socket_runs_without_one() {
+    let test = "vswitch_as_a_user_who_may_not_create_the_default_socket_runs_without_one";
+    // Root to become nobody; setpriv to do it.
+    if !fastpath_pmd::testutil::require(test, true, &["setpriv"]) {
+        return;
+    }
+    let d = Dir::new("nobody");
+    let cfg = config(&d);
+    let mut perm = std::fs::metadata(&d.0).unwrap().permissions();
+    perm.set_mode(0o777);
+    std::fs::set_permissions(&d.0, perm).unwrap();
+    for f in ["in.pcap", "vswitch.toml"] {
+        std::fs::set_permissions(d.path(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let run = |args: &[&str]| {
+        let o = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_fastpath")])
+            .args(["vswitch", "--cores", "1", "--duration", "0.3", "--config"])
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .expect("setpriv");
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    // The default path: a warning, and the switch runs.
+    let (code, err) = run(&[]);
+    if !err.contains("Permission denied") {
+        // A /run/fastpath nobody may write: nothing to check here.
+        assert_eq!(code, Some(0), "{err}");
+        return;
+    }
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("running without a control socket (give --ctl PATH to have one)"), "{err}");
+    // A path given on purpose that cannot be made is an error.
+    let (code, err) = run(&["--ctl", "/run/fastpath-nobody-test/ctl"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--ctl /run/fastpath-nobody-test/ctl: cannot create"), "{err}");
+}

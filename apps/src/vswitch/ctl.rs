@@ -91,6 +91,15 @@ struct Client {
     closing: bool,
 }
 
+/// Why the socket could not be made.
+#[derive(Debug)]
+pub struct BindError {
+    /// What to report.
+    pub error: AppError,
+    /// The cause was a permission denied (a user who may not write the default directory).
+    pub denied: bool,
+}
+
 /// The listening socket and its clients.
 #[derive(Debug)]
 pub struct CtlServer {
@@ -109,10 +118,17 @@ impl std::fmt::Debug for Client {
 impl CtlServer {
     /// Listens on `path` (creating its directory), mode 0600. Refuses when another process
     /// answers on it; removes a socket file nobody answers on (left by a crash).
-    pub fn bind(path: &Path) -> Result<CtlServer, AppError> {
-        let fail = |what: String| AppError::Failed(format!("--ctl {}: {what}", path.display()));
+    pub fn bind(path: &Path) -> Result<CtlServer, BindError> {
+        let fail = |what: String| BindError {
+            error: AppError::Failed(format!("--ctl {}: {what}", path.display())),
+            denied: false,
+        };
+        let io = |what: &str, e: std::io::Error| BindError {
+            denied: e.kind() == ErrorKind::PermissionDenied,
+            ..fail(format!("{what}: {e}"))
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| io(&format!("cannot create {}", dir.display()), e))?;
         }
         if let Ok(m) = std::fs::symlink_metadata(path) {
             if !m.file_type().is_socket() {
@@ -125,7 +141,7 @@ impl CtlServer {
                         .into(),
                 ));
             }
-            std::fs::remove_file(path).map_err(|e| fail(format!("cannot remove the stale socket: {e}")))?;
+            std::fs::remove_file(path).map_err(|e| io("cannot remove the stale socket", e))?;
             log::info!("removed the stale control socket {}", path.display());
         }
         // Bound under a temporary name and renamed once it is 0600, so that nobody connects
@@ -134,14 +150,14 @@ impl CtlServer {
         tmp.push(format!(".{}.tmp", std::process::id()));
         let tmp = PathBuf::from(tmp);
         let _ = std::fs::remove_file(&tmp);
-        let listener = UnixListener::bind(&tmp).map_err(|e| fail(format!("cannot listen: {e}")))?;
+        let listener = UnixListener::bind(&tmp).map_err(|e| io("cannot listen", e))?;
         let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
             .and_then(|()| std::fs::rename(&tmp, path));
         if let Err(e) = placed {
             let _ = std::fs::remove_file(&tmp);
-            return Err(fail(format!("cannot place the socket: {e}")));
+            return Err(io("cannot place the socket", e));
         }
-        listener.set_nonblocking(true).map_err(|e| fail(format!("cannot make it non-blocking: {e}")))?;
+        listener.set_nonblocking(true).map_err(|e| io("cannot make it non-blocking", e))?;
         let inode = std::fs::symlink_metadata(path).map(|m| m.ino()).unwrap_or(0);
         Ok(CtlServer { listener, path: path.to_owned(), inode, clients: Vec::new() })
     }

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod rebalance;
 pub mod reload;
 
+use std::path::Path;
 use std::time::Duration;
 
 use fastpath_mempool::{Mempool, PagePolicy, PoolConfig, PORT_NONE};
@@ -34,12 +35,22 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
     let mut cfg = Config::load(&a.config).map_err(|e| AppError::Usage(e.to_string()))?;
     let g = &cfg.vswitch;
     // Before any port opens: a second switch on the same control socket stops here.
-    let mut server = match a.ctl.to_str() {
-        Some("none") => None,
-        _ => Some(ctl::CtlServer::bind(&a.ctl)?),
+    let mut server = match a.ctl.as_deref() {
+        Some(p) if p.as_os_str() == "none" => None,
+        Some(p) => Some(ctl::CtlServer::bind(p).map_err(|e| e.error)?),
+        // The default path is root's: another user runs without a socket (and is told).
+        None => match ctl::CtlServer::bind(Path::new(ctl::DEFAULT_PATH)) {
+            Ok(s) => Some(s),
+            Err(e) if e.denied => {
+                log::warn!("{}: running without a control socket (give --ctl PATH to have one)", e.error);
+                None
+            }
+            Err(e) => return Err(e.error),
+        },
     };
     if server.is_some() {
-        log::info!("control socket: {} (fastpath ctl --socket {0} help)", a.ctl.display());
+        let p = a.ctl.as_deref().unwrap_or(Path::new(ctl::DEFAULT_PATH));
+        log::info!("control socket: {} (fastpath ctl --socket {0} help)", p.display());
     }
     let mut metrics = a.metrics.as_deref().map(metrics::MetricsServer::bind).transpose()?;
     let cpus = run::cpus(&a.cores.clone().or_else(|| g.cores.clone()))?;
