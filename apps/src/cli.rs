@@ -56,8 +56,8 @@ pub enum Cmd {
     /// learning, VXLAN / GENEVE / NVGRE overlays and VLANs, from a TOML config.
     #[command(after_help = VSWITCH_HELP)]
     Vswitch(VswitchArgs),
-    /// Talk to a running vswitch through its control socket: show, stats, fdb, capture, rxq
-    /// rebalance, reload (docs/operations.md).
+    /// Talk to a running vswitch through its control socket: show, stats, fdb, capture, trace,
+    /// rxq rebalance, reload (docs/operations.md).
     #[command(after_help = CTL_HELP)]
     Ctl(CtlArgs),
 }
@@ -72,6 +72,8 @@ Commands:
   fdb flush [BRIDGE]                        remove the learned entries
   capture PORT rx|tx|both FILE [count=N]    live pcap of a port (until N frames or capture stop)
   capture stop PORT | show captures
+  trace add PORT N                          trace the next N packets received on PORT (at most 1000)
+  trace show | trace clear                  each traced packet's passes, decisions and cycles
   rxq rebalance                             place the rx queues on the lcores again by their cycles
   reload                                    read the config again, apply [[fdb]] changes (also SIGHUP)
   help";

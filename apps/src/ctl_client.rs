@@ -125,6 +125,7 @@ fn rates(a: &(Instant, Value), b: &(Instant, Value)) -> Value {
 /// list under its name, a config's text as itself, anything else as JSON.
 pub fn render(v: &Value) -> String {
     match v {
+        Value::Object(o) if o.get("packets").is_some_and(Value::is_array) && o.contains_key("left") => trace(v),
         Value::Array(rows) if rows.iter().all(Value::is_object) => table(rows),
         Value::Object(o) if o.get("text").is_some_and(Value::is_string) => {
             format!("# {}\n{}", o.get("path").and_then(Value::as_str).unwrap_or(""), o["text"].as_str().unwrap_or(""))
@@ -142,6 +143,29 @@ pub fn render(v: &Value) -> String {
         Value::String(t) => format!("{t}\n"),
         _ => format!("{v}\n"),
     }
+}
+
+/// `trace show` for people: each packet, then a line per pass (as VPP's `show trace`).
+fn trace(v: &Value) -> String {
+    let mut s = String::new();
+    for (i, p) in v["packets"].as_array().into_iter().flatten().enumerate() {
+        s += &format!(
+            "packet {}: {} on lcore {}, {} bytes, {}, {} cycles\n",
+            i + 1,
+            cell(&p["port"]),
+            cell(&p["lcore"]),
+            cell(&p["len"]),
+            cell(&p["summary"]),
+            cell(&p["cycles"])
+        );
+        for x in p["passes"].as_array().into_iter().flatten() {
+            let c = x["cycles"].as_u64().map_or(String::new(), |c| format!("{c:>7} cycles"));
+            let line = format!("  {:<11} {:<60} {c}", cell(&x["pass"]), cell(&x["decision"]));
+            s += line.trim_end();
+            s.push('\n');
+        }
+    }
+    s + &format!("still to trace: {}, records lost: {}\n", cell(&v["left"]), cell(&v["lost"]))
 }
 
 /// Columns that lead when present, in this order; the others follow alphabetically.

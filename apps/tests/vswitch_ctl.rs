@@ -725,3 +725,154 @@ fn vswitch_as_a_user_who_may_not_create_the_default_socket_runs_without_one() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("--ctl /run/fastpath-nobody-test/ctl: cannot create"), "{err}");
 }
+
+/// A config of bridge br0 (VXLAN VNI 100 to 10.0.0.2, whose MAC is configured) where vm1 replays
+/// without end six numbered frames from [`SRC`] (but the fifth): a broadcast, one to a static MAC
+/// on vm2, one to a static MAC behind the VTEP, one to an unknown MAC, one from a multicast
+/// source, one to [`SRC`] itself (learned on vm1). vm2 and the uplink are null ports.
+fn trace_config(d: &Dir) -> PathBuf {
+    let mut f = Vec::new();
+    for v in [0xa1b2c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+        f.extend_from_slice(&v.to_le_bytes());
+    }
+    let src = [2, 0, 0, 0, 0, 1];
+    let frames: [([u8; 6], [u8; 6]); 6] = [
+        ([0xff; 6], src),
+        ([2, 0, 0, 0, 0, 0x0e], src),
+        ([2, 0, 0, 0, 0, 0x0f], src),
+        ([2, 0, 0, 0, 0, 0x99], src),
+        ([2, 0, 0, 0, 0, 0x0e], [1, 0, 0x5e, 0, 0, 1]),
+        (src, src),
+    ];
+    for (i, (dst, src)) in frames.iter().enumerate() {
+        let mut fr = dst.to_vec();
+        fr.extend_from_slice(src);
+        fr.extend_from_slice(&[0x88, 0xb5]);
+        fr.extend_from_slice(&(i as u32).to_be_bytes());
+        fr.resize(60, 0);
+        for v in [i as u32, 0, 60, 60] {
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+        f.extend_from_slice(&fr);
+    }
+    std::fs::write(d.path("trace.pcap"), f).unwrap();
+    let text = format!(
+        "[vswitch]\nidle = \"adaptive\"\nmbufs = 4096\n\n\
+         [[bridge]]\nname = \"br0\"\nvni = 100\nlocal = \"10.0.0.1\"\nremotes = [\"10.0.0.2\"]\n\n\
+         [[port]]\nname = \"uplink\"\nspec = \"null,no-rx=on\"\nrole = \"uplink\"\nmac = \"02:00:0a:00:00:01\"\n\n\
+         [[port]]\nname = \"vm1\"\nspec = \"pcap:rx={}/trace.pcap,infinite_rx=on\"\nbridge = \"br0\"\n\n\
+         [[port]]\nname = \"vm2\"\nspec = \"null,no-rx=on\"\nbridge = \"br0\"\n\n\
+         [[fdb]]\nbridge = \"br0\"\nmac = \"02:00:00:00:00:0e\"\nport = \"vm2\"\n\n\
+         [[fdb]]\nbridge = \"br0\"\nmac = \"02:00:00:00:00:0f\"\nvtep = \"10.0.0.2\"\n\n\
+         [[neighbour]]\nip = \"10.0.0.2\"\nmac = \"02:00:0a:00:00:02\"\n",
+        d.0.display()
+    );
+    let cfg = d.path("trace.toml");
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+#[test]
+fn vswitch_ctl_trace_names_the_passes_and_decisions_of_each_packet() {
+    let _cpus = fastpath_pmd::testutil::pollers();
+    let d = Dir::new("trace");
+    let cfg = trace_config(&d);
+    let sock = d.path("ctl");
+    let mut sw = Switch::start_with(&d, &cfg, &sock, &[]);
+    // Once SRC is learned (the same-port drop needs it), the next 12 packets: each frame twice.
+    wait_for("SRC learned", || fdb_lines(&sock).iter().any(|l| l.starts_with(SRC)));
+    let r = ctl_json(&sock, &["trace", "add", "vm1", "12"]);
+    assert_eq!(r, json!({"port": "vm1", "packets": 12}));
+    wait_for("12 traced packets", || ctl_json(&sock, &["trace", "show"])["left"] == json!(0));
+    let t = ctl_json(&sock, &["trace", "show"]);
+    let packets = t["packets"].as_array().expect("packets");
+    assert_eq!(packets.len(), 12, "{t}");
+    let want: [(&str, &[(&str, &str)]); 6] = [
+        (
+            "02:00:00:00:00:01 > ff:ff:ff:ff:ff:ff",
+            &[
+                ("ingress", "bridge br0 from an access port"),
+                ("learn", "source known on vm1"),
+                ("forward", "broadcast: flood"),
+                ("flood", "copies to vtep 10.0.0.2, vm2"),
+            ],
+        ),
+        (
+            "02:00:00:00:00:01 > 02:00:00:00:00:0e",
+            &[
+                ("ingress", "bridge br0 from an access port"),
+                ("learn", "source known on vm1"),
+                ("forward", "fdb hit: to vm2"),
+                ("tx-offload", "out on vm2"),
+            ],
+        ),
+        (
+            "02:00:00:00:00:01 > 02:00:00:00:00:0f",
+            &[
+                ("ingress", "bridge br0 from an access port"),
+                ("learn", "source known on vm1"),
+                ("forward", "fdb hit: to vtep 10.0.0.2"),
+                ("egress", "encap vxlan vni 100 to vtep 10.0.0.2"),
+                ("tx-offload", "out on uplink"),
+            ],
+        ),
+        (
+            "02:00:00:00:00:01 > 02:00:00:00:00:99",
+            &[
+                ("ingress", "bridge br0 from an access port"),
+                ("learn", "source known on vm1"),
+                ("forward", "fdb miss: flood"),
+                ("flood", "copies to vtep 10.0.0.2, vm2"),
+            ],
+        ),
+        (
+            "01:00:5e:00:00:01 > 02:00:00:00:00:0e",
+            &[("ingress", "bridge br0 from an access port"), ("learn", "drop: bad-src-mac")],
+        ),
+        (
+            "02:00:00:00:00:01 > 02:00:00:00:00:01",
+            &[
+                ("ingress", "bridge br0 from an access port"),
+                ("learn", "source known on vm1"),
+                ("forward", "fdb hit on vm1: drop: same-port"),
+            ],
+        ),
+    ];
+    let mut seen = [0; 6];
+    for p in packets {
+        assert_eq!((p["port"].as_str(), p["len"].as_u64()), (Some("vm1"), Some(60)), "{p}");
+        let summary = p["summary"].as_str().unwrap();
+        let i = want.iter().position(|(s, _)| summary.starts_with(s)).unwrap_or_else(|| panic!("{p}"));
+        seen[i] += 1;
+        let passes: Vec<(&str, &str)> = p["passes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| (x["pass"].as_str().unwrap(), x["decision"].as_str().unwrap()))
+            .collect();
+        assert_eq!(passes, want[i].1, "{p}");
+        // Every pass but learn (counted with forward) has its cycles.
+        for x in p["passes"].as_array().unwrap() {
+            assert_eq!(x["cycles"].is_u64(), x["pass"] != "learn", "{p}");
+        }
+    }
+    // The replay is in order: 12 packets in a row are each frame twice.
+    assert_eq!(seen, [2; 6], "{t}");
+    // For people: a header line per packet and a line per pass.
+    let o = ctl(&sock, &["trace", "show"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(text.lines().filter(|l| l.starts_with("packet ")).count(), 12, "{text}");
+    assert!(text.contains("  egress      encap vxlan vni 100 to vtep 10.0.0.2"), "{text}");
+    // Errors name what is wrong; clear forgets.
+    for (args, err) in [
+        (&["trace", "add", "vm9", "1"][..], "vm9"),
+        (&["trace", "add", "vm1", "5000"], "give at most 1000"),
+        (&["trace", "add", "vm1", "x"], "give a number of packets"),
+    ] {
+        let o = ctl(&sock, args);
+        assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains(err), "{args:?}: {o:?}");
+    }
+    ctl_json(&sock, &["trace", "clear"]);
+    assert_eq!(ctl_json(&sock, &["trace", "show"]), json!({"packets": [], "left": 0, "lost": 0}));
+    assert!(sw.stop().success(), "{}", sw.stderr());
+}

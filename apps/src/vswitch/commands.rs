@@ -19,7 +19,7 @@ use super::rebalance::Rebalancer;
 /// The commands, for `help` and for the error on an unknown one.
 pub const COMMANDS: &str = "show ports|bridges|fdb [BRIDGE]|lcores|rxqs|neighbours|captures|config, stats, \
      fdb add BRIDGE MAC port=NAME|vtep=IP [vlan=N], fdb del BRIDGE MAC [vlan=N], fdb flush [BRIDGE], capture PORT rx|tx|both FILE [count=N], capture stop PORT, \
-     show captures, rxq rebalance, reload, help";
+     show captures, trace add PORT N, trace show, trace clear, rxq rebalance, reload, help";
 
 /// A running switch as the commands see it.
 pub struct Live<'a> {
@@ -80,6 +80,16 @@ impl Live<'_> {
                 };
                 self.captures.start(id, p, dir, file, count)
             }
+            ("trace", ["add", p, n]) => {
+                let id = self.port_id(p)?;
+                let n = n.parse::<u32>().map_err(|_| format!("trace add {p} {n}: give a number of packets"))?;
+                self.ctl.trace_add(id, n).map(|()| json!({"port": p, "packets": n}))
+            }
+            ("trace", ["show"]) => Ok(self.trace()),
+            ("trace", ["clear"]) => {
+                self.ctl.trace_clear();
+                Ok(json!({"cleared": true}))
+            }
             ("rxq", ["rebalance"]) => {
                 let names: Vec<String> = self.cfg.port.iter().map(|p| p.name.get_ref().clone()).collect();
                 let name = |id: u16| names.get(id as usize).cloned().unwrap_or_else(|| id.to_string());
@@ -87,11 +97,31 @@ impl Live<'_> {
             }
             ("reload", []) => super::reload::reload(self.cfg, self.ctl),
             ("help", []) => Ok(json!(COMMANDS)),
-            (c @ ("stats" | "fdb" | "help" | "capture" | "rxq" | "reload"), _) => {
+            (c @ ("stats" | "fdb" | "help" | "capture" | "trace" | "rxq" | "reload"), _) => {
                 Err(format!("{c}: wrong arguments; the commands: {COMMANDS}"))
             }
             (c, _) => Err(format!("unknown command '{c}'; the commands: {COMMANDS}")),
         }
+    }
+
+    /// `trace show`: each packet with its passes and the cycles they cost.
+    fn trace(&mut self) -> Value {
+        let t = self.ctl.trace_show();
+        let packets: Vec<Value> = t
+            .packets
+            .iter()
+            .map(|p| {
+                let passes: Vec<Value> = p
+                    .passes
+                    .iter()
+                    .map(|s| json!({"pass": s.pass, "decision": s.decision, "cycles": s.cycles}))
+                    .collect();
+                let cycles: u64 = p.passes.iter().filter_map(|s| s.cycles).map(u64::from).sum();
+                json!({"lcore": p.lcore, "port": p.port, "len": p.len, "summary": p.summary, "cycles": cycles,
+                    "passes": passes})
+            })
+            .collect();
+        json!({"packets": packets, "left": t.left, "lost": t.lost})
     }
 
     fn check_bridge(&self, b: &str) -> Result<(), String> {

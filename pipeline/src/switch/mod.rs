@@ -9,7 +9,7 @@
 //!   [`underlay`] (with [`arp`] and [`nd`]), [`lookup`], [`learn`], [`forward`], [`egress`]
 //!   (with [`encap`] and [`vlan`]), [`flood`];
 //! - [`control`]: [`SwitchControl`], the one writer of the tables; [`event`]: what the lcores
-//!   tell it; [`stats`]: the counters; [`clock`]: time.
+//!   tell it; [`stats`]: the counters; [`trace`]: the packet trace; [`clock`]: time.
 //!
 //! ```no_run
 //! # fn f(cfg: &fastpath_pipeline::switch::SwitchConfig, pool: &fastpath_mempool::Mempool) -> Result<(), fastpath_pmd::Error> {
@@ -39,6 +39,7 @@ pub mod nd;
 pub mod processor;
 pub mod stats;
 pub mod topology;
+pub mod trace;
 pub mod underlay;
 pub mod vlan;
 pub mod vtep;
@@ -82,14 +83,20 @@ pub fn build_with_clock(
     let mut rings = Vec::new();
     let mut counters = Vec::new();
     let mut procs = Vec::new();
-    for _ in 0..lcores {
+    let mut trace = control::Traces::default();
+    let mut trace_rings = Vec::new();
+    for i in 0..lcores {
         let (tx, rx) = spsc::channel(event::RING_SIZE);
-        let (p, c) = SwitchProcessor::new((&topo, &fdb, &vteps), tx, pool, clock.clone());
+        let (ttx, trx) = spsc::channel(trace::RING);
+        let tracer = trace::Tracer::new(trace.arm.clone(), ttx, trace.lost.clone(), i as u16);
+        let (p, c) = SwitchProcessor::new((&topo, &fdb, &vteps), tx, tracer, pool, clock.clone());
         rings.push(rx);
+        trace_rings.push(trx);
         counters.push(c);
         procs.push(p);
     }
-    let control = SwitchControl::new(topo, writer, vteps, rings, counters, clock, cfg.fdb);
+    trace.rings = trace_rings;
+    let control = SwitchControl::new(topo, writer, vteps, (rings, trace), counters, clock, cfg.fdb);
     if control.stats().fdb_entries < cfg.static_macs.len() as u64 {
         return Err(Error::Config(format!(
             "fdb capacity = {} cannot hold the {} static MACs: raise it",
