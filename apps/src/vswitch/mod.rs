@@ -112,7 +112,7 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
     }
     let idle = match g.idle {
         Idle::Busy => IdleMode::Busy,
-        Idle::Adaptive => IdleMode::Adaptive { max_sleep_us: 500 },
+        Idle::Adaptive => IdleMode::Adaptive { max_sleep_us: g.idle_max_sleep_us },
     };
     fastpath_pmd::signal::install();
     fastpath_pmd::signal::install_reload();
