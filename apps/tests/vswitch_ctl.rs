@@ -876,3 +876,73 @@ fn vswitch_ctl_trace_names_the_passes_and_decisions_of_each_packet() {
     assert_eq!(ctl_json(&sock, &["trace", "show"]), json!({"packets": [], "left": 0, "lost": 0}));
     assert!(sw.stop().success(), "{}", sw.stderr());
 }
+
+/// A pcap of 8 frames from `src` to `dst` (ethertype 0x88b5).
+fn write_unicast(path: &Path, dst: [u8; 6], src: [u8; 6]) {
+    let mut f = Vec::new();
+    for v in [0xa1b2c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+        f.extend_from_slice(&v.to_le_bytes());
+    }
+    for i in 0u32..8 {
+        let mut fr = dst.to_vec();
+        fr.extend_from_slice(&src);
+        fr.extend_from_slice(&[0x88, 0xb5]);
+        fr.extend_from_slice(&i.to_be_bytes());
+        fr.resize(60, 0);
+        for v in [i, 0, 60, 60] {
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+        f.extend_from_slice(&fr);
+    }
+    std::fs::write(path, f).unwrap();
+}
+
+#[test]
+fn vswitch_rebalance_interval_moves_a_busy_queue_off_a_shared_lcore_by_itself() {
+    // Round-robin over two lcores puts vm1 and vm3, both replaying without end (to static MACs on
+    // the null ports vm2 and vm4), on lcore 0; vm2 and vm4, with nothing to receive, on lcore 1.
+    let _cpus = fastpath_pmd::testutil::pollers();
+    let d = Dir::new("autolb");
+    write_unicast(&d.path("a.pcap"), [2, 0, 0, 0, 0, 0x0a], [2, 0, 0, 0, 0, 1]);
+    write_unicast(&d.path("b.pcap"), [2, 0, 0, 0, 0, 0x0b], [2, 0, 0, 0, 0, 3]);
+    let mut text = String::from(
+        "[vswitch]\nidle = \"adaptive\"\nmbufs = 4096\nrebalance_interval = 1\n\n[[bridge]]\nname = \"br0\"\n",
+    );
+    for (name, spec) in [
+        ("vm1", format!("pcap:rx={}/a.pcap,infinite_rx=on", d.0.display())),
+        ("vm2", "null,no-rx=on".into()),
+        ("vm3", format!("pcap:rx={}/b.pcap,infinite_rx=on", d.0.display())),
+        ("vm4", "null,no-rx=on".into()),
+    ] {
+        text += &format!("\n[[port]]\nname = \"{name}\"\nspec = \"{spec}\"\nbridge = \"br0\"\n");
+    }
+    for (mac, port) in [("02:00:00:00:00:0a", "vm2"), ("02:00:00:00:00:0b", "vm4")] {
+        text += &format!("\n[[fdb]]\nbridge = \"br0\"\nmac = \"{mac}\"\nport = \"{port}\"\n");
+    }
+    let cfg = d.path("autolb.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let sock = d.path("ctl");
+    let mut sw = Switch::start_with(&d, &cfg, &sock, &["--cores", "0,1"]);
+    let lcores = || {
+        let q = ctl_json(&sock, &["show", "rxqs"]);
+        let of = |port: &str| {
+            q.as_array().unwrap().iter().find(|r| r["port"] == port).map(|r| r["lcore"].as_u64().unwrap()).unwrap()
+        };
+        [of("vm1"), of("vm2"), of("vm3"), of("vm4")]
+    };
+    // By itself, within a few intervals: one of the busy queues goes to lcore 1.
+    wait_for("an automatic rebalance", || {
+        let l = lcores();
+        l[0] != l[2]
+    });
+    // Balanced now: the next intervals move nothing.
+    let placed = lcores();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(lcores(), placed);
+    // Both streams keep going.
+    let rx = |i: usize| ctl_json(&sock, &["show", "ports"])[i]["rx_packets"].as_u64().unwrap();
+    let before = (rx(0), rx(2));
+    wait_for("more traffic on both", || rx(0) > before.0 && rx(2) > before.1);
+    assert!(sw.stop().success(), "{}", sw.stderr());
+    assert!(!sw.stderr().contains("did not come back to the pool"), "every mbuf back: {}", sw.stderr());
+}

@@ -7,6 +7,7 @@
 //! cores = "0,1"              # CPUs of the lcores (--cores overrides)
 //! idle = "busy"              # busy | adaptive
 //! idle_max_sleep_us = 500    # adaptive: the longest sleep of an idle lcore
+//! rebalance_interval = 0     # seconds between automatic rx queue rebalances (0: off)
 //! mbufs = 32768
 //! burst = 32
 //! fdb_size = 65536           # MAC entries in all (the table's capacity)
@@ -56,7 +57,8 @@ use toml::Spanned;
 /// The accepted forms, shown with every error.
 pub const FORMS: &str =
     "  [vswitch]  cores = \"LIST\", idle = \"busy\"|\"adaptive\", idle_max_sleep_us = 1..=100000, mbufs = N,
-             burst = 1..=256, fdb_size = N, fdb_aging = SECS, mac_limit_bridge = N, mac_limit_port = N
+             burst = 1..=256, fdb_size = N, fdb_aging = SECS, mac_limit_bridge = N, mac_limit_port = N,
+             rebalance_interval = SECS
   [[bridge]] name = \"NAME\", vni = 0..=16777215, tunnel = \"vxlan\"|\"geneve\"|\"nvgre\", local = \"IP\",
              remotes = [\"IP\", ...], vlan = 1..=4094, udp_port = 1..=65535
   [[port]]   name = \"NAME\", spec = \"SPEC\", role = \"access\"|\"uplink\", bridge = \"NAME\", vlan = 1..=4094,
@@ -86,6 +88,8 @@ pub struct Global {
     pub mac_limit_bridge: usize,
     /// Learned MACs per port.
     pub mac_limit_port: usize,
+    /// Seconds between automatic rx queue rebalances (0: never).
+    pub rebalance_interval: u64,
 }
 
 impl Default for Global {
@@ -100,6 +104,7 @@ impl Default for Global {
             fdb_aging: 300,
             mac_limit_bridge: 16384,
             mac_limit_port: 4096,
+            rebalance_interval: 0,
         }
     }
 }

@@ -117,6 +117,8 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
     fastpath_pmd::signal::install();
     fastpath_pmd::signal::install_reload();
     let rt = Runtime::launch(lcores, RuntimeConfig { burst: g.burst, idle })?;
+    let auto_every = (g.rebalance_interval > 0).then(|| Duration::from_secs(g.rebalance_interval));
+    let mut last_auto = std::time::Instant::now();
     // A pcap port at the end of its file does not stop a switch: only a signal or --duration.
     let (reason, seconds) = run::control_loop(
         &rt,
@@ -127,6 +129,16 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
         || {
             ctl.poll();
             captures.poll();
+            if auto_every.is_some_and(|d| last_auto.elapsed() >= d) {
+                last_auto = std::time::Instant::now();
+                let names: Vec<String> = cfg.port.iter().map(|p| p.name.get_ref().clone()).collect();
+                let name = |id: u16| names.get(id as usize).cloned().unwrap_or_else(|| id.to_string());
+                match rebalancer.auto(&rt, &mut rxqs, name) {
+                    Ok(Some(r)) => log::info!("rx queues rebalanced (rebalance_interval): {r}"),
+                    Ok(None) => {}
+                    Err(e) => log::error!("automatic rxq rebalance: {e}"),
+                }
+            }
             if fastpath_pmd::signal::reload_requested() {
                 match reload::reload(&mut cfg, &mut ctl) {
                     Ok(r) => log::info!("SIGHUP: reloaded {}: {r}", cfg.source.path.display()),

@@ -5,6 +5,10 @@
 //! from its lcore between two passes and given to the other one (`Command::TakeTask`, then
 //! `Command::AddTask`): its packets wait in the queue meanwhile, none is lost or reordered, and
 //! the other queues are not touched.
+//!
+//! Automatic (`[vswitch] rebalance_interval = SECS`, off by default, like OVS's `pmd-auto-lb`):
+//! every SECS seconds the same placement is weighed from the cycles of that interval, and made
+//! only when it lowers the busiest lcore's cycles by at least [`AUTO_IMPROVEMENT`] percent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +16,9 @@ use std::time::Duration;
 use fastpath_pmd::lcore::{Command, Returned};
 use fastpath_pmd::{Runtime, TaskStats};
 use serde_json::{json, Value};
+
+/// The least improvement (percent of the busiest lcore's cycles) an automatic rebalance makes.
+pub const AUTO_IMPROVEMENT: u64 = 25;
 
 /// How long the lcores have to hand a queue over.
 const HANDOVER: Duration = Duration::from_secs(2);
@@ -52,11 +59,58 @@ impl Rebalancer {
         rxqs: &mut [(usize, Arc<TaskStats>)],
         name: impl Fn(u16) -> String,
     ) -> Result<Value, String> {
+        let (queues, now) = self.weigh(rxqs);
+        let to = plan(&queues, rt.lcores());
+        self.apply(rt, rxqs, name, (&queues, now), &to)
+    }
+
+    /// The automatic rebalance: [`Rebalancer::run`] when its placement lowers the busiest
+    /// lcore's cycles by [`AUTO_IMPROVEMENT`] percent or more; None (and nothing moved, the
+    /// interval forgotten) otherwise.
+    pub fn auto(
+        &mut self,
+        rt: &Runtime,
+        rxqs: &mut [(usize, Arc<TaskStats>)],
+        name: impl Fn(u16) -> String,
+    ) -> Result<Option<Value>, String> {
+        let (queues, now) = self.weigh(rxqs);
+        let to = plan(&queues, rt.lcores());
+        let busiest = |at: &dyn Fn(usize) -> usize| {
+            let n = rt.lcores().max(1);
+            let mut load = vec![0u64; n];
+            for (i, q) in queues.iter().enumerate() {
+                load[at(i).min(n - 1)] += q.1;
+            }
+            load.into_iter().max().unwrap_or(0)
+        };
+        let (before, after) = (busiest(&|i| queues[i].0), busiest(&|i| to[i]));
+        if before == 0 || (before - after.min(before)) * 100 < before * AUTO_IMPROVEMENT {
+            self.since = now;
+            return Ok(None);
+        }
+        self.apply(rt, rxqs, name, (&queues, now), &to).map(Some)
+    }
+
+    /// Each queue's (lcore, cycles since the last placement), and the cycles now.
+    fn weigh(&mut self, rxqs: &[(usize, Arc<TaskStats>)]) -> (Vec<(usize, u64)>, Vec<u64>) {
         self.since.resize(rxqs.len(), 0);
         let now: Vec<u64> = rxqs.iter().map(|(_, t)| t.cycles.get()).collect();
         let queues: Vec<(usize, u64)> =
             rxqs.iter().zip(now.iter().zip(&self.since)).map(|((l, _), (n, s))| (*l, n.saturating_sub(*s))).collect();
-        let to = plan(&queues, rt.lcores());
+        (queues, now)
+    }
+
+    /// Moves the queues whose lcore in `to` is another; `weighed`: the queues' (lcore, cycles)
+    /// and the cycles now.
+    fn apply(
+        &mut self,
+        rt: &Runtime,
+        rxqs: &mut [(usize, Arc<TaskStats>)],
+        name: impl Fn(u16) -> String,
+        weighed: (&[(usize, u64)], Vec<u64>),
+        to: &[usize],
+    ) -> Result<Value, String> {
+        let (queues, now) = weighed;
         let moves: Vec<usize> = (0..rxqs.len()).filter(|&i| to[i] != rxqs[i].0).collect();
         for &i in &moves {
             let (l, t) = &rxqs[i];
