@@ -59,6 +59,8 @@ pub(crate) struct Traces {
     pub(crate) rings: Vec<spsc::Consumer<Record>>,
     /// The records of the current trace, in the order they came.
     taken: Vec<Record>,
+    /// The current trace's number.
+    number: u16,
 }
 
 /// A packet trace's state, for display.
@@ -444,16 +446,15 @@ impl SwitchControl {
         if n > trace::MAX_PACKETS {
             return Err(format!("trace {n} packets: give at most {}", trace::MAX_PACKETS));
         }
-        self.trace.arm.set(0, 0);
-        self.take_traces();
-        self.trace.taken.clear();
-        self.trace.arm.set(port, n);
+        self.trace_clear();
+        self.trace.number = self.trace.number.wrapping_add(1);
+        self.trace.arm.set(self.trace.number, port, n);
         Ok(())
     }
 
     /// Stops tracing and forgets what was traced.
     pub fn trace_clear(&mut self) {
-        self.trace.arm.set(0, 0);
+        self.trace.arm.set(self.trace.number, 0, 0);
         self.take_traces();
         self.trace.taken.clear();
     }
@@ -476,7 +477,8 @@ impl SwitchControl {
         for r in &mut t.rings {
             while r.dequeue_burst(&mut buf, 64) > 0 {
                 let room = (trace::MAX_PACKETS as usize).saturating_sub(t.taken.len());
-                t.taken.extend(buf.drain(..).take(room));
+                let number = t.number;
+                t.taken.extend(buf.drain(..).filter(|r| r.trace == number).take(room));
                 buf.clear();
             }
         }

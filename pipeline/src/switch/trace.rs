@@ -70,6 +70,8 @@ pub struct Mark {
 /// One traced packet, as the lcore noted it.
 #[derive(Debug, Clone, Copy)]
 pub struct Record {
+    /// The trace it belongs to (records of an earlier one may still come after a new one).
+    pub trace: u16,
     /// The lcore (processor index) that handled it.
     pub lcore: u16,
     /// Its input port.
@@ -92,8 +94,8 @@ pub struct Record {
     done: bool,
 }
 
-/// The trace's switch, shared by the control side and the lcores: the port in the high half,
-/// the packets still to take in the low half (0: off).
+/// The trace's switch, shared by the control side and the lcores: the trace's number in the top
+/// 16 bits, the port in the next 16, the packets still to take in the low half (0: off).
 #[derive(Debug, Default)]
 pub struct Arm(AtomicU64);
 
@@ -103,17 +105,19 @@ impl Arm {
         self.0.load(Ordering::Relaxed) as u32
     }
 
-    /// Takes the next `n` packets of `port` (0: stops).
-    pub fn set(&self, port: u16, n: u32) {
-        self.0.store((port as u64) << 32 | n as u64, Ordering::Relaxed);
+    /// Takes the next `n` packets of `port` (0: stops) as trace number `trace`.
+    pub fn set(&self, trace: u16, port: u16, n: u32) {
+        self.0.store((trace as u64) << 48 | (port as u64) << 32 | n as u64, Ordering::Relaxed);
     }
 
-    fn claim(&self, port: u16) -> bool {
+    /// Claims one packet of `port`: the number of the trace it belongs to.
+    fn claim(&self, port: u16) -> Option<u16> {
         self.0
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
                 (v as u32 != 0 && (v >> 32) as u16 == port).then(|| v - 1)
             })
-            .is_ok()
+            .ok()
+            .map(|v| (v >> 48) as u16)
     }
 }
 
@@ -144,14 +148,15 @@ impl Tracer {
     pub(crate) fn begin(&mut self, batch: &Batch) -> bool {
         self.open.clear();
         for m in batch.iter() {
-            if !self.arm.claim(m.port()) {
+            let Some(trace) = self.arm.claim(m.port()) else {
                 continue;
-            }
+            };
             let d = m.data();
             let mut head = [0u8; 14];
             let n = d.len().min(14);
             head[..n].copy_from_slice(&d[..n]);
             let _ = self.open.try_push(Record {
+                trace,
                 lcore: self.lcore,
                 port: m.port(),
                 len: m.pkt_len() as u32,
