@@ -2,7 +2,8 @@
 //! learning, aging (a manual clock), moves, both limits, flooding to every local port and every
 //! remote VTEP with split horizon, static entries, tenant isolation, VLAN access ports and the
 //! VXLAN <-> VLAN gateway, the VTEP's ARP / ND and the resolution of remote VTEPs, the uplink's
-//! drops, the MTU drop, clones. Every test ends with the pool full again (the kit checks).
+//! drops, the MTU drop, clones, the packet trace. Every test ends with the pool full again (the
+//! kit checks).
 
 mod switchkit;
 
@@ -573,4 +574,41 @@ fn control_and_processors_move_between_threads() {
     fn send<T: Send>() {}
     send::<fastpath_pipeline::switch::SwitchControl>();
     send::<fastpath_pipeline::switch::SwitchProcessor>();
+}
+
+#[test]
+fn a_trace_takes_exactly_n_packets_of_its_port_over_all_lcores() {
+    let mut k = Kit::new(&lan(3));
+    assert!(k.control.trace_add(7, 1).unwrap_err().contains("no port 7"));
+    assert!(k.control.trace_add(0, 1001).unwrap_err().contains("at most 1000"));
+    k.control.trace_add(0, 5).unwrap();
+    // vm1's packets are not vm0's; then 4 of vm0 on lcore 0 and 4 on lcore 1: 5 taken in all.
+    let from = |k: &mut Kit, port: u16, n: u8| (0..n).map(|i| k.mbuf(port, &frame(mac(9), mac(1 + i), 20))).collect();
+    let ms = from(&mut k, 1, 4);
+    k.run(0, ms);
+    let ms = from(&mut k, 0, 4);
+    k.run(0, ms);
+    let ms = from(&mut k, 0, 4);
+    k.run(1, ms);
+    let t = k.control.trace_show();
+    assert_eq!((t.packets.len(), t.left, t.lost), (5, 0, 0));
+    assert!(t.packets.iter().all(|p| p.port == "vm0" && p.len == 62), "{t:?}");
+    assert_eq!(t.packets.iter().map(|p| p.lcore).collect::<Vec<_>>(), [0, 0, 0, 0, 1]);
+    let passes: Vec<_> = t.packets[0].passes.iter().map(|p| (p.pass, p.decision.as_str())).collect();
+    assert_eq!(
+        passes,
+        [
+            ("ingress", "bridge lan from an access port"),
+            ("learn", "source unknown: learned (event to the control side)"),
+            ("forward", "fdb miss: flood"),
+            ("flood", "copies to vm1, vm2"),
+        ]
+    );
+    // A new trace forgets the last one; clear stops it.
+    k.control.trace_add(0, 2).unwrap();
+    assert_eq!(k.control.trace_show().packets.len(), 0);
+    k.control.trace_clear();
+    let ms = from(&mut k, 0, 2);
+    k.run(0, ms);
+    assert_eq!(k.control.trace_show().packets.len(), 0);
 }
