@@ -612,3 +612,43 @@ fn a_trace_takes_exactly_n_packets_of_its_port_over_all_lcores() {
     k.run(0, ms);
     assert_eq!(k.control.trace_show().packets.len(), 0);
 }
+
+/// What a trace costs the lcore (no assertion: run it by hand, `cargo test --release -p
+/// fastpath-pipeline --test switch -- --ignored --nocapture trace_cost`): bursts of 32 known
+/// unicast frames from vm0 to vm1, untraced, then each burst traced whole (`trace add` before
+/// it, the records taken after, as the control thread does); thread CPU time per packet.
+#[test]
+#[ignore]
+fn trace_cost() {
+    let mut k = Kit::new(&lan(2));
+    k.send1(1, frame(mac(1), mac(2), 20));
+    k.poll();
+    let burst = |k: &mut Kit| -> Vec<_> { (0..32).map(|_| k.mbuf(0, &frame(mac(2), mac(1), 20))).collect() };
+    let cpu = || {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: ts is a valid timespec to write; CLOCK_THREAD_CPUTIME_ID exists on Linux.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        ts.tv_sec as f64 * 1e9 + ts.tv_nsec as f64
+    };
+    for round in 0..3 {
+        for traced in [false, true] {
+            let (mut ns, n) = (0.0, 20_000);
+            for _ in 0..n {
+                let ms = burst(&mut k);
+                if traced {
+                    k.control.trace_add(0, 32).unwrap();
+                }
+                let mut b = fastpath_mempool::Batch::new();
+                ms.into_iter().for_each(|m| b.push(m).unwrap());
+                let t0 = cpu();
+                fastpath_pmd::Processor::process(&mut k.procs[0], &mut b, &mut k.ctx);
+                ns += cpu() - t0;
+                k.ctx.free_batch(&mut b);
+                if traced {
+                    assert_eq!(k.control.trace_show().left, 0);
+                }
+            }
+            eprintln!("round {round}, traced {traced}: {:.1} ns per packet", ns / (n as f64 * 32.0));
+        }
+    }
+}
