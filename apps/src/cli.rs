@@ -56,6 +56,40 @@ pub enum Cmd {
     /// learning, VXLAN / GENEVE / NVGRE overlays and VLANs, from a TOML config.
     #[command(after_help = VSWITCH_HELP)]
     Vswitch(VswitchArgs),
+    /// Talk to a running vswitch through its control socket: show, stats, fdb, capture, trace,
+    /// rxq rebalance, reload (docs/operations.md).
+    #[command(after_help = CTL_HELP)]
+    Ctl(CtlArgs),
+}
+
+/// The ctl commands, shown after its help.
+pub const CTL_HELP: &str = "\
+Commands:
+  show ports | bridges | fdb [BRIDGE] | lcores | rxqs | neighbours | captures | config
+  stats [--watch SECS]                      every counter; --watch: port rates every SECS until ^C
+  fdb add BRIDGE MAC port=NAME|vtep=IP [vlan=N]   add (or make static) a MAC entry
+  fdb del BRIDGE MAC [vlan=N]               remove an entry
+  fdb flush [BRIDGE]                        remove the learned entries
+  capture PORT rx|tx|both FILE [count=N]    live pcap of a port (until N frames or capture stop)
+  capture stop PORT | show captures
+  trace add PORT N                          trace the next N packets received on PORT (at most 1000)
+  trace show | trace clear                  each traced packet's passes, decisions and cycles
+  rxq rebalance                             place the rx queues on the lcores again by their cycles
+  reload                                    read the config again, apply [[fdb]] changes (also SIGHUP)
+  help";
+
+/// `fastpath ctl`.
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    /// The switch's control socket.
+    #[arg(long, value_name = "PATH", default_value = crate::vswitch::ctl::DEFAULT_PATH)]
+    pub socket: std::path::PathBuf,
+    /// Print the response's result as JSON (one line) instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// The command and its words (see below).
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    pub words: Vec<String>,
 }
 
 /// The vswitch config forms, shown after its help.
@@ -89,6 +123,14 @@ pub struct VswitchArgs {
     /// At the end, print one JSON object per line: each port, bridge, lcore, stage, the pool.
     #[arg(long)]
     pub json: bool,
+    /// The control socket `fastpath ctl` talks to (its directory is created; `none`: no socket).
+    /// A second switch on the same path is refused. Default: /run/fastpath/vswitch.ctl (a user
+    /// who may not create it runs without a socket, with a warning).
+    #[arg(long, value_name = "PATH")]
+    pub ctl: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<String>,
 }
 
 /// `fastpath l2fwd`.

@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod ctl_client;
 mod l2fwd;
 mod pktgen;
 mod ports;
@@ -9,6 +10,7 @@ mod run;
 mod vswitch;
 
 use std::fmt;
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -40,19 +42,44 @@ impl From<fastpath_pmd::Error> for AppError {
     }
 }
 
+/// The syslog priority of a log level (journald's `<N>` prefix on stderr lines).
+fn syslog_priority(l: log::Level) -> u8 {
+    match l {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 6,
+        log::Level::Debug | log::Level::Trace => 7,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    env_logger::Builder::new().parse_filters(&cli.log).parse_env("RUST_LOG").format_timestamp_millis().init();
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let mut log = env_logger::Builder::new();
+    log.parse_filters(&cli.log).parse_env("RUST_LOG").format_timestamp_millis();
+    if journald {
+        // Under systemd, stderr goes to the journal: a `<N>` syslog priority prefix sets each
+        // line's priority there, and the journal stamps the time itself.
+        log.format(|buf, r| writeln!(buf, "<{}>{}: {}", syslog_priority(r.level()), r.target(), r.args()));
+    }
+    log.init();
     let r = match &cli.cmd {
         cli::Cmd::L2fwd(a) => l2fwd::run(a),
         cli::Cmd::Bench(a) => bench::run_bench(a),
         cli::Cmd::Pktgen(a) => pktgen::run(a),
         cli::Cmd::Vswitch(a) => vswitch::run(a),
+        cli::Cmd::Ctl(a) => ctl_client::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("fastpath: error: {e}");
+            if journald {
+                for line in format!("fastpath: error: {e}").lines() {
+                    eprintln!("<3>{line}");
+                }
+            } else {
+                eprintln!("fastpath: error: {e}");
+            }
             ExitCode::from(match e {
                 AppError::Usage(_) => 2,
                 AppError::Failed(_) => 1,

@@ -44,10 +44,10 @@ fn run(tag: &str, text: &str) -> (Option<i32>, String, String) {
     (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned(), p.display().to_string())
 }
 
-/// `fastpath vswitch --config PATH ARGS...`.
+/// `fastpath vswitch --ctl none --config PATH ARGS...` (no control socket: these run at once).
 fn vswitch(path: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_fastpath"))
-        .args(["vswitch", "--config"])
+        .args(["vswitch", "--ctl", "none", "--config"])
         .arg(path)
         .args(args)
         .output()

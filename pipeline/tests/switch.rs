@@ -2,7 +2,8 @@
 //! learning, aging (a manual clock), moves, both limits, flooding to every local port and every
 //! remote VTEP with split horizon, static entries, tenant isolation, VLAN access ports and the
 //! VXLAN <-> VLAN gateway, the VTEP's ARP / ND and the resolution of remote VTEPs, the uplink's
-//! drops, the MTU drop, clones. Every test ends with the pool full again (the kit checks).
+//! drops, the MTU drop, clones, the packet trace. Every test ends with the pool full again (the
+//! kit checks).
 
 mod switchkit;
 
@@ -573,4 +574,81 @@ fn control_and_processors_move_between_threads() {
     fn send<T: Send>() {}
     send::<fastpath_pipeline::switch::SwitchControl>();
     send::<fastpath_pipeline::switch::SwitchProcessor>();
+}
+
+#[test]
+fn a_trace_takes_exactly_n_packets_of_its_port_over_all_lcores() {
+    let mut k = Kit::new(&lan(3));
+    assert!(k.control.trace_add(7, 1).unwrap_err().contains("no port 7"));
+    assert!(k.control.trace_add(0, 1001).unwrap_err().contains("at most 1000"));
+    k.control.trace_add(0, 5).unwrap();
+    // vm1's packets are not vm0's; then 4 of vm0 on lcore 0 and 4 on lcore 1: 5 taken in all.
+    let from = |k: &mut Kit, port: u16, n: u8| (0..n).map(|i| k.mbuf(port, &frame(mac(9), mac(1 + i), 20))).collect();
+    let ms = from(&mut k, 1, 4);
+    k.run(0, ms);
+    let ms = from(&mut k, 0, 4);
+    k.run(0, ms);
+    let ms = from(&mut k, 0, 4);
+    k.run(1, ms);
+    let t = k.control.trace_show();
+    assert_eq!((t.packets.len(), t.left, t.lost), (5, 0, 0));
+    assert!(t.packets.iter().all(|p| p.port == "vm0" && p.len == 62), "{t:?}");
+    assert_eq!(t.packets.iter().map(|p| p.lcore).collect::<Vec<_>>(), [0, 0, 0, 0, 1]);
+    let passes: Vec<_> = t.packets[0].passes.iter().map(|p| (p.pass, p.decision.as_str())).collect();
+    assert_eq!(
+        passes,
+        [
+            ("ingress", "bridge lan from an access port"),
+            ("learn", "source unknown: learned (event to the control side)"),
+            ("forward", "fdb miss: flood"),
+            ("flood", "copies to vm1, vm2"),
+        ]
+    );
+    // A new trace forgets the last one; clear stops it.
+    k.control.trace_add(0, 2).unwrap();
+    assert_eq!(k.control.trace_show().packets.len(), 0);
+    k.control.trace_clear();
+    let ms = from(&mut k, 0, 2);
+    k.run(0, ms);
+    assert_eq!(k.control.trace_show().packets.len(), 0);
+}
+
+/// What a trace costs the lcore (no assertion: run it by hand, `cargo test --release -p
+/// fastpath-pipeline --test switch -- --ignored --nocapture trace_cost`): bursts of 32 known
+/// unicast frames from vm0 to vm1, untraced, then each burst traced whole (`trace add` before
+/// it, the records taken after, as the control thread does); thread CPU time per packet.
+#[test]
+#[ignore]
+fn trace_cost() {
+    let mut k = Kit::new(&lan(2));
+    k.send1(1, frame(mac(1), mac(2), 20));
+    k.poll();
+    let burst = |k: &mut Kit| -> Vec<_> { (0..32).map(|_| k.mbuf(0, &frame(mac(2), mac(1), 20))).collect() };
+    let cpu = || {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: ts is a valid timespec to write; CLOCK_THREAD_CPUTIME_ID exists on Linux.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        ts.tv_sec as f64 * 1e9 + ts.tv_nsec as f64
+    };
+    for round in 0..3 {
+        for traced in [false, true] {
+            let (mut ns, n) = (0.0, 20_000);
+            for _ in 0..n {
+                let ms = burst(&mut k);
+                if traced {
+                    k.control.trace_add(0, 32).unwrap();
+                }
+                let mut b = fastpath_mempool::Batch::new();
+                ms.into_iter().for_each(|m| b.push(m).unwrap());
+                let t0 = cpu();
+                fastpath_pmd::Processor::process(&mut k.procs[0], &mut b, &mut k.ctx);
+                ns += cpu() - t0;
+                k.ctx.free_batch(&mut b);
+                if traced {
+                    assert_eq!(k.control.trace_show().left, 0);
+                }
+            }
+            eprintln!("round {round}, traced {traced}: {:.1} ns per packet", ns / (n as f64 * 32.0));
+        }
+    }
 }

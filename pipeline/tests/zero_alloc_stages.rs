@@ -1,6 +1,7 @@
-//! The tunnel, checksum and ptype stages and the switch allocate nothing per packet: checked with a counting
-//! global allocator that counts per thread (the test harness's own threads may allocate while
-//! the test runs; only the test thread's allocations are the stages').
+//! The tunnel, checksum and ptype stages and the switch (also while it traces) allocate nothing
+//! per packet: checked with a counting global allocator that counts per thread (the test
+//! harness's own threads may allocate while the test runs; only the test thread's allocations are
+//! the stages').
 
 use fastpath_mempool::{Batch, Mempool, PagePolicy, PoolConfig};
 use fastpath_pipeline::{make_stage, BuildEnv};
@@ -178,6 +179,16 @@ fn switch_allocates_nothing_per_packet() {
         run(&mut ctx, &mut batch, &mut p);
     }
     assert_eq!(allocs() - before, 0, "the switch allocated");
+    // Nor while it traces: the records were made when it was built.
+    control.trace_add(1, 1000).unwrap();
+    let before = allocs();
+    for _ in 0..200 {
+        run(&mut ctx, &mut batch, &mut p);
+    }
+    assert_eq!(allocs() - before, 0, "the switch allocated while tracing");
+    let t = control.trace_show();
+    assert_eq!((t.packets.len(), t.left, t.lost), (1000, 0, 0));
+    assert!(t.packets.iter().all(|x| x.port == "p1" && x.passes[0].pass == "ingress"));
     assert!(control.stats().bridges[0].flooded > 0);
     assert!(control.stats().conntrack.is_some_and(|c| c.entries > 0), "the security groups tracked");
     drop(p);

@@ -6,6 +6,8 @@
 //! [vswitch]                  # optional; every key has a default
 //! cores = "0,1"              # CPUs of the lcores (--cores overrides)
 //! idle = "busy"              # busy | adaptive
+//! idle_max_sleep_us = 500    # adaptive: the longest sleep of an idle lcore
+//! rebalance_interval = 0     # seconds between automatic rx queue rebalances (0: off)
 //! mbufs = 32768
 //! burst = 32
 //! fdb_size = 65536           # MAC entries in all (the table's capacity)
@@ -79,9 +81,9 @@ use toml::Spanned;
 
 /// The accepted forms, shown with every error.
 pub const FORMS: &str =
-    "  [vswitch]  cores = \"LIST\", idle = \"busy\"|\"adaptive\", mbufs = N, burst = 1..=256, fdb_size = N,
-             fdb_aging = SECS, mac_limit_bridge = N, mac_limit_port = N, conntrack_size = N,
-             conntrack_zone_limit = N
+    "  [vswitch]  cores = \"LIST\", idle = \"busy\"|\"adaptive\", idle_max_sleep_us = 1..=100000, mbufs = N,
+             burst = 1..=256, fdb_size = N, fdb_aging = SECS, mac_limit_bridge = N, mac_limit_port = N,
+             rebalance_interval = SECS, conntrack_size = N, conntrack_zone_limit = N
   [[bridge]] name = \"NAME\", vni = 0..=16777215, tunnel = \"vxlan\"|\"geneve\"|\"nvgre\", local = \"IP\",
              remotes = [\"IP\", ...], vlan = 1..=4094, udp_port = 1..=65535
   [[port]]   name = \"NAME\", spec = \"SPEC\", role = \"access\"|\"uplink\", bridge = \"NAME\", vlan = 1..=4094,
@@ -103,6 +105,8 @@ pub struct Global {
     pub cores: Option<String>,
     /// `busy` or `adaptive`.
     pub idle: Idle,
+    /// With `adaptive`: the longest sleep of an idle lcore, microseconds.
+    pub idle_max_sleep_us: u32,
     /// Mbufs in the pool.
     pub mbufs: u32,
     /// Packets per rx burst.
@@ -119,6 +123,8 @@ pub struct Global {
     pub conntrack_size: usize,
     /// Connections per bridge (0: only `conntrack_size`).
     pub conntrack_zone_limit: usize,
+    /// Seconds between automatic rx queue rebalances (0: never).
+    pub rebalance_interval: u64,
 }
 
 impl Default for Global {
@@ -126,6 +132,7 @@ impl Default for Global {
         Global {
             cores: None,
             idle: Idle::Busy,
+            idle_max_sleep_us: 500,
             mbufs: 32768,
             burst: 32,
             fdb_size: 65536,
@@ -134,6 +141,7 @@ impl Default for Global {
             mac_limit_port: 4096,
             conntrack_size: 65536,
             conntrack_zone_limit: 0,
+            rebalance_interval: 0,
         }
     }
 }
@@ -540,6 +548,10 @@ impl Config {
         if !(1..=256).contains(&g.burst) {
             return Err(ConfigError(format!("{file}: [vswitch] burst = {}: use 1..=256", g.burst)));
         }
+        if !(1..=100_000).contains(&g.idle_max_sleep_us) {
+            let n = g.idle_max_sleep_us;
+            return Err(ConfigError(format!("{file}: [vswitch] idle_max_sleep_us = {n}: use 1..=100000")));
+        }
         if g.fdb_size == 0 || g.fdb_aging == 0 {
             return Err(ConfigError(format!("{file}: [vswitch] fdb_size and fdb_aging must be positive")));
         }
@@ -697,6 +709,7 @@ mac = "02:00:00:00:00:0a"
         assert_eq!(c.port[0].role, Role::Uplink);
         assert_eq!(c.vswitch.idle, Idle::Adaptive);
         assert_eq!(c.vswitch.fdb_aging, 300);
+        assert_eq!(c.vswitch.idle_max_sleep_us, 500);
         assert_eq!(c.fdb[0].mac, [2, 0, 0, 0, 0, 9]);
         assert!(c.port_security().is_empty());
     }
@@ -805,6 +818,10 @@ protocol = 47
             (("name = \"empty\"", "name = \"tenant-a\""), "line 14: [[bridge]] name = 'tenant-a': empty or used twice"),
             (("mac = \"02:00:00:00:00:09\"", "mac = \"02:00\""), "line 28: '02:00' is not a MAC address"),
             (("vni = 100", "vni = 16777216"), "vni = 16777216: use 0..=16777215"),
+            (
+                ("idle = \"adaptive\"", "idle = \"adaptive\"\nidle_max_sleep_us = 0"),
+                "idle_max_sleep_us = 0: use 1..=100000",
+            ),
             (("port = \"vm1\"", "port = \"vm1\"\nvtep = \"10.50.0.2\""), "give exactly one of port"),
             (("role = \"uplink\"", ""), "need a [[port]] with role = \"uplink\""),
             (("remotes = [\"10.50.0.2\"]", "remotes = [\"2001:db8::2\"]"), "is not of local's family"),

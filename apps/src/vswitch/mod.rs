@@ -2,8 +2,15 @@
 //! opens the ports, wires the switch (`fastpath_pipeline::switch`) onto lcores and reports; the
 //! packet logic is the library's ([docs/vswitch.md](../../../docs/vswitch.md)).
 
+pub mod capture;
+pub mod commands;
 pub mod config;
+pub mod ctl;
+pub mod metrics;
+pub mod rebalance;
+pub mod reload;
 
+use std::path::Path;
 use std::time::Duration;
 
 use fastpath_mempool::{Mempool, PagePolicy, PoolConfig, PORT_NONE};
@@ -25,8 +32,27 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
     if !(a.stats >= 0.0 && a.stats.is_finite()) {
         return Err(AppError::Usage(format!("--stats {}: give 0 or a positive number of seconds", a.stats)));
     }
-    let cfg = Config::load(&a.config).map_err(|e| AppError::Usage(e.to_string()))?;
+    let mut cfg = Config::load(&a.config).map_err(|e| AppError::Usage(e.to_string()))?;
     let g = &cfg.vswitch;
+    // Before any port opens: a second switch on the same control socket stops here.
+    let mut server = match a.ctl.as_deref() {
+        Some(p) if p.as_os_str() == "none" => None,
+        Some(p) => Some(ctl::CtlServer::bind(p).map_err(|e| e.error)?),
+        // The default path is root's: another user runs without a socket (and is told).
+        None => match ctl::CtlServer::bind(Path::new(ctl::DEFAULT_PATH)) {
+            Ok(s) => Some(s),
+            Err(e) if e.denied => {
+                log::warn!("{}: running without a control socket (give --ctl PATH to have one)", e.error);
+                None
+            }
+            Err(e) => return Err(e.error),
+        },
+    };
+    if server.is_some() {
+        let p = a.ctl.as_deref().unwrap_or(Path::new(ctl::DEFAULT_PATH));
+        log::info!("control socket: {} (fastpath ctl --socket {0} help)", p.display());
+    }
+    let mut metrics = a.metrics.as_deref().map(metrics::MetricsServer::bind).transpose()?;
     let cpus = run::cpus(&a.cores.clone().or_else(|| g.cores.clone()))?;
     let pool = Mempool::new("vswitch", &PoolConfig { mbufs: g.mbufs, chunk_size: 2048, pages: PagePolicy::Auto })
         .map_err(|e| AppError::Usage(format!("{}: [vswitch] mbufs = {}: {e}", a.config.display(), g.mbufs)))?;
@@ -52,15 +78,26 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
     // lcore may send to every port (queues shared where a port has fewer than the lcores).
     let placement = run::place_rx(&ports, cpus.len());
     let mut lcores: Vec<LcoreSpec> = Vec::with_capacity(cpus.len());
-    for ((&c, p), rxqs) in cpus.iter().zip(processors).zip(&placement) {
+    let mut rxqs = Vec::new();
+    let mut captures = capture::Captures::default();
+    let mut rebalancer = rebalance::Rebalancer::default();
+    for (li, ((&c, p), placed)) in cpus.iter().zip(processors).zip(&placement).enumerate() {
         let mut l = LcoreSpec::new(Some(c));
         let pi = l.add_processor(Box::new(p));
-        for &(port, q) in rxqs {
-            l.add_task(ports[port as usize].rx_queue(q)?, pi, PORT_NONE);
+        for &(port, q) in placed {
+            let rx = captures.wrap_rx(ports[port as usize].rx_queue(q)?);
+            rxqs.push((li, l.add_task(rx, pi, PORT_NONE)));
         }
         lcores.push(l);
     }
     let shared = run::give_every_lcore_every_port(&mut ports, &mut lcores)?;
+    for l in &mut lcores {
+        for (p, slot) in l.tx.iter_mut().enumerate() {
+            if let Some(q) = slot.take() {
+                *slot = Some(captures.wrap_tx(p as u16, q));
+            }
+        }
+    }
     let mut head = String::from("rx queues on lcores (pmd-rxq-show):\n");
     head += &run::describe_placement(&ports, &cpus, &placement);
     for (p, &s) in ports.iter().zip(&shared) {
@@ -75,12 +112,62 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
     }
     let idle = match g.idle {
         Idle::Busy => IdleMode::Busy,
-        Idle::Adaptive => IdleMode::Adaptive { max_sleep_us: 500 },
+        Idle::Adaptive => IdleMode::Adaptive { max_sleep_us: g.idle_max_sleep_us },
     };
     fastpath_pmd::signal::install();
+    fastpath_pmd::signal::install_reload();
     let rt = Runtime::launch(lcores, RuntimeConfig { burst: g.burst, idle })?;
+    let auto_every = (g.rebalance_interval > 0).then(|| Duration::from_secs(g.rebalance_interval));
+    let mut last_auto = std::time::Instant::now();
     // A pcap port at the end of its file does not stop a switch: only a signal or --duration.
-    let (reason, seconds) = run::control_loop(&rt, &ports, a.duration, a.stats, || false, || ctl.poll());
+    let (reason, seconds) = run::control_loop(
+        &rt,
+        &ports,
+        a.duration,
+        a.stats,
+        || false,
+        || {
+            ctl.poll();
+            captures.poll();
+            if auto_every.is_some_and(|d| last_auto.elapsed() >= d) {
+                last_auto = std::time::Instant::now();
+                let names: Vec<String> = cfg.port.iter().map(|p| p.name.get_ref().clone()).collect();
+                let name = |id: u16| names.get(id as usize).cloned().unwrap_or_else(|| id.to_string());
+                match rebalancer.auto(&rt, &mut rxqs, name) {
+                    Ok(Some(r)) => log::info!("rx queues rebalanced (rebalance_interval): {r}"),
+                    Ok(None) => {}
+                    Err(e) => log::error!("automatic rxq rebalance: {e}"),
+                }
+            }
+            if fastpath_pmd::signal::reload_requested() {
+                match reload::reload(&mut cfg, &mut ctl) {
+                    Ok(r) => log::info!("SIGHUP: reloaded {}: {r}", cfg.source.path.display()),
+                    Err(e) => log::error!("SIGHUP: {e}"),
+                }
+            }
+            if server.is_none() && metrics.is_none() {
+                return;
+            }
+            let mut live = commands::Live {
+                cfg: &mut cfg,
+                ports: &ports,
+                rt: &rt,
+                cpus: &cpus,
+                rxqs: &mut rxqs,
+                pool: &pool,
+                ctl: &mut ctl,
+                captures: &mut captures,
+                rebalancer: &mut rebalancer,
+            };
+            if let Some(s) = server.as_mut() {
+                s.poll(|r| live.handle(r));
+            }
+            if let Some(m) = metrics.as_mut() {
+                m.poll(|| metrics::render(&live));
+            }
+        },
+    );
+    drop(server);
     let lcore_stats: Vec<_> = rt.stats().iter().map(|s| run::LcoreSnapshot::of(s)).collect();
     rt.join()?;
     // What the lcores handed over last (learns, neighbour replies) is applied before reporting.

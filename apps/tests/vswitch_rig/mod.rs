@@ -72,7 +72,8 @@ pub struct Vswitch {
 }
 
 impl Vswitch {
-    /// Writes `config` and starts the switch (`--cores 1 --json`); returns once it has opened
+    /// Writes `config` and starts the switch (`--cores 1 --json`, its control socket in the
+    /// scratch folder); returns once it has opened
     /// its ports and placed its queues (it prints the placement just before its lcores start).
     pub fn start(config: &str) -> Vswitch {
         let dir = Scratch::new("run");
@@ -82,7 +83,8 @@ impl Vswitch {
             .arg("vswitch")
             .arg("--config")
             .arg(&cfg)
-            .args(["--cores", "1", "--json", "--duration", "300"])
+            .args(["--cores", "1", "--json", "--duration", "300", "--ctl"])
+            .arg(dir.path("ctl"))
             .stdout(std::fs::File::create(dir.path("stdout")).expect("stdout file"))
             .stderr(std::fs::File::create(dir.path("stderr")).expect("stderr file"))
             .stdin(Stdio::null())

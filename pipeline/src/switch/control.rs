@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrayvec::ArrayVec;
@@ -24,8 +25,12 @@ use crate::switch::secgroup::{SecurityGroups, SgConfig, SgRule};
 use crate::switch::stats::{self, BridgeStats, LcoreCounters, SwitchPortStats, SwitchStats, VtepStats, REASONS};
 use crate::switch::stats::{ConntrackStats, ZoneStats};
 use crate::switch::topology::{Topology, NO_SEGMENT};
+use crate::switch::trace::{self, Arm, Record, TracedPacket};
 use crate::switch::vtep::{Neigh, NeighState, Vteps, MAX_VTEPS};
 use fastpath_pmd::Error;
+
+mod admin;
+pub use admin::FdbTarget;
 
 /// A confirmed neighbour becomes stale after this long (lcores then solicit it again).
 pub const NEIGH_REACHABLE_NS: u64 = 300_000_000_000;
@@ -47,6 +52,32 @@ struct BridgeCounts {
     moved: u64,
     aged: u64,
     refused: u64,
+}
+
+/// The control side's end of the packet trace ([`crate::switch::trace`]).
+#[derive(Debug, Default)]
+pub(crate) struct Traces {
+    /// What the lcores read to know whether and which port to trace.
+    pub(crate) arm: Arc<Arm>,
+    /// Records lost to a full ring.
+    pub(crate) lost: Arc<AtomicU64>,
+    /// One per lcore.
+    pub(crate) rings: Vec<spsc::Consumer<Record>>,
+    /// The records of the current trace, in the order they came.
+    taken: Vec<Record>,
+    /// The current trace's number.
+    number: u16,
+}
+
+/// A packet trace's state, for display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceStatus {
+    /// The packets traced so far, in the order the control side got them.
+    pub packets: Vec<TracedPacket>,
+    /// Packets still to take.
+    pub left: u32,
+    /// Records lost to a full ring since the switch started.
+    pub lost: u64,
 }
 
 /// An FDB entry, for display.
@@ -79,6 +110,7 @@ pub struct SwitchControl {
     /// By VTEP id: when its neighbour was last confirmed.
     confirmed: Vec<u64>,
     rings: Vec<spsc::Consumer<Event>>,
+    trace: Traces,
     lcores: Vec<Arc<LcoreCounters>>,
     clock: Clock,
     cfg: FdbConfig,
@@ -107,7 +139,7 @@ impl SwitchControl {
         topo: Arc<Topology>,
         fdb: FdbWriter,
         vteps: Arc<Vteps>,
-        rings: Vec<spsc::Consumer<Event>>,
+        (rings, trace): (Vec<spsc::Consumer<Event>>, Traces),
         lcores: Vec<Arc<LcoreCounters>>,
         clock: Clock,
         cfg: FdbConfig,
@@ -124,6 +156,7 @@ impl SwitchControl {
             fdb,
             vteps,
             rings,
+            trace,
             lcores,
             clock,
             cfg,
@@ -216,6 +249,7 @@ impl SwitchControl {
                 }
             }
         }
+        self.take_traces();
         self.age(now);
         if let Some(ct) = self.sg.as_ref().and_then(|s| s.conntrack()) {
             ct.age(now.secs as u64, CT_AGE_PER_POLL);
@@ -453,5 +487,54 @@ impl SwitchControl {
         let mut v = Vec::new();
         self.fdb.scan(0, self.fdb.fdb().buckets(), |_, e| v.push(self.entry(&e)));
         v
+    }
+}
+
+impl SwitchControl {
+    /// Traces the next `n` packets (at most [`trace::MAX_PACKETS`]) received on port `port`,
+    /// forgetting the previous trace; `n` = 0 stops tracing.
+    pub fn trace_add(&mut self, port: u16, n: u32) -> Result<(), String> {
+        if port as usize >= self.topo.ports.len() {
+            return Err(format!("no port {port}"));
+        }
+        if n > trace::MAX_PACKETS {
+            return Err(format!("trace {n} packets: give at most {}", trace::MAX_PACKETS));
+        }
+        self.trace_clear();
+        self.trace.number = self.trace.number.wrapping_add(1);
+        self.trace.arm.set(self.trace.number, port, n);
+        Ok(())
+    }
+
+    /// Stops tracing and forgets what was traced.
+    pub fn trace_clear(&mut self) {
+        self.trace.arm.set(self.trace.number, 0, 0);
+        self.take_traces();
+        self.trace.taken.clear();
+    }
+
+    /// The current trace: its packets so far, described.
+    pub fn trace_show(&mut self) -> TraceStatus {
+        self.take_traces();
+        let names = trace::Names { topo: &self.topo, vteps: &self.vteps };
+        TraceStatus {
+            packets: self.trace.taken.iter().map(|r| names.describe(r)).collect(),
+            left: self.trace.arm.left(),
+            lost: self.trace.lost.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Moves the lcores' trace records here.
+    fn take_traces(&mut self) {
+        let mut buf: ArrayVec<Record, 64> = ArrayVec::new();
+        let t = &mut self.trace;
+        for r in &mut t.rings {
+            while r.dequeue_burst(&mut buf, 64) > 0 {
+                let room = (trace::MAX_PACKETS as usize).saturating_sub(t.taken.len());
+                let number = t.number;
+                t.taken.extend(buf.drain(..).filter(|r| r.trace == number).take(room));
+                buf.clear();
+            }
+        }
     }
 }

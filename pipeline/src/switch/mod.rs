@@ -11,7 +11,7 @@
 //!   (checked in [`ingress`]); [`secgroup`]: stateful security groups over the
 //!   [`crate::conntrack`] table (checked in [`ingress`] and where packets go out to a VM port);
 //! - [`control`]: [`SwitchControl`], the one writer of the tables; [`event`]: what the lcores
-//!   tell it; [`stats`]: the counters; [`clock`]: time.
+//!   tell it; [`stats`]: the counters; [`trace`]: the packet trace; [`clock`]: time.
 //!
 //! ```no_run
 //! # fn f(cfg: &fastpath_pipeline::switch::SwitchConfig, pool: &fastpath_mempool::Mempool) -> Result<(), fastpath_pmd::Error> {
@@ -43,6 +43,7 @@ pub mod processor;
 pub mod secgroup;
 pub mod stats;
 pub mod topology;
+pub mod trace;
 pub mod underlay;
 pub mod vlan;
 pub mod vtep;
@@ -60,7 +61,7 @@ pub use config::{
     BridgeConfig, ConntrackSettings, Direction, FdbConfig, PortConfig, PortGroups, PortRole, SecurityGroup, SgRule,
     StaticMac, StaticNeighbour, SwitchConfig, TunnelKind,
 };
-pub use control::{FdbEntry, SwitchControl};
+pub use control::{FdbEntry, FdbTarget, SwitchControl};
 pub use port_security::{AllowedAddress, PortSecurity};
 pub use processor::SwitchProcessor;
 pub use stats::{BridgeStats, ConntrackStats, SwitchPortStats, SwitchStats, VtepStats, ZoneStats};
@@ -107,14 +108,20 @@ pub fn build_with_clock(
     let mut rings = Vec::new();
     let mut counters = Vec::new();
     let mut procs = Vec::new();
-    for _ in 0..lcores {
+    let mut trace = control::Traces::default();
+    let mut trace_rings = Vec::new();
+    for i in 0..lcores {
         let (tx, rx) = spsc::channel(event::RING_SIZE);
-        let (p, c) = SwitchProcessor::new((&topo, &fdb, &vteps, &sg), tx, pool, clock.clone());
+        let (ttx, trx) = spsc::channel(trace::RING);
+        let tracer = trace::Tracer::new(trace.arm.clone(), ttx, trace.lost.clone(), i as u16);
+        let (p, c) = SwitchProcessor::new((&topo, &fdb, &vteps, &sg), tx, tracer, pool, clock.clone());
         rings.push(rx);
+        trace_rings.push(trx);
         counters.push(c);
         procs.push(p);
     }
-    let mut control = SwitchControl::new(topo, writer, vteps, rings, counters, clock, cfg.fdb);
+    trace.rings = trace_rings;
+    let mut control = SwitchControl::new(topo, writer, vteps, (rings, trace), counters, clock, cfg.fdb);
     control.set_security_groups(sg, sg_cfg);
     if control.stats().fdb_entries < cfg.static_macs.len() as u64 {
         return Err(Error::Config(format!(

@@ -13,6 +13,9 @@
 //! tx-offload  checksums / segmentation that each output port cannot do itself
 //! ```
 //!
+//! A packet trace ([`crate::switch::trace`]) notes the traced packets after each pass; while
+//! none runs it costs one relaxed load per burst.
+//!
 //! Nothing here takes a lock or allocates: the FDB and the VTEP table are read lock-free, the
 //! control side is told through this lcore's SPSC ring, and every buffer is inline or made when
 //! the processor is built.
@@ -39,6 +42,7 @@ use crate::switch::lookup::{self, Scratch};
 use crate::switch::secgroup::SecurityGroups;
 use crate::switch::stats::{LcoreCounters, SwitchStage};
 use crate::switch::topology::Topology;
+use crate::switch::trace::{Pass, Tracer};
 use crate::switch::underlay::Underlay;
 use crate::switch::vtep::Vteps;
 use crate::switch::{forward, ingress, meta};
@@ -129,6 +133,7 @@ pub struct SwitchProcessor {
     gro: Gro,
     gro_batch: Batch,
     txoff: SegmentStage,
+    tracer: Tracer,
 }
 
 impl fmt::Debug for SwitchProcessor {
@@ -143,6 +148,7 @@ impl SwitchProcessor {
     pub(crate) fn new(
         shared: (&Arc<Topology>, &Arc<Fdb>, &Arc<Vteps>, &Arc<SecurityGroups>),
         events: spsc::Producer<Event>,
+        tracer: Tracer,
         pool: &Mempool,
         clock: Clock,
     ) -> (SwitchProcessor, Arc<LcoreCounters>) {
@@ -175,6 +181,7 @@ impl SwitchProcessor {
             gro,
             gro_batch: Batch::new(),
             txoff,
+            tracer,
         };
         (p, c)
     }
@@ -283,8 +290,14 @@ impl Processor for SwitchProcessor {
         if batch.is_empty() {
             return;
         }
+        // A trace costs one relaxed load per burst while none runs; the notes after each pass
+        // are taken only for a burst with traced packets.
+        let traced = self.tracer.armed() && self.tracer.begin(batch);
         self.sw.now = Now::at(self.clock.now_ns());
         let t = ingress::run(&mut self.sw, &self.under, batch, &mut self.scratch.outer);
+        if traced {
+            self.tracer.mark(Pass::Ingress, batch, Some(&self.sw.fdb));
+        }
         let h = if t.learn > 0 {
             self.switch(batch, t.learn)
         } else {
@@ -296,22 +309,38 @@ impl Processor for SwitchProcessor {
         if h.any(&[meta::FORWARD]) && self.sw.sg.conntrack().is_some() {
             out |= self.check_to_vms(batch) > 0;
         }
+        if traced {
+            self.tracer.mark(Pass::Forward, batch, None);
+        }
         if out {
             sweep(batch, ctx);
         }
-        if h.any(&[meta::TO_VTEP, meta::TO_UPLINK]) && self.egress.run(&self.sw, batch) > 0 {
-            sweep(batch, ctx);
+        if h.any(&[meta::TO_VTEP, meta::TO_UPLINK]) {
+            let dropped = self.egress.run(&self.sw, batch);
+            if traced {
+                self.tracer.mark(Pass::Egress, batch, None);
+            }
+            if dropped > 0 {
+                sweep(batch, ctx);
+            }
         }
         if h.decapsulated > 1 {
             self.gro(batch, ctx);
         }
         if h.any(&[meta::FLOOD]) {
             self.flood.process(&self.sw, &mut self.egress, &self.under, batch, ctx);
+            if traced {
+                self.tracer.flooded();
+            }
         }
         if self.egress.wants_solicit() {
             self.egress.solicit(&self.sw, &self.under, batch, ctx);
         }
         self.txoff.process(batch, ctx);
+        if traced {
+            self.tracer.mark(Pass::TxOffload, batch, None);
+            self.tracer.end();
+        }
     }
 
     fn resume(&mut self, batch: &mut Batch, ctx: &mut Ctx) -> bool {

@@ -1,0 +1,330 @@
+//! What the control socket's commands do on a running switch: each reads the ports, lcores and
+//! the switch's control side (the one writer of the FDB) from the control thread, so none of
+//! them touches an lcore. The reference is in docs/operations.md.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use fastpath_mempool::Mempool;
+use fastpath_pipeline::switch::{FdbTarget, SwitchControl};
+use fastpath_pmd::sys::{fmt_mac, parse_mac};
+use fastpath_pmd::{Port, Runtime, TaskStats};
+use serde_json::{json, Value};
+
+use super::capture::Captures;
+use super::config::Config;
+use super::ctl::Request;
+use super::rebalance::Rebalancer;
+
+/// The commands, for `help` and for the error on an unknown one.
+pub const COMMANDS: &str = "show ports|bridges|fdb [BRIDGE]|lcores|rxqs|neighbours|captures|config, stats, \
+     fdb add BRIDGE MAC port=NAME|vtep=IP [vlan=N], fdb del BRIDGE MAC [vlan=N], fdb flush [BRIDGE], capture PORT rx|tx|both FILE [count=N], capture stop PORT, \
+     show captures, trace add PORT N, trace show, trace clear, rxq rebalance, reload, help";
+
+/// A running switch as the commands see it.
+pub struct Live<'a> {
+    /// The config it was started with.
+    pub cfg: &'a mut Config,
+    /// Its ports, by id.
+    pub ports: &'a [Box<dyn Port>],
+    /// Its lcores.
+    pub rt: &'a Runtime,
+    /// The CPU of each lcore.
+    pub cpus: &'a [usize],
+    /// Per rx queue: its counters (port, queue, packets, cycles) and its lcore.
+    pub rxqs: &'a mut [(usize, Arc<TaskStats>)],
+    /// Its pool.
+    pub pool: &'a Mempool,
+    /// The control side of the switch.
+    pub ctl: &'a mut SwitchControl,
+    /// The taps of its queues and the captures running.
+    pub captures: &'a mut Captures,
+    /// What `rxq rebalance` weighed last.
+    pub rebalancer: &'a mut Rebalancer,
+}
+
+impl Live<'_> {
+    /// Runs one request.
+    pub fn handle(&mut self, r: &Request) -> Result<Value, String> {
+        let a: Vec<&str> = r.args.iter().map(String::as_str).collect();
+        match (r.cmd.as_str(), a.as_slice()) {
+            ("show", ["ports"]) => Ok(self.ports()),
+            ("show", ["bridges"]) => Ok(self.bridges()),
+            ("show", ["fdb"]) => Ok(self.fdb(None)),
+            ("show", ["fdb", b]) => self.check_bridge(b).map(|()| self.fdb(Some(b))),
+            ("show", ["lcores"]) => Ok(self.lcores()),
+            ("show", ["rxqs"]) => Ok(self.rxqs()),
+            ("show", ["neighbours"]) => Ok(self.neighbours()),
+            ("show", ["captures"]) => Ok(self.captures.list(|id| self.port_name(id))),
+            ("show", ["config"]) => Ok(json!({"path": self.cfg.source.path.display().to_string(),
+                "text": self.cfg.source.text})),
+            ("show", _) => {
+                Err("show what? give one of: ports, bridges, fdb [BRIDGE], lcores, rxqs, neighbours, captures, \
+                 config"
+                    .into())
+            }
+            ("stats", []) => Ok(self.stats()),
+            ("fdb", ["add", rest @ ..]) => self.fdb_add(rest),
+            ("fdb", ["del", rest @ ..]) => self.fdb_del(rest),
+            ("fdb", ["flush"]) => self.ctl.fdb_flush(None).map(|n| json!({"flushed": n})),
+            ("fdb", ["flush", b]) => self.ctl.fdb_flush(Some(b)).map(|n| json!({"flushed": n})),
+            ("capture", ["stop", p]) => self.port_id(p).and_then(|id| self.captures.stop(id, p)),
+            ("capture", [p, dir, file, rest @ ..]) => {
+                let id = self.port_id(p)?;
+                let count = match rest {
+                    [] => None,
+                    [c] if c.starts_with("count=") => {
+                        Some(c[6..].parse::<u64>().map_err(|_| format!("{c}: give count=N (frames)"))?)
+                    }
+                    _ => return Err("give: capture PORT rx|tx|both FILE [count=N]".into()),
+                };
+                self.captures.start(id, p, dir, file, count)
+            }
+            ("trace", ["add", p, n]) => {
+                let id = self.port_id(p)?;
+                let n = n.parse::<u32>().map_err(|_| format!("trace add {p} {n}: give a number of packets"))?;
+                self.ctl.trace_add(id, n).map(|()| json!({"port": p, "packets": n}))
+            }
+            ("trace", ["show"]) => Ok(self.trace()),
+            ("trace", ["clear"]) => {
+                self.ctl.trace_clear();
+                Ok(json!({"cleared": true}))
+            }
+            ("rxq", ["rebalance"]) => {
+                let names: Vec<String> = self.cfg.port.iter().map(|p| p.name.get_ref().clone()).collect();
+                let name = |id: u16| names.get(id as usize).cloned().unwrap_or_else(|| id.to_string());
+                self.rebalancer.run(self.rt, self.rxqs, name)
+            }
+            ("reload", []) => super::reload::reload(self.cfg, self.ctl),
+            ("help", []) => Ok(json!(COMMANDS)),
+            (c @ ("stats" | "fdb" | "help" | "capture" | "trace" | "rxq" | "reload"), _) => {
+                Err(format!("{c}: wrong arguments; the commands: {COMMANDS}"))
+            }
+            (c, _) => Err(format!("unknown command '{c}'; the commands: {COMMANDS}")),
+        }
+    }
+
+    /// `trace show`: each packet with its passes and the cycles they cost.
+    fn trace(&mut self) -> Value {
+        let t = self.ctl.trace_show();
+        let packets: Vec<Value> = t
+            .packets
+            .iter()
+            .map(|p| {
+                let passes: Vec<Value> = p
+                    .passes
+                    .iter()
+                    .map(|s| json!({"pass": s.pass, "decision": s.decision, "cycles": s.cycles}))
+                    .collect();
+                let cycles: u64 = p.passes.iter().filter_map(|s| s.cycles).map(u64::from).sum();
+                json!({"lcore": p.lcore, "port": p.port, "len": p.len, "summary": p.summary, "cycles": cycles,
+                    "passes": passes})
+            })
+            .collect();
+        json!({"packets": packets, "left": t.left, "lost": t.lost})
+    }
+
+    fn check_bridge(&self, b: &str) -> Result<(), String> {
+        match self.cfg.bridge.iter().any(|x| x.name.get_ref() == b) {
+            true => Ok(()),
+            false => Err(format!("there is no bridge '{b}'")),
+        }
+    }
+
+    fn ports(&self) -> Value {
+        let v: Vec<Value> = self
+            .ports
+            .iter()
+            .zip(&self.cfg.port)
+            .map(|(p, c)| {
+                let (i, s) = (p.info(), p.stats());
+                json!({"id": i.id, "name": c.name.get_ref(), "driver": i.driver, "spec": c.spec,
+                    "role": format!("{:?}", c.role).to_lowercase(),
+                    "bridge": c.bridge.as_ref().map(|b| b.get_ref().clone()), "vlan": c.vlan,
+                    "mac": c.mac.or(i.mac).map(|m| fmt_mac(&m)), "rx_queues": i.rx_queues, "tx_queues": i.tx_queues,
+                    "rx_packets": s.rx_packets, "tx_packets": s.tx_packets, "rx_bytes": s.rx_bytes,
+                    "tx_bytes": s.tx_bytes, "rx_drops": s.rx_drops, "tx_drops": s.tx_drops,
+                    "rx_errors": s.rx_errors, "tx_errors": s.tx_errors})
+            })
+            .collect();
+        Value::Array(v)
+    }
+
+    fn bridges(&self) -> Value {
+        let st = self.ctl.stats();
+        let v: Vec<Value> = self
+            .cfg
+            .bridge
+            .iter()
+            .zip(&st.bridges)
+            .map(|(c, s)| {
+                let ports: Vec<&String> = self
+                    .cfg
+                    .port
+                    .iter()
+                    .filter(|p| p.bridge.as_ref() == Some(&c.name))
+                    .map(|p| p.name.get_ref())
+                    .collect();
+                json!({"name": s.name, "vni": c.vni, "tunnel": c.vni.map(|_| format!("{:?}", c.tunnel).to_lowercase()),
+                    "local": c.local, "remotes": c.remotes, "vlan": c.vlan, "ports": ports,
+                    "fdb_size": s.fdb_size, "learned": s.learned, "moved": s.moved, "aged": s.aged,
+                    "flooded": s.flooded, "refused": s.refused})
+            })
+            .collect();
+        Value::Array(v)
+    }
+
+    fn fdb(&self, bridge: Option<&str>) -> Value {
+        let mut e = self.ctl.entries();
+        e.retain(|e| bridge.is_none_or(|b| e.bridge == b));
+        e.sort_by(|a, b| (&a.bridge, a.vlan, a.mac).cmp(&(&b.bridge, b.vlan, b.mac)));
+        let v: Vec<Value> = e
+            .iter()
+            .map(|e| {
+                json!({"bridge": e.bridge, "vlan": e.vlan, "mac": fmt_mac(&e.mac), "port": e.port,
+                    "vtep": e.vtep, "type": if e.is_static { "static" } else { "learned" },
+                    "age": (!e.is_static).then_some(e.age)})
+            })
+            .collect();
+        Value::Array(v)
+    }
+
+    fn lcores(&self) -> Value {
+        let v: Vec<Value> = self
+            .rt
+            .stats()
+            .iter()
+            .enumerate()
+            .map(|(l, s)| {
+                let rx = s.rx_packets.get();
+                let busy = s.busy_cycles.get();
+                json!({"lcore": l, "cpu": self.cpus.get(l), "busy_polls": s.busy_polls.get(),
+                    "idle_polls": s.idle_polls.get(), "busy_cycles": busy, "idle_cycles": s.idle_cycles.get(),
+                    "utilisation": (s.utilisation() * 1000.0).round() / 1000.0, "rx_packets": rx,
+                    "tx_packets": s.tx_packets.get(), "tx_drops": s.tx_drops.get(), "no_route": s.no_route.get(),
+                    "cycles_per_packet": (rx > 0).then(|| busy / rx)})
+            })
+            .collect();
+        Value::Array(v)
+    }
+
+    fn rxqs(&self) -> Value {
+        let mut per_lcore = vec![0u64; self.cpus.len()];
+        for (l, t) in self.rxqs.iter() {
+            per_lcore[*l] += t.cycles.get();
+        }
+        let mut order: Vec<&(usize, Arc<TaskStats>)> = self.rxqs.iter().collect();
+        order.sort_by_key(|(l, t)| (*l, t.port, t.queue));
+        let v: Vec<Value> = order
+            .into_iter()
+            .map(|(l, t)| {
+                let c = t.cycles.get();
+                let share = if per_lcore[*l] == 0 { 0.0 } else { c as f64 / per_lcore[*l] as f64 };
+                json!({"port": self.port_name(t.port), "queue": t.queue, "lcore": l, "cpu": self.cpus.get(*l),
+                    "packets": t.packets.get(), "cycles": c, "share": (share * 1000.0).round() / 1000.0})
+            })
+            .collect();
+        Value::Array(v)
+    }
+
+    fn port_id(&self, name: &str) -> Result<u16, String> {
+        match self.cfg.port.iter().position(|p| p.name.get_ref() == name) {
+            Some(i) => Ok(i as u16),
+            None => Err(format!("there is no port '{name}'")),
+        }
+    }
+
+    fn port_name(&self, id: u16) -> String {
+        self.cfg.port.get(id as usize).map_or_else(|| id.to_string(), |p| p.name.get_ref().clone())
+    }
+
+    fn neighbours(&self) -> Value {
+        let v: Vec<Value> = self
+            .ctl
+            .stats()
+            .vteps
+            .iter()
+            .map(|t| {
+                json!({"vtep": t.addr, "mac": t.mac.map(|m| fmt_mac(&m)), "state": t.state,
+                    "learned": t.learned})
+            })
+            .collect();
+        Value::Array(v)
+    }
+
+    /// Every counter: ports, lcores, bridges, switch ports, stages, the FDB and the pool.
+    pub fn stats(&self) -> Value {
+        let st = self.ctl.stats();
+        let sports: Vec<Value> = st
+            .ports
+            .iter()
+            .map(|p| {
+                let drops: serde_json::Map<_, _> = p.drops.iter().map(|(r, n)| (r.to_string(), json!(n))).collect();
+                json!({"name": p.name, "macs": p.macs, "refused": p.refused, "drops": drops})
+            })
+            .collect();
+        let stages: Vec<Value> = st
+            .stages
+            .iter()
+            .map(|s| {
+                let drops: serde_json::Map<_, _> =
+                    s.drops.iter().filter(|d| d.1 > 0).map(|(r, n)| (r.to_string(), json!(n))).collect();
+                json!({"stage": s.stage, "packets": s.packets, "drops": drops})
+            })
+            .collect();
+        json!({"ports": self.ports(), "lcores": self.lcores(), "bridges": self.bridges(), "switch_ports": sports,
+            "stages": stages, "fdb": {"entries": st.fdb_entries, "relocations": st.fdb_relocations,
+            "events": st.events}, "mempool": {"name": self.pool.name(), "capacity": self.pool.capacity(),
+            "available": self.pool.available()}})
+    }
+
+    fn fdb_add(&mut self, a: &[&str]) -> Result<Value, String> {
+        let usage = "fdb add BRIDGE MAC port=NAME|vtep=IP [vlan=N]";
+        let [bridge, mac, opts @ ..] = a else { return Err(format!("give: {usage}")) };
+        let mac = parse_mac(mac)?;
+        let (mut port, mut vtep, mut vlan) = (None, None, None);
+        for o in opts {
+            match o.split_once('=') {
+                Some(("port", p)) => port = Some(p),
+                Some(("vtep", v)) => vtep = Some(v.parse::<IpAddr>().map_err(|e| format!("vtep={v}: {e}"))?),
+                Some(("vlan", v)) => vlan = Some(parse_vlan(v)?),
+                _ => return Err(format!("'{o}': give {usage}")),
+            }
+        }
+        let to = match (port, vtep) {
+            (Some(p), None) => FdbTarget::Port(p),
+            (None, Some(v)) => FdbTarget::Vtep(v),
+            _ => return Err(format!("give exactly one of port=NAME or vtep=IP: {usage}")),
+        };
+        self.ctl.fdb_add(bridge, vlan, mac, to)?;
+        Ok(self.entry(bridge, vlan, mac))
+    }
+
+    fn fdb_del(&mut self, a: &[&str]) -> Result<Value, String> {
+        let (bridge, mac, vlan) = match a {
+            [b, m] => (b, m, None),
+            [b, m, v] if v.starts_with("vlan=") => (b, m, Some(parse_vlan(&v[5..])?)),
+            _ => return Err("give: fdb del BRIDGE MAC [vlan=N]".into()),
+        };
+        let mac = parse_mac(mac)?;
+        match self.ctl.fdb_del(bridge, vlan, mac)? {
+            true => Ok(json!({"deleted": fmt_mac(&mac)})),
+            false => Err(format!("bridge '{bridge}' has no entry for {}", fmt_mac(&mac))),
+        }
+    }
+
+    fn entry(&self, bridge: &str, vlan: Option<u16>, mac: [u8; 6]) -> Value {
+        match self.ctl.lookup(bridge, vlan, mac) {
+            Some(e) => json!({"bridge": e.bridge, "vlan": e.vlan, "mac": fmt_mac(&e.mac), "port": e.port,
+                "vtep": e.vtep, "type": if e.is_static { "static" } else { "learned" }}),
+            None => Value::Null,
+        }
+    }
+}
+
+fn parse_vlan(v: &str) -> Result<u16, String> {
+    match v.parse::<u16>() {
+        Ok(n) if (1..=4094).contains(&n) => Ok(n),
+        _ => Err(format!("vlan={v}: give an 802.1Q VLAN id 1..=4094")),
+    }
+}
