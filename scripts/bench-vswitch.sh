@@ -106,11 +106,14 @@ fp_view() {
     "$(fp_cycles_per_packet "$DIR/fp.log") cycles/packet"
 }
 
-# ovs.sh's PVP VM: interactive testpmd, "start tx_first", a stats line per second
+# ovs.sh's PVP VM: interactive testpmd, "start tx_first", a stats line per second (VM_SETTLE s
+# after testpmd starts: the sg mode waits 1 s, so that no tx_first burst meets a vhost queue the
+# switch has not enabled yet and one of the two loops dies at birth)
+VM_SETTLE=0
 pvp_vm() { # $1 forward-mode arguments, [$2 socket path prefix: $DIR/vh]; log in $DIR/tp.log
   local s=${2:-$DIR/vh}
-  { echo "start tx_first $PVP_BURSTS"; for _ in $(seq "$SECS"); do sleep 1; echo "show port stats all"; done
-    echo stop; echo quit; } | timeout -s INT $((SECS + 5)) dpdk-testpmd -l 0-1 --main-lcore 1 $EAL \
+  { sleep "$VM_SETTLE"; echo "start tx_first $PVP_BURSTS"; for _ in $(seq "$SECS"); do sleep 1; echo "show port stats all"; done
+    echo stop; echo quit; } | timeout -s INT $((SECS + 5 + VM_SETTLE)) dpdk-testpmd -l 0-1 --main-lcore 1 $EAL \
     --file-prefix fpbvs$$ --vdev=net_virtio_user0,mac=00:00:00:00:00:01,path=${s}0,queues=1 \
     --vdev=net_virtio_user1,mac=00:00:00:00:00:02,path=${s}1,queues=1 \
     -- -i $1 --nb-cores=1 --txd=1024 --rxd=1024 --total-num-mbufs=16384 >"$DIR/tp.log" 2>&1 || true
@@ -140,6 +143,17 @@ ${1:-}
 ${2:-}
 EOF
 }
+# testpmd's received totals per port at the end (both loops alive: about equal)
+tp_ports() {
+  echo "VM rx per port $(awk '/NIC statistics for port/ { p = $6; next } /statistics/ { p = "" }
+    /RX-packets:/ && p != "" { v[p] = $2 } END { print v[0] "/" v[1] }' "$DIR/tp.log")"
+}
+# The sg VM: mac forwarding crosswise (each frame leaves by the other port, the MACs rewritten,
+# the IPs not: one way, 198.18.0.1 -> .2); or both ways (SG_VM2): 5tswap, each frame back out of
+# the port it came in by with MACs, addresses and ports swapped, a request / reply ping-pong.
+SG_VM="--forward-mode=mac --eth-peer=0,00:00:00:00:00:02 --eth-peer=1,00:00:00:00:00:01"
+SG_VM2="--forward-mode=5tswap --port-topology=loop --eth-peer=0,00:00:00:00:00:02 --eth-peer=1,00:00:00:00:00:01"
+SG_TAG=
 # pvp.toml with a security group on both VM ports: what the testpmd VM sends passes, tracked
 cfg_pvp_sg() {
   cfg_pvp 'security_groups = ["vm"]' '
@@ -221,13 +235,14 @@ side_fastpath-vswitch() {
 side_fastpath-vswitch-sg() {
   rm -f "$DIR"/vh?; cfg_pvp_sg; fp_start vswitch --config "$DIR/pvp.toml"
   wait_socks "$DIR/vh0" "$DIR/vh1"
-  pvp_vm "--forward-mode=mac --eth-peer=0,00:00:00:00:00:02 --eth-peer=1,00:00:00:00:00:01"; fp_stop
-  echo "  fastpath-vswitch-sg: testpmd Rx $(tp_period_median "$DIR/tp.log" Rx-pps) Mpps; $(fp_view rx);" \
+  pvp_vm "$SG_VM"; fp_stop
+  echo "  fastpath-vswitch-sg$SG_TAG: testpmd Rx $(tp_period_median "$DIR/tp.log" Rx-pps) Mpps; $(fp_view rx);" \
     "$(grep -o '{"conntrack_zone":"pvp"[^}]*}' "$DIR/fp.log");" \
-    "sg drops $(grep -o '"sg-[a-z-]*":[0-9]*' "$DIR/fp.log" | awk -F: '{ s += $2 } END { print s + 0 }');" \
+    "$(tp_ports); sg drops $(grep -o '"sg-[a-z-]*":[0-9]*' "$DIR/fp.log" | awk -F: '{ s += $2 } END { print s + 0 }');" \
     "$(grep -o '{"drops":{[^}]*}[^}]*"switch_port":"vm[01]"}' "$DIR/fp.log" | paste -sd' ')" >&2
   echo "$(tp_period_median "$DIR/tp.log" Rx-pps) $(fp_cycles_per_packet "$DIR/fp.log")"
 }
+side_fastpath-vswitch-sg-2way() { SG_VM=$SG_VM2 SG_TAG=-2way side_fastpath-vswitch-sg; }
 side_fastpath-encap() {
   rm -f "$DIR/vm0"; cfg_vxlan "null,no-rx=on" 'mac = "02:00:00:00:00:00"
 vtep = "10.61.0.2"'
@@ -275,6 +290,7 @@ table=1,priority=90,ct_state=+trk+est-inv,in_port=2,actions=output:1
 table=1,priority=0,actions=drop
 EOF
 }
+side_ovs-pvp-ct-2way() { SG_VM=$SG_VM2 SG_TAG=-2way side_ovs-pvp-ct; }
 side_ovs-pvp-ct() {
   bash "$PEERS/ovs.sh" start >/dev/null
   ovs_vsctl --if-exists del-br fppvp
@@ -282,7 +298,7 @@ side_ovs-pvp-ct() {
     -- add-port fppvp fpvh0 -- set Interface fpvh0 type=dpdkvhostuser ofport_request=1 \
     -- add-port fppvp fpvh1 -- set Interface fpvh1 type=dpdkvhostuser ofport_request=2
   ovs_ofctl del-flows fppvp; ct_flows | ovs_ofctl add-flows fppvp -
-  pvp_vm "--forward-mode=mac --eth-peer=0,00:00:00:00:00:02 --eth-peer=1,00:00:00:00:00:01" "$OVSRUN/fpvh" &
+  pvp_vm "$SG_VM" "$OVSRUN/fpvh" &
   local tp=$! i
   sleep 3
   for i in $(seq $((SECS > 6 ? SECS - 5 : 1))); do
@@ -297,9 +313,9 @@ side_ovs-pvp-ct() {
   wait "$tp" || true
   ovs_vsctl --if-exists del-br fppvp; bash "$PEERS/ovs.sh" stop
   local c; c=$(awk '{ print $2 }' "$DIR/ovs-ct.w" | median)
-  echo "  ovs-pvp-ct: testpmd Rx $(tp_period_median "$DIR/tp.log" Rx-pps) Mpps; OVS PMD rx" \
+  echo "  ovs-pvp-ct$SG_TAG: testpmd Rx $(tp_period_median "$DIR/tp.log" Rx-pps) Mpps; OVS PMD rx" \
     "$(awk '{ print $1 }' "$DIR/ovs-ct.w" | median) Mpps (median of $(wc -l <"$DIR/ovs-ct.w") 1-s windows)," \
-    "$c cycles/pkt; conntrack entries in zone 1: $ct; table 1 packets: $flows" >&2
+    "$c cycles/pkt; $(tp_ports); conntrack entries in zone 1: $ct; table 1 packets: $flows" >&2
   echo "$(tp_period_median "$DIR/tp.log" Rx-pps) $c"
 }
 
@@ -372,6 +388,7 @@ if want pvp; then
   compare "$ROUNDS" Mpps fastpath-vswitch ovs-pvp-normal
 fi
 if want sg; then
+  VM_SETTLE=1
   echo "== PVP with MAC learning and security groups + conntrack on both VM ports, 64 B; VM testpmd mac forwarding"
   echo "   (UDP 198.18.0.1:9 -> 198.18.0.2:9 both ways; groups: egress udp, ingress udp from 198.18.0.0/16)"
   echo "-- with groups / without (bar: >= 0.7x)"
@@ -380,6 +397,11 @@ if want sg; then
   echo "-- fastpath with groups / OVS-DPDK with the Neutron firewall's ct() flows (bar: >= 3x)"
   noise
   compare "$ROUNDS" Mpps fastpath-vswitch-sg ovs-pvp-ct
+  echo "-- the same both ways: testpmd 5tswap, each port's frames back to it with addresses and ports swapped,"
+  echo "   so that each connection has replies (OVS: +trk+est after the first; one way it stays +trk+new)"
+  noise
+  compare "$ROUNDS" Mpps fastpath-vswitch-sg-2way ovs-pvp-ct-2way
+  VM_SETTLE=0
 fi
 if want vxlan; then
   mkpcap "$DIR/vxlan.pcap"
