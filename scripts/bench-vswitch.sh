@@ -107,7 +107,7 @@ fp_view() {
 }
 
 # ovs.sh's PVP VM: interactive testpmd, "start tx_first", a stats line per second (VM_SETTLE s
-# after testpmd starts: the sg mode waits 1 s, so that no tx_first burst meets a vhost queue the
+# after testpmd starts: the sg mode waits 2 s, so that no tx_first burst meets a vhost queue the
 # switch has not enabled yet and one of the two loops dies at birth)
 VM_SETTLE=0
 pvp_vm() { # $1 forward-mode arguments, [$2 socket path prefix: $DIR/vh]; log in $DIR/tp.log
@@ -388,7 +388,7 @@ if want pvp; then
   compare "$ROUNDS" Mpps fastpath-vswitch ovs-pvp-normal
 fi
 if want sg; then
-  VM_SETTLE=1
+  VM_SETTLE=2
   echo "== PVP with MAC learning and security groups + conntrack on both VM ports, 64 B; VM testpmd mac forwarding"
   echo "   (UDP 198.18.0.1:9 -> 198.18.0.2:9 both ways; groups: egress udp, ingress udp from 198.18.0.0/16)"
   echo "-- with groups / without (bar: >= 0.7x)"
