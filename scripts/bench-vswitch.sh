@@ -47,7 +47,7 @@
 #   ingress allow udp from 198.18.0.0/16. The frames testpmd loops are its tx_first burst, txonly's
 #   template: UDP/IPv4 198.18.0.1:9 -> 198.18.0.2:9, the same 5-tuple from both ports (mac forwarding
 #   rewrites only the MACs), so every frame is checked at two points (egress of the sending port,
-#   ingress of the receiving one) and finds its tracked connection there. Two comparisons:
+#   ingress of the receiving one) and finds its tracked connection there. Three comparisons:
 #     fastpath vswitch with the group against itself without (issue 13's bar: >= 0.7x);
 #     fastpath with the group against OVS-DPDK with the equivalent ct() flows, the Neutron OVS
 #       firewall pattern, set up here over ovs.sh start / stop (ovs.sh has no mode for it): table 0
@@ -56,7 +56,12 @@
 #       other port, the rest dropped. One ct() pass per frame (Neutron makes two for VM to VM on one
 #       host, an egress and an ingress one): OVS's side is the cheaper one. Measured as ovs.sh's pvp
 #       modes: testpmd's Rx-pps by the rule above (the compared figure), OVS's PMD counters
-#       (dpif-netdev/pmd-perf-show, 1-s windows after 3 s) beside it (issue 13's bar: >= 3x).
+#       (dpif-netdev/pmd-perf-show, 1-s windows after 3 s) beside it (issue 13's bar: >= 3x);
+#     the same both ways: testpmd 5tswap with --port-topology=loop, each frame back out of the
+#       port it came in by, MACs, addresses and ports swapped: request / reply, so that OVS sees
+#       +trk+est (one way, OVS's est never comes: it needs both directions, so every frame takes
+#       the +new flow and ct(commit) again).
+#   The VM waits 2 s before tx_first here (VM_SETTLE).
 #   fastpath's conntrack zone (entries, new) and the ports' sg-* drops (should be 0) from its --json
 #   report, and OVS's conntrack entries and the new / est flows' packet counts, go to stderr per run.
 set -euo pipefail
@@ -390,7 +395,7 @@ fi
 if want sg; then
   VM_SETTLE=2
   echo "== PVP with MAC learning and security groups + conntrack on both VM ports, 64 B; VM testpmd mac forwarding"
-  echo "   (UDP 198.18.0.1:9 -> 198.18.0.2:9 both ways; groups: egress udp, ingress udp from 198.18.0.0/16)"
+  echo "   (UDP 198.18.0.1:9 -> 198.18.0.2:9 from both ports; groups: egress udp, ingress udp from 198.18.0.0/16)"
   echo "-- with groups / without (bar: >= 0.7x)"
   noise
   compare "$ROUNDS" Mpps fastpath-vswitch-sg fastpath-vswitch
