@@ -2,7 +2,7 @@
 # fastpath vswitch side by side with Open vSwitch 3.1 on the DPDK datapath (../shared/peers/ovs.sh)
 # and with Linux's own VXLAN datapath, in one run (as root; it installs OVS with `ovs.sh install`).
 #
-#   scripts/bench-vswitch.sh [ROUNDS] [SECS] [pvp,vxlan,fdb,tcp]     (defaults: 3 rounds of 12 s, all)
+#   scripts/bench-vswitch.sh [ROUNDS] [SECS] [pvp,vxlan,fdb,tcp,sg]  (defaults: 3 rounds of 12 s, all)
 #
 # The rules of scripts/lib.sh: one switching core (CPU 1: fastpath --cores 1, OVS's PMD core 1),
 # the "VM" (DPDK 22.11 testpmd, net_virtio_user) forwarding on CPU 0 with its main lcore on CPU 1
@@ -42,10 +42,32 @@
 #   namespaces behind fastpath send with checksum offload off and without GSO (an XDP program on
 #   a veth turns its peer's GSO off; see apps/tests/vswitch_rig), so fastpath's side moves
 #   MTU-sized segments while the kernel pair keeps 64 KiB ones end to end.
+# - sg: PVP with MAC learning as above (64 B, testpmd mac forwarding, --eth-peer crosswise), with a
+#   security group and connection tracking on both VM ports (docs/security.md): egress allow udp,
+#   ingress allow udp from 198.18.0.0/16. The frames testpmd loops are its tx_first burst, txonly's
+#   template: UDP/IPv4 198.18.0.1:9 -> 198.18.0.2:9, the same 5-tuple from both ports (mac forwarding
+#   rewrites only the MACs), so every frame is checked at two points (egress of the sending port,
+#   ingress of the receiving one) and finds its tracked connection there. Three comparisons:
+#     fastpath vswitch with the group against itself without (issue 13's bar: >= 0.7x);
+#     fastpath with the group against OVS-DPDK with the equivalent ct() flows, the Neutron OVS
+#       firewall pattern, set up here over ovs.sh start / stop (ovs.sh has no mode for it): table 0
+#       sends IP to ct(table=1,zone=1), ARP to NORMAL, drops the rest; table 1: +trk+new udp from
+#       198.18.0.0/16 -> ct(commit,zone=1) and output to the other port, +trk+est -> output to the
+#       other port, the rest dropped. One ct() pass per frame (Neutron makes two for VM to VM on one
+#       host, an egress and an ingress one): OVS's side is the cheaper one. Measured as ovs.sh's pvp
+#       modes: testpmd's Rx-pps by the rule above (the compared figure), OVS's PMD counters
+#       (dpif-netdev/pmd-perf-show, 1-s windows after 3 s) beside it (issue 13's bar: >= 3x);
+#     the same both ways: testpmd 5tswap with --port-topology=loop, each frame back out of the
+#       port it came in by, MACs, addresses and ports swapped: request / reply, so that OVS sees
+#       +trk+est (one way, OVS's est never comes: it needs both directions, so every frame takes
+#       the +new flow and ct(commit) again).
+#   The VM waits 2 s before tx_first here (VM_SETTLE).
+#   fastpath's conntrack zone (entries, new) and the ports' sg-* drops (should be 0) from its --json
+#   report, and OVS's conntrack entries and the new / est flows' packet counts, go to stderr per run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-ROUNDS=${1:-3}; SECS=${2:-12}; WHAT=${3:-pvp,vxlan,fdb,tcp}
+ROUNDS=${1:-3}; SECS=${2:-12}; WHAT=${3:-pvp,vxlan,fdb,tcp,sg}
 PEERS=../shared/peers
 [ "$(id -u)" = 0 ] || { echo "bench-vswitch: run as root (OVS, AF_XDP, namespaces)" >&2; exit 2; }
 bash "$PEERS/ovs.sh" install
@@ -89,12 +111,16 @@ fp_view() {
     "$(fp_cycles_per_packet "$DIR/fp.log") cycles/packet"
 }
 
-# ovs.sh's PVP VM: interactive testpmd, "start tx_first", a stats line per second
-pvp_vm() { # $1 forward-mode arguments; log in $DIR/tp.log
-  { echo "start tx_first $PVP_BURSTS"; for _ in $(seq "$SECS"); do sleep 1; echo "show port stats all"; done
-    echo stop; echo quit; } | timeout -s INT $((SECS + 5)) dpdk-testpmd -l 0-1 --main-lcore 1 $EAL \
-    --file-prefix fpbvs$$ --vdev=net_virtio_user0,mac=00:00:00:00:00:01,path=$DIR/vh0,queues=1 \
-    --vdev=net_virtio_user1,mac=00:00:00:00:00:02,path=$DIR/vh1,queues=1 \
+# ovs.sh's PVP VM: interactive testpmd, "start tx_first", a stats line per second (VM_SETTLE s
+# after testpmd starts: the sg mode waits 2 s, so that no tx_first burst meets a vhost queue the
+# switch has not enabled yet and one of the two loops dies at birth)
+VM_SETTLE=0
+pvp_vm() { # $1 forward-mode arguments, [$2 socket path prefix: $DIR/vh]; log in $DIR/tp.log
+  local s=${2:-$DIR/vh}
+  { sleep "$VM_SETTLE"; echo "start tx_first $PVP_BURSTS"; for _ in $(seq "$SECS"); do sleep 1; echo "show port stats all"; done
+    echo stop; echo quit; } | timeout -s INT $((SECS + 5 + VM_SETTLE)) dpdk-testpmd -l 0-1 --main-lcore 1 $EAL \
+    --file-prefix fpbvs$$ --vdev=net_virtio_user0,mac=00:00:00:00:00:01,path=${s}0,queues=1 \
+    --vdev=net_virtio_user1,mac=00:00:00:00:00:02,path=${s}1,queues=1 \
     -- -i $1 --nb-cores=1 --txd=1024 --rxd=1024 --total-num-mbufs=16384 >"$DIR/tp.log" 2>&1 || true
 }
 # ovs.sh's single-port VM: testpmd txonly / rxonly for SECS+1 s
@@ -103,7 +129,7 @@ one_vm() { # $1 forward mode
     --vdev=net_virtio_user0,mac=00:00:00:00:00:01,path=$DIR/vm0,queues=1 -- --forward-mode="$1" $TPC \
     </dev/null >"$DIR/tp.log" 2>&1 || true
 }
-cfg_pvp() {
+cfg_pvp() { # [$1 a line for both [[port]]s, $2 more tables]: $DIR/pvp.toml
   cat >"$DIR/pvp.toml" <<EOF
 [[bridge]]
 name = "pvp"
@@ -112,12 +138,39 @@ name = "pvp"
 name = "vm0"
 spec = "vhost-user:$DIR/vh0"
 bridge = "pvp"
+${1:-}
 
 [[port]]
 name = "vm1"
 spec = "vhost-user:$DIR/vh1"
 bridge = "pvp"
+${1:-}
+${2:-}
 EOF
+}
+# testpmd's received totals per port at the end (both loops alive: about equal)
+tp_ports() {
+  echo "VM rx per port $(awk '/NIC statistics for port/ { p = $6; next } /statistics/ { p = "" }
+    /RX-packets:/ && p != "" { v[p] = $2 } END { print v[0] "/" v[1] }' "$DIR/tp.log")"
+}
+# The sg VM: mac forwarding crosswise (each frame leaves by the other port, the MACs rewritten,
+# the IPs not: one way, 198.18.0.1 -> .2); or both ways (SG_VM2): 5tswap, each frame back out of
+# the port it came in by with MACs, addresses and ports swapped, a request / reply ping-pong.
+SG_VM="--forward-mode=mac --eth-peer=0,00:00:00:00:00:02 --eth-peer=1,00:00:00:00:00:01"
+SG_VM2="--forward-mode=5tswap --port-topology=loop --eth-peer=0,00:00:00:00:00:02 --eth-peer=1,00:00:00:00:00:01"
+SG_TAG=
+# pvp.toml with a security group on both VM ports: what the testpmd VM sends passes, tracked
+cfg_pvp_sg() {
+  cfg_pvp 'security_groups = ["vm"]' '
+[[security_group]]
+name = "vm"
+[[security_group.rule]]
+direction = "egress"
+protocol = "udp"
+[[security_group.rule]]
+direction = "ingress"
+protocol = "udp"
+remote = "198.18.0.0/16"'
 }
 cfg_vxlan() { # $1 uplink spec, $2 the [[fdb]] entry's place
   cat >"$DIR/vx.toml" <<EOF
@@ -184,6 +237,17 @@ side_fastpath-vswitch() {
     "$(grep -o '{"aged".*"bridge":"pvp"[^}]*}' "$DIR/fp.log")" >&2
   echo "$(tp_period_median "$DIR/tp.log" Rx-pps) $(fp_cycles_per_packet "$DIR/fp.log")"
 }
+side_fastpath-vswitch-sg() {
+  rm -f "$DIR"/vh?; cfg_pvp_sg; fp_start vswitch --config "$DIR/pvp.toml"
+  wait_socks "$DIR/vh0" "$DIR/vh1"
+  pvp_vm "$SG_VM"; fp_stop
+  echo "  fastpath-vswitch-sg$SG_TAG: testpmd Rx $(tp_period_median "$DIR/tp.log" Rx-pps) Mpps; $(fp_view rx);" \
+    "$(grep -o '{"conntrack_zone":"pvp"[^}]*}' "$DIR/fp.log");" \
+    "$(tp_ports); sg drops $(grep -o '"sg-[a-z-]*":[0-9]*' "$DIR/fp.log" | awk -F: '{ s += $2 } END { print s + 0 }');" \
+    "$(grep -o '{"drops":{[^}]*}[^}]*"switch_port":"vm[01]"}' "$DIR/fp.log" | paste -sd' ')" >&2
+  echo "$(tp_period_median "$DIR/tp.log" Rx-pps) $(fp_cycles_per_packet "$DIR/fp.log")"
+}
+side_fastpath-vswitch-sg-2way() { SG_VM=$SG_VM2 SG_TAG=-2way side_fastpath-vswitch-sg; }
 side_fastpath-encap() {
   rm -f "$DIR/vm0"; cfg_vxlan "null,no-rx=on" 'mac = "02:00:00:00:00:00"
 vtep = "10.61.0.2"'
@@ -212,6 +276,53 @@ side_ovs-pvp() { ovs pvp Rx; }
 side_ovs-pvp-normal() { ovs pvp-normal Rx; }
 side_ovs-encap() { ovs vxlan-encap Tx; }
 side_ovs-decap() { ovs vxlan-decap Rx; }
+
+# OVS-DPDK with the Neutron OVS firewall's ct() pattern (sg above): ovs.sh start / stop, its run
+# dir and its pvp bridge (netdev, two dpdkvhostuser ports), these flows, its measurement.
+OVSRUN=${OVS_FP_RUN:-/tmp/fp-ovs}
+ovs_vsctl() { ovs-vsctl --db=unix:"$OVSRUN/db.sock" --timeout=30 "$@"; }
+ovs_appctl() { ovs-appctl -t "$OVSRUN/ovs-vswitchd.ctl" "$@"; }
+ovs_ofctl() { OVS_RUNDIR=$OVSRUN ovs-ofctl "$@"; }
+ct_flows() {
+  cat <<'EOF'
+table=0,priority=100,ip,actions=ct(table=1,zone=1)
+table=0,priority=50,arp,actions=NORMAL
+table=0,priority=0,actions=drop
+table=1,priority=100,ct_state=+trk+new,udp,in_port=1,nw_src=198.18.0.0/16,actions=ct(commit,zone=1),output:2
+table=1,priority=100,ct_state=+trk+new,udp,in_port=2,nw_src=198.18.0.0/16,actions=ct(commit,zone=1),output:1
+table=1,priority=90,ct_state=+trk+est-inv,in_port=1,actions=output:2
+table=1,priority=90,ct_state=+trk+est-inv,in_port=2,actions=output:1
+table=1,priority=0,actions=drop
+EOF
+}
+side_ovs-pvp-ct-2way() { SG_VM=$SG_VM2 SG_TAG=-2way side_ovs-pvp-ct; }
+side_ovs-pvp-ct() {
+  bash "$PEERS/ovs.sh" start >/dev/null
+  ovs_vsctl --if-exists del-br fppvp
+  ovs_vsctl add-br fppvp -- set bridge fppvp datapath_type=netdev \
+    -- add-port fppvp fpvh0 -- set Interface fpvh0 type=dpdkvhostuser ofport_request=1 \
+    -- add-port fppvp fpvh1 -- set Interface fpvh1 type=dpdkvhostuser ofport_request=2
+  ovs_ofctl del-flows fppvp; ct_flows | ovs_ofctl add-flows fppvp -
+  pvp_vm "$SG_VM" "$OVSRUN/fpvh" &
+  local tp=$! i
+  sleep 3
+  for i in $(seq $((SECS > 6 ? SECS - 5 : 1))); do
+    ovs_appctl dpif-netdev/pmd-stats-clear >/dev/null; sleep 1
+    ovs_appctl dpif-netdev/pmd-perf-show | awk '
+      /Rx packets:/ { gsub(/[(,]/, " "); kpps = $4; cyc = $6 }
+      END { printf "%.3f %s\n", kpps / 1000, cyc }'
+  done >"$DIR/ovs-ct.w"
+  local ct flows; ct=$(ovs_appctl dpctl/dump-conntrack 2>/dev/null | grep -c 'zone=1' || true)
+  flows=$(ovs_ofctl --no-names dump-flows fppvp table=1 |
+    sed -n 's/.*n_packets=\([0-9]*\),.*ct_state=\([-+a-z]*\).*in_port=\([0-9]*\).*/\2 in_port \3: \1/p' | paste -sd';' -)
+  wait "$tp" || true
+  ovs_vsctl --if-exists del-br fppvp; bash "$PEERS/ovs.sh" stop
+  local c; c=$(awk '{ print $2 }' "$DIR/ovs-ct.w" | median)
+  echo "  ovs-pvp-ct$SG_TAG: testpmd Rx $(tp_period_median "$DIR/tp.log" Rx-pps) Mpps; OVS PMD rx" \
+    "$(awk '{ print $1 }' "$DIR/ovs-ct.w" | median) Mpps (median of $(wc -l <"$DIR/ovs-ct.w") 1-s windows)," \
+    "$c cycles/pkt; $(tp_ports); conntrack entries in zone 1: $ct; table 1 packets: $flows" >&2
+  echo "$(tp_period_median "$DIR/tp.log" Rx-pps) $c"
+}
 
 # ---------------------------------------------------------------- TCP through the overlay
 tcp_setup() {
@@ -280,6 +391,22 @@ if want pvp; then
   echo "== PVP with MAC learning, 64 B; VM testpmd mac forwarding, --eth-peer crosswise"
   noise
   compare "$ROUNDS" Mpps fastpath-vswitch ovs-pvp-normal
+fi
+if want sg; then
+  VM_SETTLE=2
+  echo "== PVP with MAC learning and security groups + conntrack on both VM ports, 64 B; VM testpmd mac forwarding"
+  echo "   (UDP 198.18.0.1:9 -> 198.18.0.2:9 from both ports; groups: egress udp, ingress udp from 198.18.0.0/16)"
+  echo "-- with groups / without (bar: >= 0.7x)"
+  noise
+  compare "$ROUNDS" Mpps fastpath-vswitch-sg fastpath-vswitch
+  echo "-- fastpath with groups / OVS-DPDK with the Neutron firewall's ct() flows (bar: >= 3x)"
+  noise
+  compare "$ROUNDS" Mpps fastpath-vswitch-sg ovs-pvp-ct
+  echo "-- the same both ways: testpmd 5tswap, each port's frames back to it with addresses and ports swapped,"
+  echo "   so that each connection has replies (OVS: +trk+est after the first; one way it stays +trk+new)"
+  noise
+  compare "$ROUNDS" Mpps fastpath-vswitch-sg-2way ovs-pvp-ct-2way
+  VM_SETTLE=0
 fi
 if want vxlan; then
   mkpcap "$DIR/vxlan.pcap"
