@@ -427,6 +427,23 @@ impl Conntrack {
             }
         }
         let s = &self.buckets[x.b].slots[x.i];
+        // The common case of a connection without TCP state (UDP, ICMP echo, other protocols):
+        // a packet of the current rule generation in a direction already recorded changes no
+        // bit of the state word, so it needs neither the slot's lock (an atomic read-modify-
+        // write per packet) nor a store to the word; only the timestamp, written when it
+        // changes (so lcores sharing a connection do not bounce its line every packet). The
+        // find above saw the slot in use with this incarnation; if the ager removes it right
+        // now (it had been idle past its timeout), this packet still passes, as one a moment
+        // earlier would have, and the timestamp lands in a free slot (rewritten when it is
+        // taken again).
+        let settled = x.word >> GEN_SHIFT == generation as u64 && (d == 0 || x.word & REPLIED != 0);
+        if settled && f.proto != ip_proto::TCP && !(f.echo && d == 0 && !f.echo_request) {
+            // Relaxed: a timestamp read by the ager, which re-checks under the bucket lock.
+            if s.seen.load(Ordering::Relaxed) != now {
+                s.seen.store(now, Ordering::Relaxed);
+            }
+            return Verdict::Established;
+        }
         let Some(w) = self.lock_slot(x) else {
             return Verdict::Invalid;
         };
