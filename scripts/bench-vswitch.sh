@@ -97,8 +97,10 @@ noise() {
 
 # ---------------------------------------------------------------- fastpath's side
 # fastpath (vswitch --config FILE, or l2fwd ARGS) on CPU 1 until fp_stop; --stats 1 into $DIR/fp.log.
+# In a session of its own (setsid), as OVS's daemons are (--detach): with autogroup scheduling
+# (kernel.sched_autogroup_enabled=1) each session gets an equal share of a CPU against other work.
 fp_start() {
-  "$FP" "$@" --cores 1 --stats 1 --json >"$DIR/fp.log" 2>"$DIR/fp.err" &
+  setsid "$FP" "$@" --cores 1 --stats 1 --json >"$DIR/fp.log" 2>"$DIR/fp.err" &
   FPPID=$!
   sleep 0.5
   kill -0 "$FPPID" 2>/dev/null || { echo "fastpath did not start: $(cat "$DIR/fp.err")" >&2; FPPID=; return 1; }
