@@ -162,6 +162,14 @@ fn vswitch_a_reloaded_rule_cuts_the_live_connection() {
     if connects(&out.ns, "172.22.0.1:22", 2) {
         sw.fail("a new connection to 22 got through after the rule was removed");
     }
+    let v: serde_json::Value = serde_json::from_str(&shown).expect("show sg JSON");
+    assert_eq!(v["groups"], serde_json::json!([{"name": "client", "rules": 1, "ports": ["vm"]}]), "{v}");
+    assert_eq!(
+        (v["rules"][0]["group"].as_str(), v["rules"][0]["direction"].as_str()),
+        (Some("client"), Some("egress"))
+    );
+    assert_eq!(v["zones"][0]["bridge"], "t", "{v}");
+    assert!(v["zones"][0]["entries"].as_u64().unwrap() >= 1, "the ping is tracked still: {v}");
     let cut = drops(&sw, "vm", "sg-no-rule") + drops(&sw, "vm", "sg-invalid") - cut_before;
     assert!(cut >= 2, "the cut connection's data and the new SYN are counted: {cut}");
 
@@ -180,6 +188,11 @@ fn vswitch_a_reloaded_rule_cuts_the_live_connection() {
     assert!(ok, "{said}");
     if !connects(&out.ns, "172.22.0.1:22", 5) {
         sw.fail("the SSH rule put back by a reload does not let a connection in");
+    }
+    let (ok, table) = sw.ctl(&["show", "security-groups"]);
+    assert!(ok, "{table}");
+    for want in ["groups:", "rules:", "zones:", "ssh", "ingress", "tcp", "22", "client"] {
+        assert!(table.contains(want), "{want} in:\n{table}");
     }
     drop((c, s, l22));
     let r = sw.stop();
