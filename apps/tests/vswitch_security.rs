@@ -5,7 +5,8 @@
 //! TCP to port 22 gets in; frames the VM sends from a spoofed source MAC, IP address or ARP
 //! claim are dropped and counted by port security. Rules changed while it runs (`fastpath ctl
 //! reload`): a removed rule cuts the live connection it allowed and refuses new ones, and a
-//! reload with a change that needs a restart applies nothing. Counts, never rates; every mbuf
+//! reload with a change that needs a restart applies nothing. Two tenants (bridges) with the same
+//! addresses keep their own rules and connections (per-zone counts of `show sg`). Counts, never rates; every mbuf
 //! back in the pool at the end.
 
 #[path = "../../pmd/tests/common/mod.rs"]
@@ -196,5 +197,60 @@ fn vswitch_a_reloaded_rule_cuts_the_live_connection() {
     }
     drop((c, s, l22));
     let r = sw.stop();
+    r.check_pool();
+}
+
+#[test]
+fn vswitch_two_tenants_with_the_same_addresses_keep_separate_connections() {
+    let test = "vswitch_two_tenants_with_the_same_addresses_keep_separate_connections";
+    if !require(test, &[]) {
+        return;
+    }
+    let _cpus = fastpath_pmd::testutil::pollers();
+    // The same addresses (and MACs) in both tenants.
+    let hosts: Vec<(Host, Host)> = (0..2)
+        .map(|_| {
+            let vm = Host::new(Some("172.23.0.1/24"), Some(&fmt(mac(0x2301))), 1500);
+            let out = Host::new(Some("172.23.0.2/24"), Some(&fmt(mac(0x2302))), 1500);
+            (vm, out)
+        })
+        .collect();
+    let mut cfg = String::from("[vswitch]\nidle = \"adaptive\"\nconntrack_size = 4096\n");
+    for (t, (vm, out)) in ["a", "b"].iter().zip(&hosts) {
+        // Tenant a lets pings in, tenant b does not.
+        let groups = if *t == "a" { r#"["client", "ping"]"# } else { r#"["client"]"# };
+        cfg += &format!(
+            "\n[[bridge]]\nname = \"{t}\"\n\n[[port]]\nname = \"vm-{t}\"\nspec = \"{}\"\nbridge = \"{t}\"\n\
+             security_groups = {groups}\n\n[[port]]\nname = \"out-{t}\"\nspec = \"{}\"\nbridge = \"{t}\"\n",
+            vm.spec(),
+            out.spec()
+        );
+    }
+    cfg += "\n[[security_group]]\nname = \"client\"\n[[security_group.rule]]\ndirection = \"egress\"\n\
+            \n[[security_group]]\nname = \"ping\"\n[[security_group.rule]]\ndirection = \"ingress\"\n\
+            protocol = \"icmp\"\n";
+    let mut sw = Vswitch::start(&cfg);
+    for (vm, _) in &hosts {
+        sw.ping(&vm.ns, "172.23.0.2", 3);
+    }
+    // In a, the ping in is allowed; in b, with the same addresses, it is not.
+    if !pings(&hosts[0].1.ns, "172.23.0.1") {
+        sw.fail("tenant a's ping in did not get through");
+    }
+    if pings(&hosts[1].1.ns, "172.23.0.1") {
+        sw.fail("tenant b's unsolicited ping got in (tenant a's state or rules leaked)");
+    }
+    let (ok, shown) = sw.ctl(&["--json", "show", "sg"]);
+    assert!(ok, "{shown}");
+    let v: serde_json::Value = serde_json::from_str(&shown).expect("show sg JSON");
+    let zone = |b: &str, k: &str| {
+        let z = v["zones"].as_array().unwrap().iter().find(|z| z["bridge"] == b).expect("the zone");
+        z[k].as_u64().unwrap()
+    };
+    assert!(zone("a", "entries") >= 2 && zone("b", "entries") >= 1, "{v}");
+    assert!(zone("a", "new") >= 2 && zone("b", "new") >= 1, "{v}");
+    let r = sw.stop();
+    assert!(r.sport("vm-b", "drops/sg-no-rule") >= 1, "{}", r.text);
+    assert_eq!(r.sport("vm-a", "drops/sg-no-rule"), 0, "{}", r.text);
     r.check_pool();
 }
