@@ -183,6 +183,13 @@ fn vswitch_a_reloaded_rule_cuts_the_live_connection() {
     if connects(&out.ns, "172.22.0.1:22", 2) {
         sw.fail("a refused reload applied the SSH rule");
     }
+    // The unfiltered port getting a group: refused, naming it (its packets are not checked).
+    let text = live_cfg(&vm, &out, true, &vm_mac);
+    let out_line = format!("spec = \"{}\"\nbridge = \"t\"\n", out.spec());
+    assert!(text.contains(&out_line));
+    sw.rewrite(&text.replace(&out_line, &format!("{out_line}security_groups = [\"client\"]\n")));
+    let (ok, said) = sw.ctl(&["reload"]);
+    assert!(!ok && said.contains("nothing applied") && said.contains("port out"), "{said}");
     // The same, supported: applied, 22 open again.
     sw.rewrite(&live_cfg(&vm, &out, true, &vm_mac));
     let (ok, said) = sw.ctl(&["reload"]);
