@@ -66,6 +66,7 @@ pub enum Cmd {
 pub const CTL_HELP: &str = "\
 Commands:
   show ports | bridges | fdb [BRIDGE] | lcores | rxqs | neighbours | captures | config
+  show security-groups | sg                 groups, their rules and ports, tracked connections per bridge
   stats [--watch SECS]                      every counter; --watch: port rates every SECS until ^C
   fdb add BRIDGE MAC port=NAME|vtep=IP [vlan=N]   add (or make static) a MAC entry
   fdb del BRIDGE MAC [vlan=N]               remove an entry
@@ -75,7 +76,8 @@ Commands:
   trace add PORT N                          trace the next N packets received on PORT (at most 1000)
   trace show | trace clear                  each traced packet's passes, decisions and cycles
   rxq rebalance                             place the rx queues on the lcores again by their cycles
-  reload                                    read the config again, apply [[fdb]] changes (also SIGHUP)
+  reload                                    read the config again, apply [[fdb]] and security group
+                                            changes (also SIGHUP)
   help";
 
 /// `fastpath ctl`.

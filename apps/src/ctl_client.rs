@@ -169,7 +169,24 @@ fn trace(v: &Value) -> String {
 }
 
 /// Columns that lead when present, in this order; the others follow alphabetically.
-const LEAD: &[&str] = &["id", "lcore", "cpu", "name", "stage", "bridge", "vlan", "mac", "port", "queue", "vtep"];
+const LEAD: &[&str] = &[
+    "id",
+    "lcore",
+    "cpu",
+    "name",
+    "group",
+    "rule",
+    "direction",
+    "ethertype",
+    "protocol",
+    "stage",
+    "bridge",
+    "vlan",
+    "mac",
+    "port",
+    "queue",
+    "vtep",
+];
 
 /// Rows of objects as aligned columns.
 fn table(rows: &[Value]) -> String {

@@ -309,3 +309,42 @@ fn two_tenants_with_the_same_addresses_keep_separate_connections() {
     let z: Vec<(&str, u64)> = zones.iter().map(|z| (z.bridge.as_str(), z.entries)).collect();
     assert_eq!(z, [("a", 1), ("b", 0)]);
 }
+
+#[test]
+fn groups_and_ports_lists_are_replaced_at_once_or_not_at_all() {
+    let mut k = Kit::new(&cfg(1024));
+    assert_eq!(through(&mut k, 0, tcp(0, 2, (40000, 22), 100, 0, SYN, 0)), [2]);
+    assert_eq!(through(&mut k, 2, tcp(2, 0, (22, 40000), 500, 101, SYN | ACK, 0)), [0]);
+    let before = k.control.security_groups().clone();
+    let pg = |p: &str, g: &[&str]| PortGroups { port: p.into(), groups: g.iter().map(|s| s.to_string()).collect() };
+    let client = SecurityGroup { name: "client".into(), rules: vec![rule(Direction::Egress, None, None, None)] };
+    let web = SecurityGroup {
+        name: "web".into(),
+        rules: vec![rule(Direction::Ingress, Some(ip_proto::TCP), Some((80, 80)), None)],
+    };
+    // Refused, nothing changed: vm0 had no group at start; vm3 would lose all; an unknown group.
+    let groups = vec![client.clone(), web.clone()];
+    let refusals = [
+        (vec![pg("vm0", &["web"]), pg("vm1", &["client"]), pg("vm2", &["web"]), pg("vm3", &["client"])], "vm0"),
+        (vec![pg("vm1", &["client"]), pg("vm2", &["web"])], "vm3"),
+        (vec![pg("vm1", &["client"]), pg("vm2", &["web"]), pg("vm3", &[])], "vm3"),
+        (vec![pg("vm1", &["client"]), pg("vm2", &["nope"]), pg("vm3", &["client"])], "nope"),
+    ];
+    for (ports, named) in refusals {
+        let e = k.control.replace_security_groups(groups.clone(), &ports).unwrap_err().to_string();
+        assert!(e.contains(named), "{e}");
+        assert_eq!(k.control.security_groups().ports, before.ports);
+        assert_eq!(k.control.security_groups().groups, before.groups);
+    }
+    assert_eq!(through(&mut k, 0, tcp(0, 2, (40000, 22), 101, 501, ACK, 0)), [2], "still allowed");
+    // vm2 moves from "server" to "web" (and "server" goes): its SSH connection is cut, web gets in.
+    let ports = [pg("vm1", &["client"]), pg("vm2", &["web"]), pg("vm3", &["client", "web"])];
+    k.control.replace_security_groups(groups, &ports).unwrap();
+    assert_eq!(k.control.security_group("server"), None);
+    assert!(through(&mut k, 0, tcp(0, 2, (40000, 22), 101, 501, PSH_ACK, 10)).is_empty());
+    assert_eq!(port_drops(&k, 2, "sg-no-rule"), 1);
+    assert!(through(&mut k, 0, tcp(0, 2, (40001, 22), 100, 0, SYN, 0)).is_empty());
+    assert_eq!(through(&mut k, 0, tcp(0, 2, (40002, 80), 100, 0, SYN, 0)), [2]);
+    assert_eq!(through(&mut k, 0, tcp(0, 3, (40003, 80), 100, 0, SYN, 0)), [3], "vm3 took web as well");
+    assert!(through(&mut k, 0, tcp(0, 1, (40004, 80), 100, 0, SYN, 0)).is_empty());
+}

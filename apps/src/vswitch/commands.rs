@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use fastpath_mempool::Mempool;
-use fastpath_pipeline::switch::{FdbTarget, SwitchControl};
+use fastpath_pipeline::switch::{Direction, FdbTarget, SwitchControl};
 use fastpath_pmd::sys::{fmt_mac, parse_mac};
 use fastpath_pmd::{Port, Runtime, TaskStats};
 use serde_json::{json, Value};
@@ -17,7 +17,7 @@ use super::ctl::Request;
 use super::rebalance::Rebalancer;
 
 /// The commands, for `help` and for the error on an unknown one.
-pub const COMMANDS: &str = "show ports|bridges|fdb [BRIDGE]|lcores|rxqs|neighbours|captures|config, stats, \
+pub const COMMANDS: &str = "show ports|bridges|fdb [BRIDGE]|lcores|rxqs|neighbours|captures|config|security-groups (sg), stats, \
      fdb add BRIDGE MAC port=NAME|vtep=IP [vlan=N], fdb del BRIDGE MAC [vlan=N], fdb flush [BRIDGE], capture PORT rx|tx|both FILE [count=N], capture stop PORT, \
      show captures, trace add PORT N, trace show, trace clear, rxq rebalance, reload, help";
 
@@ -58,9 +58,10 @@ impl Live<'_> {
             ("show", ["captures"]) => Ok(self.captures.list(|id| self.port_name(id))),
             ("show", ["config"]) => Ok(json!({"path": self.cfg.source.path.display().to_string(),
                 "text": self.cfg.source.text})),
+            ("show", ["security-groups" | "sg"]) => Ok(self.security_groups()),
             ("show", _) => {
                 Err("show what? give one of: ports, bridges, fdb [BRIDGE], lcores, rxqs, neighbours, captures, \
-                 config"
+                 config, security-groups (sg)"
                     .into())
             }
             ("stats", []) => Ok(self.stats()),
@@ -122,6 +123,46 @@ impl Live<'_> {
             })
             .collect();
         json!({"packets": packets, "left": t.left, "lost": t.lost})
+    }
+
+    /// `show security-groups`: each group with the ports that use it, each rule, and each
+    /// bridge's (conntrack zone's) tracked connections.
+    fn security_groups(&self) -> Value {
+        let sg = self.ctl.security_groups();
+        let users = |g: &str| -> Vec<String> {
+            sg.ports.iter().filter(|(_, n)| n.iter().any(|x| x == g)).map(|(p, _)| self.port_name(*p)).collect()
+        };
+        let groups: Vec<Value> = sg
+            .groups
+            .iter()
+            .map(|g| json!({"name": g.name, "rules": g.rules.len(), "ports": users(&g.name)}))
+            .collect();
+        let rules: Vec<Value> = sg
+            .groups
+            .iter()
+            .flat_map(|g| g.rules.iter().enumerate().map(move |(i, r)| (g, i, r)))
+            .map(|(g, i, r)| {
+                let protocol = match r.protocol {
+                    None => "any".to_string(),
+                    Some(6) => "tcp".into(),
+                    Some(17) => "udp".into(),
+                    Some(1) => "icmp".into(),
+                    Some(58) => "icmpv6".into(),
+                    Some(n) => n.to_string(),
+                };
+                json!({"group": g.name, "rule": i + 1,
+                    "direction": if r.direction == Direction::Egress { "egress" } else { "ingress" },
+                    "ethertype": if r.v6 { "IPv6" } else { "IPv4" }, "protocol": protocol,
+                    "port_min": r.ports.map(|p| p.0), "port_max": r.ports.map(|p| p.1),
+                    "icmp_type": r.icmp_type, "icmp_code": r.icmp_code,
+                    "remote": r.remote.map(|(a, l)| format!("{a}/{l}"))})
+            })
+            .collect();
+        let zones: Vec<Value> = (self.ctl.stats().conntrack.into_iter())
+            .flat_map(|c| c.zones)
+            .map(|z| json!({"bridge": z.bridge, "entries": z.entries, "new": z.new}))
+            .collect();
+        json!({"groups": groups, "rules": rules, "zones": zones})
     }
 
     fn check_bridge(&self, b: &str) -> Result<(), String> {

@@ -108,6 +108,24 @@ impl Vswitch {
         v
     }
 
+    /// Rewrites its config file (for a reload).
+    pub fn rewrite(&self, config: &str) {
+        std::fs::write(self.dir.path("vswitch.toml"), config).expect("rewrite config");
+    }
+
+    /// `fastpath ctl --socket ITS_SOCKET ARGS`: whether it succeeded, and its stdout or stderr.
+    pub fn ctl(&self, args: &[&str]) -> (bool, String) {
+        let o = Command::new(env!("CARGO_BIN_EXE_fastpath"))
+            .arg("ctl")
+            .arg("--socket")
+            .arg(self.dir.path("ctl"))
+            .args(args)
+            .output()
+            .expect("run fastpath ctl");
+        let out = if o.status.success() { o.stdout } else { o.stderr };
+        (o.status.success(), String::from_utf8_lossy(&out).into_owned())
+    }
+
     /// SIGINT, then its report (the run must end cleanly).
     pub fn stop(mut self) -> Report {
         self.finish()

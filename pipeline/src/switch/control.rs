@@ -21,7 +21,7 @@ use crate::switch::clock::{Clock, Now};
 use crate::switch::config::FdbConfig;
 use crate::switch::event::Event;
 use crate::switch::fdb::{self, Entry, FdbWriter, Hit, Place};
-use crate::switch::secgroup::{SecurityGroups, SgConfig, SgRule};
+use crate::switch::secgroup::{PortGroups, SecurityGroup, SecurityGroups, SgConfig, SgRule, MAX_PORT_RULES};
 use crate::switch::stats::{self, BridgeStats, LcoreCounters, SwitchPortStats, SwitchStats, VtepStats, REASONS};
 use crate::switch::stats::{ConntrackStats, ZoneStats};
 use crate::switch::topology::{Topology, NO_SEGMENT};
@@ -194,6 +194,77 @@ impl SwitchControl {
     /// The rules of security group `name`.
     pub fn security_group(&self, name: &str) -> Option<&[SgRule]> {
         self.sg_cfg.groups.iter().find(|g| g.name == name).map(|g| g.rules.as_slice())
+    }
+
+    /// The groups and each filtered port's list of them (port ids are the config's order).
+    pub fn security_groups(&self) -> &SgConfig {
+        &self.sg_cfg
+    }
+
+    /// Replaces every group and every port's list of groups at once (a Neutron agent's
+    /// resync): each port's rules are rewritten in one step (an lcore checks a packet against
+    /// the old rules or the new, never a mix), then one new generation makes every tracked
+    /// connection be re-checked at its next packet (removed, the packet dropped as
+    /// `sg-no-rule`, when no rule allows it any more). Groups may be added, changed or
+    /// removed, and a port may change its list. Everything is checked first and nothing is
+    /// changed on an error, which names the group, rule or port and the fix. Two changes are
+    /// refused because the lcores' tables are sized at start: a port that had no group at start
+    /// cannot get one (its packets are not checked at all), and a port that had some cannot
+    /// lose them all (it would stay filtered with no rule, dropping everything); both need a
+    /// restart.
+    pub fn replace_security_groups(&mut self, groups: Vec<SecurityGroup>, ports: &[PortGroups]) -> Result<(), Error> {
+        let err = |m: String| Err(Error::Config(m));
+        let mut new = SgConfig { groups: Vec::with_capacity(groups.len()), ports: Vec::new() };
+        for (i, g) in groups.into_iter().enumerate() {
+            if g.name.is_empty() || new.groups.iter().any(|o| o.name == g.name) {
+                return err(format!("security group {i} ({:?}): empty or used twice: give each its own name", g.name));
+            }
+            for (j, r) in g.rules.iter().enumerate() {
+                r.check().map_err(|e| Error::Config(format!("security group {} rule {}: {e}", g.name, j + 1)))?;
+            }
+            new.groups.push(g);
+        }
+        let filtered = |id: usize| self.sg.as_ref().is_some_and(|s| s.filters(id as u16));
+        for pg in ports {
+            let Some(id) = self.topo.ports.iter().position(|p| p.name == pg.port) else {
+                return err(format!("security groups for {:?}: there is no such port", pg.port));
+            };
+            if !filtered(id) {
+                return err(format!(
+                    "port {}: had no security group when the switch started, so its packets are not checked and it cannot get groups while it runs: restart the switch to give it some",
+                    pg.port
+                ));
+            }
+            if new.ports.iter().any(|(q, _)| *q as usize == id) {
+                return err(format!("port {}: security groups given twice: give them once", pg.port));
+            }
+            for n in &pg.groups {
+                if !new.groups.iter().any(|g| g.name == *n) {
+                    return err(format!("port {}: security group {n:?} is not defined", pg.port));
+                }
+            }
+            let n = new.rules_of(&pg.groups).len();
+            if n > MAX_PORT_RULES {
+                return err(format!("port {}: its groups have {n} rules: at most {MAX_PORT_RULES}", pg.port));
+            }
+            new.ports.push((id as u16, pg.groups.clone()));
+        }
+        for (id, _) in &self.sg_cfg.ports {
+            let kept = new.ports.iter().find(|(q, _)| q == id).is_some_and(|(_, g)| !g.is_empty());
+            if !kept {
+                return err(format!(
+                    "port {}: cannot lose all its security groups while the switch runs (it would stay filtered \
+                     with no rule, dropping everything): keep one (a group that allows everything lets all \
+                     through) or restart the switch",
+                    self.topo.ports[*id as usize].name
+                ));
+            }
+        }
+        self.sg_cfg = new;
+        if let Some(sg) = &self.sg {
+            sg.set(&self.sg_cfg);
+        }
+        Ok(())
     }
 
     /// Publishes the configured VTEPs, permanent neighbours and static entries.

@@ -273,8 +273,8 @@ pub struct SgConfig {
 }
 
 impl SgConfig {
-    /// The union of the rules of port `p`'s groups.
-    fn rules_of(&self, names: &[String]) -> Vec<SgRule> {
+    /// The union of the rules of the groups `names`.
+    pub(crate) fn rules_of(&self, names: &[String]) -> Vec<SgRule> {
         names
             .iter()
             .filter_map(|n| self.groups.iter().find(|g| g.name == *n))
