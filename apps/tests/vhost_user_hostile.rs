@@ -281,6 +281,21 @@ fn closed_within(s: &UnixStream, limit: Duration) -> bool {
     false
 }
 
+/// True once the port closed `s`, false after `limit`, without reading a byte of it (a frontend
+/// that reads, even slowly, is not one that leaves its replies unread).
+fn hung_up_within(s: &UnixStream, limit: Duration) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        let mut p = libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLRDHUP, revents: 0 };
+        // SAFETY: one valid pollfd, for the duration of the call.
+        let n = unsafe { libc::poll(&mut p, 1, 100) };
+        if n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+            return true;
+        }
+    }
+    false
+}
+
 /// Keeps a started frontend's traffic going for `d` (or until the port closes it).
 fn traffic(fe: &mut TestFrontend, d: Duration, stop: &AtomicBool) {
     let t0 = Instant::now();
@@ -363,7 +378,7 @@ fn replies_never_read(path: &Path, armed: &AtomicBool, _: &AtomicBool) {
         let _ = w.write_all(&flood);
     });
     armed.store(true, Ordering::Relaxed);
-    closed_within(&s, Duration::from_secs(10));
+    hung_up_within(&s, Duration::from_secs(10));
     drop(s);
     let _ = t.join();
 }
