@@ -582,6 +582,12 @@ fn lcore_main(
             log::warn!("lcore {idx}: could not pin to core {c}; running unpinned");
         }
     }
+    if let IdleMode::Adaptive { .. } = cfg.idle {
+        // A back-off sleep of 1 us otherwise lasts the default slack, 50 us.
+        if let Err(e) = crate::sys::set_timer_slack(ADAPTIVE_TIMER_SLACK_NS) {
+            log::warn!("lcore {idx}: timer slack not lowered ({e}): its sleeps may last 50 us longer");
+        }
+    }
     let LcoreSpec { mut processors, mut tasks, tx, .. } = l;
     let mut ctx = Ctx::empty(idx);
     let mut out = Output::new(tx, cfg.burst);
@@ -715,6 +721,9 @@ fn apply(
 
 /// Polls between two calls of every transmit queue's [`TxQueue::flush`] (a power of two).
 pub const MAINTAIN_EVERY: u32 = 1024;
+
+/// Timer slack of an adaptive lcore, in nanoseconds.
+pub const ADAPTIVE_TIMER_SLACK_NS: u64 = 1_000;
 
 #[inline(never)]
 fn back_off(streak: u32, max_sleep_us: u32) {

@@ -146,6 +146,43 @@ fn adaptive_idle_lcore_counts_idle_polls_and_stops_promptly() {
     assert_eq!(st.utilisation(), 0.0);
 }
 
+/// Passes packets on and records the lcore thread's timer slack.
+struct Slack(Arc<AtomicU64>);
+
+impl Processor for Slack {
+    fn process(&mut self, _batch: &mut Batch, _ctx: &mut Ctx) {
+        // SAFETY: PR_GET_TIMERSLACK takes no memory and returns the value.
+        let ns = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0) };
+        // Relaxed: read after the join.
+        self.0.store(ns as u64, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn adaptive_lcores_lower_their_timer_slack_busy_ones_keep_it() {
+    let _cpus = fastpath_pmd::testutil::pollers();
+    // SAFETY: as above, on the test's thread: the default the lcores inherit.
+    let default = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0) } as u64;
+    for (idle, want) in [
+        (IdleMode::Adaptive { max_sleep_us: 200 }, fastpath_pmd::lcore::ADAPTIVE_TIMER_SLACK_NS),
+        (IdleMode::Busy, default),
+    ] {
+        let p = pool(256);
+        let mut a = NullPort::new(0, &p, NullConfig::default());
+        let seen = Arc::new(AtomicU64::new(u64::MAX));
+        let mut l = LcoreSpec::default();
+        l.add_task_with(a.rx_queue(0).unwrap(), Box::new(Slack(seen.clone())), 0);
+        l.set_tx(0, a.tx_queue(0).unwrap());
+        let rt = Runtime::launch(vec![l], RuntimeConfig { idle, ..Default::default() }).unwrap();
+        // Relaxed: a value polled until the lcore has stored it.
+        assert!(wait_for(|| seen.load(Ordering::Relaxed) != u64::MAX, 10.0), "{idle:?}: no packet processed");
+        rt.join().unwrap();
+        assert_eq!(seen.load(Ordering::Relaxed), want, "{idle:?}: the lcore's timer slack");
+        drop(a);
+        assert_eq!(p.available(), p.capacity());
+    }
+}
+
 #[test]
 fn bad_runtime_settings_are_errors() {
     let e = Runtime::launch(vec![LcoreSpec { core: Some(100_000), ..Default::default() }], RuntimeConfig::default())
