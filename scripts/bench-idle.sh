@@ -24,14 +24,14 @@ FP=${FASTPATH:-target/release/fastpath}
 [ "$(id -u)" = 0 ] || { echo "bench-idle.sh: run as root (AF_XDP, veths)" >&2; exit 1; }
 [ -x "$FP" ] || cargo build --release -q -p fastpath-apps
 tmp=$(mktemp -d)
+del_links() { for i in fpiA fpiC; do ip link del "$i" 2>/dev/null || true; done; }
 cleanup() {
   pkill -f "vswitch --config $tmp" 2>/dev/null || true
-  for i in fpiA fpiC; do ip link del "$i" 2>/dev/null || true; done
+  del_links
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-cleanup_links() { for i in fpiA fpiC; do ip link del "$i" 2>/dev/null || true; done; }
-cleanup_links
+del_links
 ip link add fpiA type veth peer name fpiB
 ip link add fpiC type veth peer name fpiD
 for i in fpiA fpiB fpiC fpiD; do
