@@ -57,7 +57,7 @@ pub enum Cmd {
     #[command(after_help = VSWITCH_HELP)]
     Vswitch(VswitchArgs),
     /// Talk to a running vswitch through its control socket: show, stats, fdb, capture, trace,
-    /// rxq rebalance, reload (docs/operations.md).
+    /// port / bridge / remote add and del, rxq rebalance, reload (docs/operations.md).
     #[command(after_help = CTL_HELP)]
     Ctl(CtlArgs),
 }
@@ -75,6 +75,13 @@ Commands:
   capture stop PORT | show captures
   trace add PORT N                          trace the next N packets received on PORT (at most 1000)
   trace show | trace clear                  each traced packet's passes, decisions and cycles
+  port add NAME SPEC [bridge=NAME] [vlan=N] [mac=MAC]
+                                            plug an access port into a bridge while the switch runs
+  port del NAME                             unplug it (its MACs leave the FDB, its mbufs the lcores)
+  bridge add NAME [vni=N] [tunnel=KIND] [local=IP] [remotes=IP,...] [vlan=N] [udp_port=N]
+                                            add a bridge while the switch runs (on a tunnel it has)
+  bridge del NAME                           delete a bridge without ports
+  remote add|del BRIDGE IP                  a VTEP the bridge floods to (head-end replication)
   rxq rebalance                             place the rx queues on the lcores again by their cycles
   reload                                    read the config again, apply [[fdb]] and security group
                                             changes (also SIGHUP)
@@ -98,7 +105,9 @@ pub struct CtlArgs {
 pub const VSWITCH_HELP: &str = "\
 The config file (TOML; docs/vswitch.md has the reference and a worked example):
   [vswitch]  cores = \"LIST\", idle = \"busy\"|\"adaptive\", mbufs = N, burst = 1..=256, fdb_size = N,
-             fdb_aging = SECS, mac_limit_bridge = N, mac_limit_port = N
+             fdb_aging = SECS, mac_limit_bridge = N, mac_limit_port = N, idle_max_sleep_us = N,
+             rebalance_interval = SECS, conntrack_size = N, conntrack_zone_limit = N,
+             max_ports = N (ports at once, counting those plugged live; default 64)
   [[bridge]] name = \"NAME\", vni = 0..=16777215, tunnel = \"vxlan\"|\"geneve\"|\"nvgre\", local = \"IP\",
              remotes = [\"IP\", ...], vlan = 1..=4094, udp_port = 1..=65535
   [[port]]   name = \"NAME\", spec = \"SPEC\", role = \"access\"|\"uplink\", bridge = \"NAME\", vlan = 1..=4094

@@ -71,20 +71,31 @@ pub fn give_every_lcore_every_port(
     let n = lcores.len();
     let mut shared = Vec::with_capacity(ports.len());
     for p in ports.iter_mut() {
-        let (id, nq) = (p.info().id, p.info().tx_queues.max(1) as usize);
-        let used = nq.min(n);
-        let mut handles: Vec<Vec<Box<dyn fastpath_pmd::TxQueue>>> = Vec::with_capacity(used);
-        for q in 0..used {
-            let users = (0..n).filter(|l| l % used == q).count();
-            handles.push(fastpath_pmd::txshare::share(p.tx_queue(q as u16)?, users));
-        }
-        shared.push(handles.iter().filter(|h| h.len() > 1).count() as u16);
-        for l in (0..n).rev() {
-            let h = handles[l % used].pop().expect("one handle per lcore that uses this queue");
+        let id = p.info().id;
+        let (handles, s) = tx_handles(p.as_mut(), n)?;
+        shared.push(s);
+        for (l, h) in handles.into_iter().enumerate() {
             lcores[l].set_tx(id, h);
         }
     }
     Ok(shared)
+}
+
+/// The transmit queue of port `p` for each of `lcores` lcores (lcore l: queue l mod queues,
+/// shared behind its lock where several lcores map to it), and how many queues are shared.
+pub fn tx_handles(p: &mut dyn Port, lcores: usize) -> Result<(Vec<Box<dyn fastpath_pmd::TxQueue>>, u16), AppError> {
+    let n = lcores.max(1);
+    let used = (p.info().tx_queues.max(1) as usize).min(n);
+    let mut handles: Vec<Vec<Box<dyn fastpath_pmd::TxQueue>>> = Vec::with_capacity(used);
+    for q in 0..used {
+        let users = (0..n).filter(|l| l % used == q).count();
+        handles.push(fastpath_pmd::txshare::share(p.tx_queue(q as u16)?, users));
+    }
+    let shared = handles.iter().filter(|h| h.len() > 1).count() as u16;
+    let mut out: Vec<_> =
+        (0..n).rev().map(|l| handles[l % used].pop().expect("one handle per lcore that uses this queue")).collect();
+    out.reverse();
+    Ok((out, shared))
 }
 
 /// Why a run ended.
@@ -133,6 +144,12 @@ pub fn control_loop(
 
 /// One line per port with the rates since the last print, like testpmd's periodic stats.
 pub fn print_rates(ports: &[Box<dyn Port>], a: &(Instant, Vec<PortStats>), b: &(Instant, Vec<PortStats>)) {
+    let infos: Vec<PortInfo> = ports.iter().map(|p| p.info().clone()).collect();
+    print_rates_of(&infos, a, b);
+}
+
+/// [`print_rates`] for the ports `ports` describes.
+pub fn print_rates_of(ports: &[PortInfo], a: &(Instant, Vec<PortStats>), b: &(Instant, Vec<PortStats>)) {
     let dt = (b.0 - a.0).as_secs_f64().max(1e-9);
     for (p, (x, y)) in ports.iter().zip(a.1.iter().zip(&b.1)) {
         let rxp = (y.rx_packets - x.rx_packets) as f64 / dt / 1e6;
@@ -141,8 +158,8 @@ pub fn print_rates(ports: &[Box<dyn Port>], a: &(Instant, Vec<PortStats>), b: &(
         let txb = (y.tx_bytes - x.tx_bytes) as f64 * 8.0 / dt / 1e9;
         println!(
             "port {} {:<6} rx {:8.3} Mpps {:7.3} Gbps | tx {:8.3} Mpps {:7.3} Gbps | rx {} tx {} drops {}",
-            p.info().id,
-            p.info().driver,
+            p.id,
+            p.driver,
             rxp,
             rxb,
             txp,

@@ -657,16 +657,41 @@ fn vswitch_reload_applies_static_macs_and_refuses_what_needs_a_restart() {
     assert_eq!(fdb_lines(&sock), want);
     assert!(ctl_json(&sock, &["show", "config"])["text"].as_str().unwrap().contains("00:0c"));
 
-    // A port added: refused as a whole, nothing applied.
-    let more = text.clone()
-        + &fdb("02:00:00:00:00:0d", "vm1")
-        + "\n[[port]]\nname = \"vm3\"\nspec = \"null,no-rx=on\"\nbridge = \"br0\"\n";
+    // A port added, with a static MAC on it: plugged live, the entry added after it.
+    let port3 = "\n[[port]]\nname = \"vm3\"\nspec = \"null,no-rx=on\"\nbridge = \"br0\"\n";
+    let with3 = text.clone() + &fdb("02:00:00:00:00:0d", "vm3") + port3;
+    std::fs::write(&cfg, &with3).unwrap();
+    let r = ctl_json(&sock, &["reload"]);
+    assert_eq!(r["plugged"], serde_json::json!(["vm3"]), "{r}");
+    assert_eq!(r["added"].as_array().unwrap().len(), 1, "{r}");
+    assert!(names(&ctl_json(&sock, &["show", "ports"]), "name").contains(&"vm3".to_string()));
+    let mut want3 = want.to_vec();
+    want3.push("02:00:00:00:00:0d static vm3".into());
+    assert_eq!(fdb_lines(&sock), want3);
+    // Its spec changed: unplugged and plugged again, its static entry back with it.
+    std::fs::write(&cfg, with3.replace("null,no-rx=on", "null,no-rx=on,queues=2")).unwrap();
+    let r = ctl_json(&sock, &["reload"]);
+    assert_eq!(
+        (r["unplugged"].clone(), r["plugged"].clone()),
+        (serde_json::json!(["vm3"]), serde_json::json!(["vm3"])),
+        "{r}"
+    );
+    assert_eq!(fdb_lines(&sock), want3);
+    // Gone from the file: unplugged, its entry with it.
+    std::fs::write(&cfg, &text).unwrap();
+    let r = ctl_json(&sock, &["reload"]);
+    assert_eq!(r["unplugged"], serde_json::json!(["vm3"]), "{r}");
+    assert_eq!(fdb_lines(&sock), want);
+    assert!(!names(&ctl_json(&sock, &["show", "ports"]), "name").contains(&"vm3".to_string()));
+    // A bridge added: refused as a whole, nothing applied (not the port, not the entry).
+    let more = text.clone() + &fdb("02:00:00:00:00:0e", "vm1") + "\n[[bridge]]\nname = \"br9\"\n" + port3;
     std::fs::write(&cfg, more).unwrap();
     let o = ctl(&sock, &["reload"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("reload refused, nothing applied: [port] changed, which needs a restart"), "{err}");
+    assert!(err.contains("reload refused, nothing applied: [bridge] changed, which needs a restart"), "{err}");
     assert_eq!(fdb_lines(&sock), want);
+    assert!(!names(&ctl_json(&sock, &["show", "ports"]), "name").contains(&"vm3".to_string()));
     // A broken file: the error names the line; the switch goes on as it was.
     std::fs::write(&cfg, text.replace("mac = \"02:00:00:00:00:0c\"", "mac = \"02:00\"")).unwrap();
     let o = ctl(&sock, &["reload"]);

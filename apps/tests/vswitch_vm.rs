@@ -17,7 +17,7 @@ mod common;
 mod vswitch_rig;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Reap;
@@ -87,19 +87,10 @@ impl Vm {
     fn start(tag: &str, dir: &Scratch, s0: &str, s1: &str) -> Vm {
         let prefix = format!("fpvsvm{tag}{}", std::process::id());
         let log = dir.path(&format!("testpmd-{tag}.log"));
-        let c = Command::new("stdbuf")
-            .args(["-oL", "dpdk-testpmd", "--lcores", "(0,1)@0", "--main-lcore", "1", "--no-huge", "-m", "1024"])
-            .args(["--no-pci", "--log-level=*:error", "--file-prefix", &prefix])
-            .arg(format!("--vdev=net_virtio_user0,mac=00:00:00:00:00:01,path={s0},queues=1"))
-            .arg(format!("--vdev=net_virtio_user1,mac=00:00:00:00:00:02,path={s1},queues=1"))
-            .args(["--", "--forward-mode=mac", "--eth-peer=0,00:00:00:00:00:02", "--eth-peer=1,00:00:00:00:00:01"])
-            .args(["--nb-cores=1", "--txd=1024", "--rxd=1024", "--tx-first", "--total-num-mbufs=16384"])
-            .args(["--stats-period", "1", "--auto-start"])
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).expect("testpmd log"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start testpmd");
+        let vdevs =
+            [format!("mac=00:00:00:00:00:01,path={s0},queues=1"), format!("mac=00:00:00:00:00:02,path={s1},queues=1")];
+        let args = ["--eth-peer=0,00:00:00:00:00:02", "--eth-peer=1,00:00:00:00:00:01", "--tx-first"].map(String::from);
+        let c = testpmd_virtio_user(&prefix, &vdevs, &args, &log);
         Vm { kid: Reap(Some(c)), log, prefix }
     }
 

@@ -125,6 +125,7 @@ fn unicast(pool: &Mempool, ports: &[PortInfo], total: u32) -> Result<BuiltProces
         security_groups: vec![],
         port_groups: vec![],
         conntrack: Default::default(),
+        max_ports: 0,
     };
     let (control, procs) = build(&cfg, pool, 2)?;
     let processors = procs
@@ -192,6 +193,7 @@ fn overlay(
         security_groups: vec![],
         port_groups: vec![],
         conntrack: Default::default(),
+        max_ports: 0,
     };
     let (control, mut procs) = build(&cfg, pool, 1)?;
     let p: Box<dyn Processor> = Box::new(procs.remove(0));

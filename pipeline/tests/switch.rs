@@ -8,7 +8,7 @@
 mod switchkit;
 
 use fastpath_mempool::offload;
-use fastpath_pipeline::switch::{FdbConfig, StaticMac, StaticNeighbour, SwitchConfig};
+use fastpath_pipeline::switch::{FdbConfig, PortConfig, StaticMac, StaticNeighbour, SwitchConfig};
 use switchkit::*;
 
 /// FDB settings for tests: a table small enough to be aged in one poll.
@@ -651,4 +651,132 @@ fn trace_cost() {
             eprintln!("round {round}, traced {traced}: {:.1} ns per packet", ns / (n as f64 * 32.0));
         }
     }
+}
+
+/// Gives every lcore's processor its change, as the runtime's `Command::Notify` does; checks
+/// each comes back (to be dropped off the lcore).
+fn notify(k: &mut Kit, changes: Vec<Box<dyn std::any::Any + Send>>) {
+    use fastpath_pmd::Processor;
+    assert_eq!(changes.len(), k.procs.len(), "one change per lcore");
+    for (p, c) in k.procs.iter_mut().zip(changes) {
+        assert!(p.notify(c).is_some(), "the processor gives back what it replaced");
+    }
+}
+
+#[test]
+fn ports_plugged_and_unplugged_live_join_and_leave_floods_and_the_fdb() {
+    let cfg = SwitchConfig { max_ports: 4, ..lan(2) };
+    let mut k = Kit::new(&cfg);
+    let bcast = frame([0xff; 6], mac(1), 60);
+    assert_eq!(ports(&k.send1(0, bcast.clone())), vec![1]);
+    // Plug vm2 at the next id: floods reach it, it learns, unicast reaches it.
+    let id = k.control.free_port_id().expect("room for two more");
+    assert_eq!(id, 2);
+    let changes = k.control.plug(&access(id, "vm2", "lan", None)).expect("plugs into lan");
+    notify(&mut k, changes);
+    assert_eq!(ports(&k.send1(0, bcast.clone())), vec![1, 2]);
+    k.send1(2, frame(mac(1), mac(22), 60));
+    k.poll();
+    assert_eq!(k.control.lookup("lan", None, mac(22)).and_then(|e| e.port).as_deref(), Some("vm2"));
+    assert_eq!(ports(&k.send1(0, frame(mac(22), mac(1), 60))), vec![2]);
+    // Refused: a name in use, an unknown bridge, the uplink role, a VLAN segment lan lacks.
+    for (p, want) in [
+        (access(3, "vm2", "lan", None), "already"),
+        (access(3, "vm3", "nope", None), "names no bridge"),
+        (access(3, "vm3", "lan", Some(7)), "no segment with vlan 7"),
+        (PortConfig { name: "up".into(), ..uplink(3) }, "only access ports"),
+    ] {
+        let e = k.control.plug(&p).expect_err("refused").to_string();
+        assert!(e.contains(want), "{e}");
+    }
+    // Unplug vm0: its learned MAC goes, floods skip it, its id is given again. A learn from
+    // vm0 handed over before it went (mac(5), not applied yet) is not applied to its slot.
+    k.send1(0, frame(mac(22), mac(5), 60));
+    let (gone, changes) = k.control.unplug("vm0").expect("vm0 is there");
+    assert_eq!(gone, 0);
+    notify(&mut k, changes);
+    assert_eq!(k.control.forget_port(gone), 1, "mac(1) was learned on vm0");
+    assert!(k.control.lookup("lan", None, mac(1)).is_none());
+    assert!(k.control.lookup("lan", None, mac(5)).is_none(), "a late learn is dropped");
+    assert_eq!(ports(&k.send1(2, frame([0xff; 6], mac(22), 60))), vec![1]);
+    assert_eq!(k.control.free_port_id().expect("vm0's id is vacant"), 0);
+    assert!(k.control.unplug("vm0").is_err(), "gone already");
+    let s = k.control.stats();
+    assert_eq!(s.ports.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["vm1", "vm2"]);
+    let changes = k.control.plug(&access(0, "vm9", "lan", None)).expect("the vacant id again");
+    notify(&mut k, changes);
+    assert_eq!(ports(&k.send1(1, frame([0xff; 6], mac(11), 60))), vec![0, 2]);
+    let changes = k.control.plug(&access(3, "vm3", "lan", None)).expect("the last id");
+    notify(&mut k, changes);
+    assert!(k.control.free_port_id().is_err(), "every one of max_ports ids in use");
+}
+
+#[test]
+fn remotes_added_and_removed_live_change_head_end_replication() {
+    let mut k = Kit::new(&overlay());
+    let f = frame([0xff; 6], mac(1), 100);
+    let vteps = |out: &[Out]| {
+        let mut v: Vec<Vec<u8>> = to(out, 0).iter().map(|o| o.bytes[30..34].to_vec()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(vteps(&k.send1(1, f.clone())), vec![vec![10, 50, 0, 2], vec![10, 50, 0, 3]]);
+    let changes = k.control.set_remote("t100", ip(REMOTE1), false).expect("REMOTE1 is a remote");
+    notify(&mut k, changes);
+    assert_eq!(vteps(&k.send1(1, f.clone())), vec![vec![10, 50, 0, 3]]);
+    assert!(k.control.set_remote("t100", ip(REMOTE1), false).is_err(), "not a remote any more");
+    assert!(k.control.set_remote("t100", ip(REMOTE2), true).is_err(), "a remote already");
+    assert!(k.control.set_remote("t100", ip("::1"), true).is_err(), "another family");
+    assert!(k.control.set_remote("nope", ip(REMOTE1), true).is_err());
+    let changes = k.control.set_remote("t100", ip(REMOTE1), true).expect("back");
+    notify(&mut k, changes);
+    assert_eq!(vteps(&k.send1(1, f)), vec![vec![10, 50, 0, 2], vec![10, 50, 0, 3]]);
+    assert_eq!(k.control.remotes(), vec![("t100".to_string(), vec![ip(REMOTE2), ip(REMOTE1)])]);
+}
+
+#[test]
+fn bridges_added_and_deleted_live_carry_their_vni_and_free_it_again() {
+    use fastpath_pipeline::switch::BridgeConfig;
+    let mut k = Kit::new(&SwitchConfig { max_ports: 8, ..overlay() });
+    // A second VXLAN bridge on the same VTEP (VNI 200), then a port in it.
+    let t200 = BridgeConfig { remotes: vec![ip(REMOTE2)], ..vxlan_bridge("t200", 200, &[]) };
+    let changes = k.control.add_bridge(&t200).expect("a new VNI on the switch's tunnel");
+    notify(&mut k, changes);
+    let id = k.control.free_port_id().unwrap();
+    let changes = k.control.plug(&access(id, "vm3", "t200", None)).expect("into the new bridge");
+    notify(&mut k, changes);
+    // Its flood goes to its one remote in VNI 200, not to t100's ports.
+    let out = k.send1(id, frame([0xff; 6], mac(3), 60));
+    assert_eq!(ports(&out), vec![0]);
+    assert_eq!(&out[0].bytes[30..34], &[10, 50, 0, 3]);
+    assert_eq!(&out[0].bytes[46..49], &[0, 0, 200], "VNI 200");
+    // Decapsulated VNI 200 reaches vm3 only.
+    let inner = frame([0xff; 6], mac(60), 30);
+    assert_eq!(ports(&k.send1(0, encapsulated("vxlan", 200, REMOTE2, LOCAL, &inner))), vec![id]);
+    // Refused: the name again, a VNI in use, a tunnel the switch has no template for, deleting
+    // a bridge with a port.
+    for (b, want) in [
+        (vxlan_bridge("t200", 300, &[]), "already"),
+        (vxlan_bridge("t300", 100, &[]), "already bridge t100"),
+        (BridgeConfig { udp_port: Some(9999), ..vxlan_bridge("t300", 300, &[]) }, "needs a restart"),
+    ] {
+        let e = k.control.add_bridge(&b).expect_err("refused").to_string();
+        assert!(e.contains(want), "{e}");
+    }
+    assert!(k.control.del_bridge("t200").expect_err("vm3 is in it").to_string().contains("vm3"));
+    k.poll();
+    let (gone, changes) = k.control.unplug("vm3").unwrap();
+    notify(&mut k, changes);
+    k.control.forget_port(gone);
+    k.send1(0, encapsulated("vxlan", 200, REMOTE2, LOCAL, &frame(mac(61), mac(62), 30)));
+    k.poll();
+    let (flushed, changes) = k.control.del_bridge("t200").expect("empty now");
+    notify(&mut k, changes);
+    assert_eq!(flushed, 2, "the two MACs learned behind REMOTE2 in VNI 200");
+    // VNI 200 is unknown again (dropped, counted), and free for a new bridge.
+    assert!(k.send1(0, encapsulated("vxlan", 200, REMOTE2, LOCAL, &inner)).is_empty());
+    assert_eq!(k.drops("unknown-vni"), 1);
+    assert_eq!(k.control.stats().bridges.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(), ["t100"]);
+    let changes = k.control.add_bridge(&vxlan_bridge("t200b", 200, &[])).expect("VNI 200 is free");
+    notify(&mut k, changes);
 }

@@ -28,6 +28,7 @@
 //! read by anyone. [`IdleMode::Adaptive`] backs off (pause, yield, then short sleeps) when every
 //! queue stays empty; the default is pure busy polling.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -59,6 +60,15 @@ pub trait Processor: Send {
     /// dropped).
     fn resume(&mut self, _batch: &mut Batch, _ctx: &mut Ctx) -> bool {
         false
+    }
+
+    /// A message from the control thread ([`Command::Notify`]), taken between two passes: a
+    /// processor that understands it applies it (a new configuration, a port's capabilities)
+    /// and may give back what it replaced. What it returns goes back to the control thread as
+    /// [`Returned::Notified`], to be dropped there (freeing has no place on an lcore). The
+    /// default understands nothing and gives the message back.
+    fn notify(&mut self, msg: Box<dyn Any + Send>) -> Option<Box<dyn Any + Send>> {
+        Some(msg)
     }
 }
 
@@ -215,6 +225,9 @@ pub enum Command {
     /// Answered with [`Returned::Synced`] once every earlier command is applied and the lcore
     /// is between two passes (a grace period: nothing of a pass that began before it is in use).
     Sync(u64),
+    /// A message for the processor of this index ([`Processor::notify`]); what it gives back
+    /// returns as [`Returned::Notified`].
+    Notify(usize, Box<dyn Any + Send>),
 }
 
 impl fmt::Debug for Command {
@@ -226,6 +239,7 @@ impl fmt::Debug for Command {
             Command::RemovePort(p) => write!(f, "RemovePort({p})"),
             Command::TakeTask(p, q) => write!(f, "TakeTask({p}, {q})"),
             Command::Sync(n) => write!(f, "Sync({n})"),
+            Command::Notify(p, _) => write!(f, "Notify({p})"),
         }
     }
 }
@@ -239,6 +253,8 @@ pub enum Returned {
     Tx(u16, Box<dyn TxQueue>),
     /// The answer to [`Command::Sync`].
     Synced(u64),
+    /// What a processor gave back from [`Command::Notify`], with its index.
+    Notified(usize, Box<dyn Any + Send>),
 }
 
 impl fmt::Debug for Returned {
@@ -247,6 +263,7 @@ impl fmt::Debug for Returned {
             Returned::Task(t) => write!(f, "Task({t:?})"),
             Returned::Tx(p, _) => write!(f, "Tx({p})"),
             Returned::Synced(n) => write!(f, "Synced({n})"),
+            Returned::Notified(p, _) => write!(f, "Notified({p})"),
         }
     }
 }
@@ -716,6 +733,17 @@ fn apply(
             }
         }
         Command::Sync(n) => give_back(Returned::Synced(n)),
+        Command::Notify(p, msg) => match processors.get_mut(p) {
+            Some(proc) => {
+                if let Some(back) = proc.notify(msg) {
+                    give_back(Returned::Notified(p, back));
+                }
+            }
+            None => {
+                log::error!("lcore {idx}: message for processor {p} of {}: refused", processors.len());
+                give_back(Returned::Notified(p, msg));
+            }
+        },
     }
 }
 

@@ -365,3 +365,48 @@ fn live_commands_add_and_remove_ports_while_others_forward() {
     drop((a, b, sink));
     assert_eq!(p.available(), p.capacity());
 }
+
+/// Takes a `u64` message: counts it, and gives back the number it held before.
+struct Tuned(Arc<AtomicU64>);
+
+impl Processor for Tuned {
+    fn process(&mut self, _batch: &mut Batch, _ctx: &mut Ctx) {}
+
+    fn notify(&mut self, msg: Box<dyn std::any::Any + Send>) -> Option<Box<dyn std::any::Any + Send>> {
+        let n = *msg.downcast::<u64>().ok()?;
+        Some(Box::new(self.0.swap(n, Ordering::Relaxed)))
+    }
+}
+
+#[test]
+fn notify_reaches_the_processor_between_passes_and_what_it_gives_back_returns() {
+    use fastpath_pmd::lcore::{Command, Returned};
+    let _cpus = fastpath_pmd::testutil::pollers();
+    let p = pool(4096);
+    let mut a = NullPort::new(0, &p, NullConfig::default());
+    let mut l = LcoreSpec::new(fastpath_pmd::lcore::available_cores().last().copied());
+    let held = Arc::new(AtomicU64::new(7));
+    let t = l.add_processor(Box::new(Tuned(held.clone())));
+    l.add_processor(Box::new(Passthrough));
+    l.add_task(a.rx_queue(0).unwrap(), t, 0);
+    l.set_tx(0, a.tx_queue(0).unwrap());
+    let rt = Runtime::launch(vec![l], RuntimeConfig::default()).unwrap();
+    rt.command(0, Command::Notify(t, Box::new(42u64))).unwrap();
+    // Not understood (the default gives it back), and a processor that does not exist.
+    rt.command(0, Command::Notify(1, Box::new(5u64))).unwrap();
+    rt.command(0, Command::Notify(9, Box::new(6u64))).unwrap();
+    let back = rt.synchronize(Duration::from_secs(30)).unwrap();
+    assert_eq!(held.load(Ordering::Relaxed), 42, "applied before the grace period ended");
+    let mut got: Vec<(usize, u64)> = back
+        .into_iter()
+        .filter_map(|(_, r)| match r {
+            Returned::Notified(i, m) => Some((i, *m.downcast::<u64>().expect("a u64"))),
+            _ => None,
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, [(0, 7), (1, 5), (9, 6)], "what was replaced, and the two refused, come back");
+    rt.join().unwrap();
+    drop(a);
+    assert_eq!(p.available(), p.capacity());
+}

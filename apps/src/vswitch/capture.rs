@@ -206,6 +206,21 @@ impl Captures {
         Box::new(TapTx { inner: q, tap, pending: Vec::new() })
     }
 
+    /// Forgets port `port` (taken out of the switch): ends its capture, if one runs, and drops
+    /// the taps of its queues, so that a port plugged later with its id starts afresh.
+    pub fn forget(&mut self, port: u16) -> Option<Value> {
+        let done = self.active.iter().position(|c| c.port == port).map(|i| {
+            self.drain(i);
+            self.finish(i)
+        });
+        for v in [&mut self.rx, &mut self.tx] {
+            if let Some(r) = v.get_mut(port as usize) {
+                r.clear();
+            }
+        }
+        done
+    }
+
     /// Starts capturing `dir` (`rx`, `tx` or `both`) of port `port` (named `name`) into `file`
     /// (an absolute path), `count` frames at most.
     pub fn start(&mut self, port: u16, name: &str, dir: &str, file: &str, count: Option<u64>) -> Result<Value, String> {

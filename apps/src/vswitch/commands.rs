@@ -14,25 +14,35 @@ use serde_json::{json, Value};
 use super::capture::Captures;
 use super::config::Config;
 use super::ctl::Request;
+use super::live::Plugged;
 use super::rebalance::Rebalancer;
 
 /// The commands, for `help` and for the error on an unknown one.
 pub const COMMANDS: &str = "show ports|bridges|fdb [BRIDGE]|lcores|rxqs|neighbours|captures|config|security-groups (sg), stats, \
      fdb add BRIDGE MAC port=NAME|vtep=IP [vlan=N], fdb del BRIDGE MAC [vlan=N], fdb flush [BRIDGE], capture PORT rx|tx|both FILE [count=N], capture stop PORT, \
-     show captures, trace add PORT N, trace show, trace clear, rxq rebalance, reload, help";
+     show captures, trace add PORT N, trace show, trace clear, rxq rebalance, reload, \
+     port add NAME SPEC [bridge=NAME] [vlan=N] [mac=MAC], port del NAME, \
+     bridge add NAME [vni=N] [tunnel=vxlan|geneve|nvgre] [local=IP] [remotes=IP,...] [vlan=N] [udp_port=N], \
+     bridge del NAME, remote add|del BRIDGE IP, help";
 
 /// A running switch as the commands see it.
 pub struct Live<'a> {
     /// The config it was started with.
     pub cfg: &'a mut Config,
-    /// Its ports, by id.
-    pub ports: &'a [Box<dyn Port>],
+    /// Its ports, by id (a port taken out leaves a [`super::live::Vacant`] slot).
+    pub ports: &'a mut Vec<Box<dyn Port>>,
+    /// What each port id is (none: vacant).
+    pub plugged: &'a mut Vec<Option<Plugged>>,
+    /// The bridges as configured or added live.
+    pub bridge_cfgs: &'a mut Vec<fastpath_pipeline::switch::BridgeConfig>,
+    /// Counts the changes of the port list (rates printed by `--stats` start again).
+    pub generation: &'a mut u64,
     /// Its lcores.
     pub rt: &'a Runtime,
     /// The CPU of each lcore.
     pub cpus: &'a [usize],
     /// Per rx queue: its counters (port, queue, packets, cycles) and its lcore.
-    pub rxqs: &'a mut [(usize, Arc<TaskStats>)],
+    pub rxqs: &'a mut Vec<(usize, Arc<TaskStats>)>,
     /// Its pool.
     pub pool: &'a Mempool,
     /// The control side of the switch.
@@ -92,15 +102,22 @@ impl Live<'_> {
                 Ok(json!({"cleared": true}))
             }
             ("rxq", ["rebalance"]) => {
-                let names: Vec<String> = self.cfg.port.iter().map(|p| p.name.get_ref().clone()).collect();
+                let names = names(self.plugged);
                 let name = |id: u16| names.get(id as usize).cloned().unwrap_or_else(|| id.to_string());
                 self.rebalancer.run(self.rt, self.rxqs, name)
             }
-            ("reload", []) => super::reload::reload(self.cfg, self.ctl),
+            ("port", ["add", rest @ ..]) => self.port_add(rest),
+            ("port", ["del", rest @ ..]) => self.port_del(rest),
+            ("bridge", ["add", rest @ ..]) => self.bridge_add(rest),
+            ("bridge", ["del", rest @ ..]) => self.bridge_del(rest),
+            ("remote", ["add", rest @ ..]) => self.remote(true, rest),
+            ("remote", ["del", rest @ ..]) => self.remote(false, rest),
+            ("reload", []) => super::reload::reload(self),
             ("help", []) => Ok(json!(COMMANDS)),
-            (c @ ("stats" | "fdb" | "help" | "capture" | "trace" | "rxq" | "reload"), _) => {
-                Err(format!("{c}: wrong arguments; the commands: {COMMANDS}"))
-            }
+            (
+                c @ ("stats" | "fdb" | "help" | "capture" | "trace" | "rxq" | "reload" | "port" | "bridge" | "remote"),
+                _,
+            ) => Err(format!("{c}: wrong arguments; the commands: {COMMANDS}")),
             (c, _) => Err(format!("unknown command '{c}'; the commands: {COMMANDS}")),
         }
     }
@@ -166,7 +183,7 @@ impl Live<'_> {
     }
 
     fn check_bridge(&self, b: &str) -> Result<(), String> {
-        match self.cfg.bridge.iter().any(|x| x.name.get_ref() == b) {
+        match self.bridge_cfgs.iter().any(|x| x.name == b) {
             true => Ok(()),
             false => Err(format!("there is no bridge '{b}'")),
         }
@@ -176,12 +193,13 @@ impl Live<'_> {
         let v: Vec<Value> = self
             .ports
             .iter()
-            .zip(&self.cfg.port)
+            .zip(self.plugged.iter())
+            .filter_map(|(p, c)| Some((p, c.as_ref()?)))
             .map(|(p, c)| {
                 let (i, s) = (p.info(), p.stats());
-                json!({"id": i.id, "name": c.name.get_ref(), "driver": i.driver, "spec": c.spec,
+                json!({"id": i.id, "name": c.name, "driver": i.driver, "spec": c.spec,
                     "role": format!("{:?}", c.role).to_lowercase(),
-                    "bridge": c.bridge.as_ref().map(|b| b.get_ref().clone()), "vlan": c.vlan,
+                    "bridge": c.bridge, "vlan": c.vlan,
                     "mac": c.mac.or(i.mac).map(|m| fmt_mac(&m)), "rx_queues": i.rx_queues, "tx_queues": i.tx_queues,
                     "rx_packets": s.rx_packets, "tx_packets": s.tx_packets, "rx_bytes": s.rx_bytes,
                     "tx_bytes": s.tx_bytes, "rx_drops": s.rx_drops, "tx_drops": s.tx_drops,
@@ -193,21 +211,17 @@ impl Live<'_> {
 
     fn bridges(&self) -> Value {
         let st = self.ctl.stats();
-        let v: Vec<Value> = self
-            .cfg
-            .bridge
-            .iter()
-            .zip(&st.bridges)
+        let remotes = self.ctl.remotes();
+        let v: Vec<Value> = (st.bridges.iter())
+            .filter_map(|s| Some((self.bridge_cfgs.iter().find(|c| c.name == s.name)?, s)))
             .map(|(c, s)| {
-                let ports: Vec<&String> = self
-                    .cfg
-                    .port
-                    .iter()
-                    .filter(|p| p.bridge.as_ref() == Some(&c.name))
-                    .map(|p| p.name.get_ref())
+                let ports: Vec<&String> = (self.plugged.iter().flatten())
+                    .filter(|p| p.bridge.as_deref() == Some(c.name.as_str()))
+                    .map(|p| &p.name)
                     .collect();
-                json!({"name": s.name, "vni": c.vni, "tunnel": c.vni.map(|_| format!("{:?}", c.tunnel).to_lowercase()),
-                    "local": c.local, "remotes": c.remotes, "vlan": c.vlan, "ports": ports,
+                let remotes = remotes.iter().find(|(b, _)| *b == c.name).map(|r| r.1.clone());
+                json!({"name": s.name, "vni": c.vni, "tunnel": c.vni.map(|_| c.tunnel.name()),
+                    "local": c.local, "remotes": remotes, "vlan": c.vlan, "ports": ports,
                     "fdb_size": s.fdb_size, "learned": s.learned, "moved": s.moved, "aged": s.aged,
                     "flooded": s.flooded, "refused": s.refused})
             })
@@ -269,14 +283,15 @@ impl Live<'_> {
     }
 
     fn port_id(&self, name: &str) -> Result<u16, String> {
-        match self.cfg.port.iter().position(|p| p.name.get_ref() == name) {
+        match self.plugged.iter().position(|p| p.as_ref().is_some_and(|p| p.name == name)) {
             Some(i) => Ok(i as u16),
             None => Err(format!("there is no port '{name}'")),
         }
     }
 
-    fn port_name(&self, id: u16) -> String {
-        self.cfg.port.get(id as usize).map_or_else(|| id.to_string(), |p| p.name.get_ref().clone())
+    /// The name of port `id` (its number when it has none).
+    pub fn port_name(&self, id: u16) -> String {
+        self.plugged.get(id as usize).and_then(|p| p.as_ref()).map_or_else(|| id.to_string(), |p| p.name.clone())
     }
 
     fn neighbours(&self) -> Value {
@@ -363,7 +378,13 @@ impl Live<'_> {
     }
 }
 
-fn parse_vlan(v: &str) -> Result<u16, String> {
+/// The name of each port id (empty for a vacant one).
+pub fn names(plugged: &[Option<Plugged>]) -> Vec<String> {
+    plugged.iter().map(|p| p.as_ref().map_or(String::new(), |p| p.name.clone())).collect()
+}
+
+/// An 802.1Q VLAN id.
+pub fn parse_vlan(v: &str) -> Result<u16, String> {
     match v.parse::<u16>() {
         Ok(n) if (1..=4094).contains(&n) => Ok(n),
         _ => Err(format!("vlan={v}: give an 802.1Q VLAN id 1..=4094")),

@@ -8,6 +8,7 @@
 //! idle = "busy"              # busy | adaptive
 //! idle_max_sleep_us = 500    # adaptive: the longest sleep of an idle lcore
 //! rebalance_interval = 0     # seconds between automatic rx queue rebalances (0: off)
+//! max_ports = 64             # ports that may exist at once, counting those plugged live
 //! mbufs = 32768
 //! burst = 32
 //! fdb_size = 65536           # MAC entries in all (the table's capacity)
@@ -83,7 +84,7 @@ use toml::Spanned;
 pub const FORMS: &str =
     "  [vswitch]  cores = \"LIST\", idle = \"busy\"|\"adaptive\", idle_max_sleep_us = 1..=100000, mbufs = N,
              burst = 1..=256, fdb_size = N, fdb_aging = SECS, mac_limit_bridge = N, mac_limit_port = N,
-             rebalance_interval = SECS, conntrack_size = N, conntrack_zone_limit = N
+             rebalance_interval = SECS, conntrack_size = N, conntrack_zone_limit = N, max_ports = N
   [[bridge]] name = \"NAME\", vni = 0..=16777215, tunnel = \"vxlan\"|\"geneve\"|\"nvgre\", local = \"IP\",
              remotes = [\"IP\", ...], vlan = 1..=4094, udp_port = 1..=65535
   [[port]]   name = \"NAME\", spec = \"SPEC\", role = \"access\"|\"uplink\", bridge = \"NAME\", vlan = 1..=4094,
@@ -96,6 +97,9 @@ pub const FORMS: &str =
              icmp_type = 0..=255, icmp_code = 0..=255, remote = \"IP/PREFIX\"
   [[fdb]]    bridge = \"NAME\", mac = \"aa:bb:cc:dd:ee:ff\", port = \"NAME\" | vtep = \"IP\", vlan = 1..=4094
   [[neighbour]] ip = \"IP\", mac = \"aa:bb:cc:dd:ee:ff\"";
+
+/// The most ports a switch may have at once (the FDB's port ids are 14 bits).
+pub const MAX_PORTS: usize = 4096;
 
 /// Global settings (`[vswitch]`).
 #[derive(Debug, Clone, Deserialize)]
@@ -125,6 +129,8 @@ pub struct Global {
     pub conntrack_zone_limit: usize,
     /// Seconds between automatic rx queue rebalances (0: never).
     pub rebalance_interval: u64,
+    /// Ports that may exist at once, counting those plugged while the switch runs.
+    pub max_ports: usize,
 }
 
 impl Default for Global {
@@ -142,6 +148,7 @@ impl Default for Global {
             conntrack_size: 65536,
             conntrack_zone_limit: 0,
             rebalance_interval: 0,
+            max_ports: 64,
         }
     }
 }
@@ -551,6 +558,14 @@ impl Config {
         if !(1..=100_000).contains(&g.idle_max_sleep_us) {
             let n = g.idle_max_sleep_us;
             return Err(ConfigError(format!("{file}: [vswitch] idle_max_sleep_us = {n}: use 1..=100000")));
+        }
+        if g.max_ports < self.port.len() || g.max_ports > MAX_PORTS {
+            return Err(ConfigError(format!(
+                "{file}: [vswitch] max_ports = {}: give {}..={MAX_PORTS} (at least the {} ports configured)",
+                g.max_ports,
+                self.port.len().max(1),
+                self.port.len()
+            )));
         }
         if g.fdb_size == 0 || g.fdb_aging == 0 {
             return Err(ConfigError(format!("{file}: [vswitch] fdb_size and fdb_aging must be positive")));

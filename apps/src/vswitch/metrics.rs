@@ -145,11 +145,12 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Stri
 /// The page: ports, lcores, rx queues, bridges, switch ports, stages, the FDB and the pool.
 pub fn render(l: &Live<'_>) -> String {
     let mut o = String::new();
-    let port_label = |id: usize| format!("port=\"{}\"", esc(l.cfg.port[id].name.get_ref()));
-    let stats: Vec<_> = l.ports.iter().map(|p| p.stats()).collect();
-    let per_port = |f: fn(&PortStats) -> u64| -> Vec<(String, u64)> {
-        stats.iter().enumerate().map(|(i, s)| (port_label(i), f(s))).collect()
-    };
+    let label = |name: &str| format!("port=\"{}\"", esc(name));
+    let stats: Vec<_> = (l.ports.iter().zip(l.plugged.iter()))
+        .filter_map(|(p, c)| Some((label(&c.as_ref()?.name), p.stats())))
+        .collect();
+    let per_port =
+        |f: fn(&PortStats) -> u64| -> Vec<(String, u64)> { stats.iter().map(|(n, s)| (n.clone(), f(s))).collect() };
     let fams: [Family<PortStats>; 8] = [
         ("rx_packets", "Packets received.", |s| s.rx_packets),
         ("tx_packets", "Packets sent.", |s| s.tx_packets),
@@ -180,7 +181,7 @@ pub fn render(l: &Live<'_>) -> String {
         let v: Vec<_> = lc.iter().enumerate().map(|(i, s)| (lcore_label(i), f(s))).collect();
         family(&mut o, &format!("fastpath_lcore_{name}_total"), "counter", help, &v);
     }
-    let q = |t: &TaskStats, lc: usize| format!("{},queue=\"{}\",lcore=\"{lc}\"", port_label(t.port as usize), t.queue);
+    let q = |t: &TaskStats, lc: usize| format!("{},queue=\"{}\",lcore=\"{lc}\"", label(&l.port_name(t.port)), t.queue);
     let v: Vec<_> = l.rxqs.iter().map(|(lc, t)| (q(t, *lc), t.packets.get())).collect();
     family(&mut o, "fastpath_rxq_packets_total", "counter", "Packets received on the rx queue.", &v);
     let v: Vec<_> = l.rxqs.iter().map(|(lc, t)| (q(t, *lc), t.cycles.get())).collect();
@@ -202,9 +203,9 @@ pub fn render(l: &Live<'_>) -> String {
         family(&mut o, &format!("fastpath_bridge_{name}_total"), "counter", help, &v);
     }
     let mut v = Vec::new();
-    for (i, p) in st.ports.iter().enumerate() {
+    for p in &st.ports {
         for (r, n) in &p.drops {
-            v.push((format!("{},reason=\"{}\"", port_label(i), esc(r)), *n));
+            v.push((format!("{},reason=\"{}\"", label(&p.name), esc(r)), *n));
         }
     }
     family(&mut o, "fastpath_switch_port_drops_total", "counter", "Packets of the port dropped by the switch.", &v);

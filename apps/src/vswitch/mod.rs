@@ -6,6 +6,7 @@ pub mod capture;
 pub mod commands;
 pub mod config;
 pub mod ctl;
+pub mod live;
 pub mod metrics;
 pub mod rebalance;
 pub mod reload;
@@ -71,12 +72,15 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
         ports.push(opened);
     }
     let scfg = switch_config(&cfg, &ports);
+    let mut bridge_cfgs = scfg.bridges.clone();
     let (mut ctl, processors) =
         sw::build(&scfg, &pool, cpus.len()).map_err(|e| AppError::Usage(format!("{}: {e}", a.config.display())))?;
 
     // One switch processor per lcore; every rx queue of every port placed round-robin; every
     // lcore may send to every port (queues shared where a port has fewer than the lcores).
     let placement = run::place_rx(&ports, cpus.len());
+    // Room for the ports plugged live: transmit slots and tasks made now, not on an lcore.
+    let slots = g.max_ports.max(ports.len());
     let mut lcores: Vec<LcoreSpec> = Vec::with_capacity(cpus.len());
     let mut rxqs = Vec::new();
     let mut captures = capture::Captures::default();
@@ -92,6 +96,10 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
     }
     let shared = run::give_every_lcore_every_port(&mut ports, &mut lcores)?;
     for l in &mut lcores {
+        if l.tx.len() < slots {
+            l.tx.resize_with(slots, || None);
+        }
+        l.tasks.reserve(slots);
         for (p, slot) in l.tx.iter_mut().enumerate() {
             if let Some(q) = slot.take() {
                 *slot = Some(captures.wrap_tx(p as u16, q));
@@ -119,19 +127,49 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
     let rt = Runtime::launch(lcores, RuntimeConfig { burst: g.burst, idle })?;
     let auto_every = (g.rebalance_interval > 0).then(|| Duration::from_secs(g.rebalance_interval));
     let mut last_auto = std::time::Instant::now();
+    let mut plugged: Vec<Option<live::Plugged>> = cfg
+        .port
+        .iter()
+        .map(|p| {
+            Some(live::Plugged {
+                name: p.name.get_ref().clone(),
+                spec: p.spec.clone(),
+                role: p.role,
+                bridge: p.bridge.as_ref().map(|b| b.get_ref().clone()),
+                vlan: p.vlan,
+                mac: p.mac,
+            })
+        })
+        .collect();
+    // Per-port rates (--stats) are printed here, not by the control loop: the port list changes.
+    let mut generation = 0u64;
+    let mut rates = (generation, std::time::Instant::now(), Vec::new());
     // A pcap port at the end of its file does not stop a switch: only a signal or --duration.
     let (reason, seconds) = run::control_loop(
         &rt,
-        &ports,
+        &[],
         a.duration,
-        a.stats,
+        0.0,
         || false,
         || {
             ctl.poll();
             captures.poll();
+            if a.stats > 0.0 && (rates.0 != generation || rates.1.elapsed().as_secs_f64() >= a.stats) {
+                let now = (std::time::Instant::now(), ports.iter().map(|p| p.stats()).collect::<Vec<_>>());
+                if rates.0 == generation {
+                    let shown: Vec<usize> = (0..ports.len()).filter(|&i| !live::vacant(ports[i].as_ref())).collect();
+                    let pick = |v: &[fastpath_pmd::PortStats]| shown.iter().map(|&i| v[i].clone()).collect::<Vec<_>>();
+                    run::print_rates_of(
+                        &shown.iter().map(|&i| ports[i].info().clone()).collect::<Vec<_>>(),
+                        &(rates.1, pick(&rates.2)),
+                        &(now.0, pick(&now.1)),
+                    );
+                }
+                rates = (generation, now.0, now.1);
+            }
             if auto_every.is_some_and(|d| last_auto.elapsed() >= d) {
                 last_auto = std::time::Instant::now();
-                let names: Vec<String> = cfg.port.iter().map(|p| p.name.get_ref().clone()).collect();
+                let names = commands::names(&plugged);
                 let name = |id: u16| names.get(id as usize).cloned().unwrap_or_else(|| id.to_string());
                 match rebalancer.auto(&rt, &mut rxqs, name) {
                     Ok(Some(r)) => log::info!("rx queues rebalanced (rebalance_interval): {r}"),
@@ -139,18 +177,16 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
                     Err(e) => log::error!("automatic rxq rebalance: {e}"),
                 }
             }
-            if fastpath_pmd::signal::reload_requested() {
-                match reload::reload(&mut cfg, &mut ctl) {
-                    Ok(r) => log::info!("SIGHUP: reloaded {}: {r}", cfg.source.path.display()),
-                    Err(e) => log::error!("SIGHUP: {e}"),
-                }
-            }
-            if server.is_none() && metrics.is_none() {
+            let reload = fastpath_pmd::signal::reload_requested();
+            if !reload && server.is_none() && metrics.is_none() {
                 return;
             }
             let mut live = commands::Live {
                 cfg: &mut cfg,
-                ports: &ports,
+                ports: &mut ports,
+                plugged: &mut plugged,
+                bridge_cfgs: &mut bridge_cfgs,
+                generation: &mut generation,
                 rt: &rt,
                 cpus: &cpus,
                 rxqs: &mut rxqs,
@@ -159,6 +195,12 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
                 captures: &mut captures,
                 rebalancer: &mut rebalancer,
             };
+            if reload {
+                match reload::reload(&mut live) {
+                    Ok(r) => log::info!("SIGHUP: reloaded {}: {r}", live.cfg.source.path.display()),
+                    Err(e) => log::error!("SIGHUP: {e}"),
+                }
+            }
             if let Some(s) = server.as_mut() {
                 s.poll(|r| live.handle(r));
             }
@@ -174,6 +216,7 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
     std::thread::sleep(Duration::from_millis(1));
     ctl.poll();
     let stats = ctl.stats();
+    ports.retain(|p| !live::vacant(p.as_ref()));
     let mut report = run::Report::gather(&ports, &lcore_stats, stats.stages.clone());
     report.extra = records(&stats);
     report.stopped_by = reason;
@@ -269,5 +312,6 @@ fn switch_config(c: &Config, ports: &[Box<dyn Port>]) -> sw::SwitchConfig {
         security_groups: c.security_groups(),
         port_groups: c.port_groups(),
         conntrack: sw::ConntrackSettings { capacity: g.conntrack_size, zone_limit: g.conntrack_zone_limit },
+        max_ports: g.max_ports,
     }
 }

@@ -91,6 +91,13 @@ impl Rebalancer {
         self.apply(rt, rxqs, name, (&queues, now), &to).map(Some)
     }
 
+    /// Forgets queue `i` of the list (its port was taken out).
+    pub fn forget(&mut self, i: usize) {
+        if i < self.since.len() {
+            self.since.remove(i);
+        }
+    }
+
     /// Each queue's (lcore, cycles since the last placement), and the cycles now.
     fn weigh(&mut self, rxqs: &[(usize, Arc<TaskStats>)]) -> (Vec<(usize, u64)>, Vec<u64>) {
         self.since.resize(rxqs.len(), 0);

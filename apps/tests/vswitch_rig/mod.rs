@@ -16,7 +16,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -799,4 +799,31 @@ pub fn mac(n: u16) -> [u8; 6] {
 /// `mac` as text.
 pub fn fmt(m: [u8; 6]) -> String {
     fastpath_pmd::sys::fmt_mac(&m)
+}
+
+/// DPDK testpmd as the virtio-user frontend of the vhost-user sockets `vdevs` (each
+/// `mac=...,path=...,queues=N`) in `--forward-mode=mac` with `args` after `--`, both its lcores
+/// on CPU 0 (`(0,1)@0`: the main one sleeps while the forwarding one polls), its stdout in
+/// `log`, 1 s stats. The caller reaps it.
+#[allow(dead_code)]
+pub fn testpmd_virtio_user(prefix: &str, vdevs: &[String], args: &[String], log: &Path) -> std::process::Child {
+    let mut c = std::process::Command::new("stdbuf");
+    c.args(["-oL", "dpdk-testpmd", "--lcores", "(0,1)@0", "--main-lcore", "1", "--no-huge", "-m", "1024"]).args([
+        "--no-pci",
+        "--log-level=*:error",
+        "--file-prefix",
+        prefix,
+    ]);
+    for (i, v) in vdevs.iter().enumerate() {
+        c.arg(format!("--vdev=net_virtio_user{i},{v}"));
+    }
+    c.args(["--", "--forward-mode=mac"])
+        .args(args)
+        .args(["--nb-cores=1", "--txd=1024", "--rxd=1024", "--total-num-mbufs=16384"])
+        .args(["--stats-period", "1", "--auto-start"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(log).expect("testpmd log"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start testpmd")
 }

@@ -489,9 +489,7 @@ impl Active {
 /// know about the ports.
 pub struct Segmenter {
     mode: Mode,
-    caps: Box<[Offloads]>,
-    /// Ports whose offloads change while they run: `caps` is refreshed from them per burst.
-    live: Box<[(usize, LiveOffloads)]>,
+    caps: PortCaps,
     ports: TunnelPorts,
     backlog: Batch,
     active: Option<Active>,
@@ -523,6 +521,75 @@ impl SegmentStage {
     pub fn new(name: &'static str, mode: Mode, ports: &[PortInfo]) -> SegmentStage {
         let counters = StageCounters::with_stats(name, REASONS, STATS);
         SegmentStage { name, engine: Segmenter::new(mode, ports, counters) }
+    }
+
+    /// Room for ports with ids below `slots`, so that [`SegmentStage::set_port`] allocates
+    /// nothing on an lcore.
+    pub fn reserve_ports(&mut self, slots: usize) {
+        self.engine.caps.reserve(slots);
+    }
+
+    /// What port `id` can do from now on (a port plugged or unplugged while the stage runs);
+    /// gives back the live offloads it replaced, to be dropped off the lcore.
+    pub fn set_port(&mut self, id: u16, offloads: Offloads, live: Option<LiveOffloads>) -> Option<LiveOffloads> {
+        self.engine.caps.set(id, offloads, live)
+    }
+}
+
+/// The offloads of each port by id (ports not listed can do nothing), refreshed once per burst
+/// of work from the ports whose peer decides them (a vhost-user guest's negotiation).
+#[derive(Debug, Default)]
+pub struct PortCaps {
+    caps: Vec<Offloads>,
+    live: Vec<(usize, LiveOffloads)>,
+}
+
+impl PortCaps {
+    /// The table of `ports`; a port with live offloads starts at what it can do at best.
+    pub fn new(ports: &[PortInfo]) -> PortCaps {
+        PortCaps {
+            caps: capability_table(ports).into_vec(),
+            live: ports.iter().filter_map(|p| Some((p.id as usize, p.live.clone()?))).collect(),
+        }
+    }
+
+    /// Room for ports with ids below `slots` (so that [`PortCaps::set`] allocates nothing).
+    pub fn reserve(&mut self, slots: usize) {
+        if self.caps.len() < slots {
+            self.caps.resize(slots, Offloads::NONE);
+        }
+        self.live.reserve(slots.saturating_sub(self.live.len()));
+    }
+
+    /// Reads the live offloads again.
+    #[inline]
+    pub fn refresh(&mut self) {
+        for (id, l) in self.live.iter() {
+            if let Some(c) = self.caps.get_mut(*id) {
+                *c = l.get();
+            }
+        }
+    }
+
+    /// What port `port` can do.
+    #[inline(always)]
+    pub fn get(&self, port: u16) -> Offloads {
+        self.caps.get(port as usize).copied().unwrap_or(Offloads::NONE)
+    }
+
+    /// Sets what port `id` can do (NONE and no live offloads for a port taken out); gives back
+    /// the live offloads it replaced. Allocates nothing for an id below the reserved slots.
+    pub fn set(&mut self, id: u16, offloads: Offloads, live: Option<LiveOffloads>) -> Option<LiveOffloads> {
+        let i = id as usize;
+        if self.caps.len() <= i {
+            self.caps.resize(i + 1, Offloads::NONE);
+        }
+        self.caps[i] = offloads;
+        let old = self.live.iter().position(|(p, _)| *p == i).map(|k| self.live.swap_remove(k).1);
+        if let Some(l) = live {
+            self.live.push((i, l));
+        }
+        old
     }
 }
 
@@ -571,8 +638,7 @@ impl Segmenter {
     pub fn new(mode: Mode, ports: &[PortInfo], counters: Arc<StageCounters>) -> Segmenter {
         Segmenter {
             mode,
-            caps: capability_table(ports),
-            live: ports.iter().filter_map(|p| Some((p.id as usize, p.live.clone()?))).collect(),
+            caps: PortCaps::new(ports),
             ports: TunnelPorts::default(),
             backlog: Batch::new(),
             active: None,
@@ -584,7 +650,7 @@ impl Segmenter {
 
     #[inline(always)]
     fn caps(&self, port: u16) -> Offloads {
-        self.caps.get(port as usize).copied().unwrap_or(Offloads::NONE)
+        self.caps.get(port)
     }
 
     /// A cheap look at the mbuf alone: false means it certainly needs nothing.
@@ -637,11 +703,7 @@ impl Segmenter {
 
     fn fill(&mut self, out: &mut Batch, ctx: &mut Ctx) {
         // What ports with live offloads (a vhost-user guest) take now: once per burst of work.
-        for (id, l) in self.live.iter() {
-            if let Some(c) = self.caps.get_mut(*id) {
-                *c = l.get();
-            }
-        }
+        self.caps.refresh();
         while out.remaining_capacity() > 0 {
             if self.active.is_some() {
                 self.emit(out, ctx);

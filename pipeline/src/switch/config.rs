@@ -167,4 +167,8 @@ pub struct SwitchConfig {
     pub port_groups: Vec<PortGroups>,
     /// The connection table (made only when some port has a group).
     pub conntrack: ConntrackSettings,
+    /// Ports that may exist at once, counting those plugged while the switch runs (the
+    /// lcores' per-port tables are sized for them at start); 0 or fewer than `ports`: room
+    /// for `ports` only (a live port then takes the id of one taken out).
+    pub max_ports: usize,
 }

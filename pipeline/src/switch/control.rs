@@ -30,7 +30,9 @@ use crate::switch::vtep::{Neigh, NeighState, Vteps, MAX_VTEPS};
 use fastpath_pmd::Error;
 
 mod admin;
+mod live;
 pub use admin::FdbTarget;
+pub use live::Changes;
 
 /// A confirmed neighbour becomes stale after this long (lcores then solicit it again).
 pub const NEIGH_REACHABLE_NS: u64 = 300_000_000_000;
@@ -117,6 +119,12 @@ pub struct SwitchControl {
     bridges: Vec<BridgeCounts>,
     port_macs: Vec<u64>,
     port_refused: Vec<u64>,
+    /// Port ids the lcores' tables have room for.
+    slots: usize,
+    /// Segments the lcores' flood counters have room for.
+    segment_room: usize,
+    /// Per port and drop reason: the count when the port was plugged (a reused id starts at 0).
+    drop_base: Vec<u64>,
     scan_next: usize,
     scan_credit: u128,
     last_poll_ns: u64,
@@ -149,6 +157,9 @@ impl SwitchControl {
             bridges: vec![BridgeCounts::default(); topo.bridges.len()],
             port_macs: vec![0; topo.ports.len()],
             port_refused: vec![0; topo.ports.len()],
+            slots: topo.ports.len(),
+            segment_room: topo.segments.len(),
+            drop_base: Vec::new(),
             vtep_ids: HashMap::new(),
             vtep_learned: Vec::new(),
             confirmed: Vec::new(),
@@ -375,6 +386,10 @@ impl SwitchControl {
 
     fn learn(&mut self, key: u64, place: Place, now: Now) {
         let Some(b) = self.bridge_of(key) else { return };
+        if !place.is_remote() && self.topo.vacant(place.id()) {
+            // Handed over before its port was taken out.
+            return;
+        }
         if let Some((h, e)) = self.fdb.find(key) {
             if e.place.is_static() || e.place == place {
                 self.fdb.fdb().touch(&h, now.secs.max(e.seen));
@@ -466,10 +481,14 @@ impl SwitchControl {
             })
             .collect();
         for l in &self.lcores {
-            for (s, c) in l.flooded.iter().enumerate() {
-                bridges[self.topo.segments[s].bridge as usize].flooded += c.get();
+            for (seg, c) in self.topo.segments.iter().zip(l.flooded.iter()) {
+                if let Some(b) = bridges.get_mut(seg.bridge as usize) {
+                    b.flooded += c.get();
+                }
             }
         }
+        // A bridge deleted while the switch ran is not listed (its ids stay taken).
+        bridges.retain(|b| !b.name.is_empty());
         let stages: Vec<Vec<_>> =
             self.lcores.iter().map(|l| l.stages.iter().chain(l.extra.iter()).cloned().collect()).collect();
         SwitchStats {
@@ -492,6 +511,7 @@ impl SwitchControl {
             refused: ct.refused(),
             aged: ct.aged(),
             zones: (self.topo.bridges.iter().enumerate())
+                .filter(|(_, b)| !b.name.is_empty())
                 .map(|(z, b)| ZoneStats {
                     bridge: b.name.clone(),
                     entries: ct.zone_len(z as u16) as u64,
@@ -503,17 +523,24 @@ impl SwitchControl {
 
     fn port_stats(&self) -> Vec<SwitchPortStats> {
         let r = REASONS.len();
+        let base = |k: usize| self.drop_base.get(k).copied().unwrap_or(0);
         (0..self.topo.ports.len())
+            .filter(|&p| !self.topo.vacant(p as u16))
             .map(|p| SwitchPortStats {
                 name: self.topo.ports[p].name.clone(),
                 macs: self.port_macs[p],
                 refused: self.port_refused[p],
                 drops: (0..r)
-                    .map(|i| (REASONS[i], self.lcores.iter().map(|l| l.port_drops[p * r + i].get()).sum::<u64>()))
+                    .map(|i| (REASONS[i], self.port_drops(p * r + i).saturating_sub(base(p * r + i))))
                     .filter(|d| d.1 > 0)
                     .collect(),
             })
             .collect()
+    }
+
+    /// A per-port drop counter summed over the lcores.
+    fn port_drops(&self, k: usize) -> u64 {
+        self.lcores.iter().map(|l| l.port_drops.get(k).map_or(0, |c| c.get())).sum()
     }
 
     fn vtep_stats(&self) -> Vec<VtepStats> {
@@ -539,7 +566,8 @@ impl SwitchControl {
             bridge: self.topo.bridges[s.bridge as usize].name.clone(),
             vlan: s.access_vlan,
             mac: fdb::key_mac(e.key),
-            port: (!p.is_remote()).then(|| self.topo.ports[p.id() as usize].name.clone()),
+            port: (!p.is_remote())
+                .then(|| self.topo.ports.get(p.id() as usize).map_or(String::new(), |x| x.name.clone())),
             vtep: if p.is_remote() { self.vteps.addr(p.id()) } else { None },
             is_static: p.is_static(),
             age: Now::at(self.clock.now_ns()).secs.saturating_sub(e.seen),
@@ -565,7 +593,7 @@ impl SwitchControl {
     /// Traces the next `n` packets (at most [`trace::MAX_PACKETS`]) received on port `port`,
     /// forgetting the previous trace; `n` = 0 stops tracing.
     pub fn trace_add(&mut self, port: u16, n: u32) -> Result<(), String> {
-        if port as usize >= self.topo.ports.len() {
+        if self.topo.vacant(port) {
             return Err(format!("no port {port}"));
         }
         if n > trace::MAX_PACKETS {

@@ -63,7 +63,7 @@ pub use config::{
 };
 pub use control::{FdbEntry, FdbTarget, SwitchControl};
 pub use port_security::{AllowedAddress, PortSecurity};
-pub use processor::SwitchProcessor;
+pub use processor::{Change, SwitchProcessor};
 pub use stats::{BridgeStats, ConntrackStats, SwitchPortStats, SwitchStats, VtepStats, ZoneStats};
 
 /// Checks `cfg` and builds the control side and `lcores` processors (one per lcore; every rx
@@ -88,6 +88,10 @@ pub fn build_with_clock(
         return Err(Error::Config("the switch needs at least one lcore (processor)".into()));
     }
     let topo = Arc::new(topology::Topology::new(cfg)?);
+    let slots = cfg.max_ports.max(cfg.ports.len());
+    if slots > fdb::MAX_ID as usize {
+        return Err(Error::Config(format!("max_ports = {slots}: at most {} are supported", fdb::MAX_ID)));
+    }
     let (fdb, writer) = fdb::Fdb::new(cfg.fdb.capacity)?;
     let vteps = Arc::new(vtep::Vteps::default());
     let sg_cfg = secgroup::check_config(cfg)?;
@@ -114,7 +118,7 @@ pub fn build_with_clock(
         let (tx, rx) = spsc::channel(event::RING_SIZE);
         let (ttx, trx) = spsc::channel(trace::RING);
         let tracer = trace::Tracer::new(trace.arm.clone(), ttx, trace.lost.clone(), i as u16);
-        let (p, c) = SwitchProcessor::new((&topo, &fdb, &vteps, &sg), tx, tracer, pool, clock.clone());
+        let (p, c) = SwitchProcessor::new((&topo, &fdb, &vteps, &sg), tx, tracer, pool, (clock.clone(), slots));
         rings.push(rx);
         trace_rings.push(trx);
         counters.push(c);
@@ -122,6 +126,7 @@ pub fn build_with_clock(
     }
     trace.rings = trace_rings;
     let mut control = SwitchControl::new(topo, writer, vteps, (rings, trace), counters, clock, cfg.fdb);
+    control.set_slots(slots);
     control.set_security_groups(sg, sg_cfg);
     if control.stats().fdb_entries < cfg.static_macs.len() as u64 {
         return Err(Error::Config(format!(

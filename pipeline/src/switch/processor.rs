@@ -20,6 +20,7 @@
 //! control side is told through this lcore's SPSC ring, and every buffer is inline or made when
 //! the processor is built.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
@@ -30,7 +31,7 @@ use fastpath_pmd::{Ctx, LiveOffloads, Offloads, PortInfo, Processor};
 
 use crate::stage::Stage;
 use crate::stages::gro::Gro;
-use crate::stages::segment::{capability_table, SegmentStage};
+use crate::stages::segment::{PortCaps, SegmentStage};
 use crate::stages::txoffload;
 use crate::switch::clock::{Clock, Now};
 use crate::switch::egress::Egress;
@@ -91,34 +92,6 @@ impl Sw {
     }
 }
 
-/// The offloads of each port, refreshed per burst from the ports whose peer decides them.
-#[derive(Debug)]
-struct PortCaps {
-    caps: Box<[Offloads]>,
-    live: Box<[(usize, LiveOffloads)]>,
-}
-
-impl PortCaps {
-    fn new(ports: &[PortInfo]) -> PortCaps {
-        PortCaps {
-            caps: capability_table(ports),
-            live: ports.iter().filter_map(|p| Some((p.id as usize, p.live.clone()?))).collect(),
-        }
-    }
-
-    fn refresh(&mut self) {
-        for (id, l) in self.live.iter() {
-            if let Some(c) = self.caps.get_mut(*id) {
-                *c = l.get();
-            }
-        }
-    }
-
-    fn takes_tso(&self, port: u16) -> bool {
-        self.caps.get(port as usize).is_some_and(|c| c.contains(Offloads::TX_TCP_TSO))
-    }
-}
-
 /// One lcore's switch (see the module doc). Build them with [`crate::switch::build`]; each must
 /// be driven by one thread at a time.
 pub struct SwitchProcessor {
@@ -150,13 +123,16 @@ impl SwitchProcessor {
         events: spsc::Producer<Event>,
         tracer: Tracer,
         pool: &Mempool,
-        clock: Clock,
+        (clock, slots): (Clock, usize),
     ) -> (SwitchProcessor, Arc<LcoreCounters>) {
         let (topo, fdb, vteps, sg) = shared;
         let ports: Vec<PortInfo> = topo.ports.iter().map(|p| p.info.clone()).collect();
         let gro = Gro::new(u16::MAX as usize);
-        let txoff = txoffload::tx_offload(&ports);
-        let mut c = LcoreCounters::new(ports.len(), topo.segments.len());
+        let mut txoff = txoffload::tx_offload(&ports);
+        txoff.reserve_ports(slots);
+        let mut caps = PortCaps::new(&ports);
+        caps.reserve(slots);
+        let mut c = LcoreCounters::new(slots.max(ports.len()), topo.segments.len() + slots);
         c.extra = vec![gro.counters().clone(), txoff.counters().clone()];
         let c = Arc::new(c);
         let sw = Sw {
@@ -177,7 +153,7 @@ impl SwitchProcessor {
             scratch: Box::default(),
             learner: Learner::default(),
             flood: Flooder::default(),
-            caps: PortCaps::new(&ports),
+            caps,
             gro,
             gro_batch: Batch::new(),
             txoff,
@@ -249,11 +225,30 @@ impl SwitchProcessor {
         }
         self.caps.refresh();
         let caps = &self.caps;
-        batch.partition_into(&mut self.gro_batch, |m| !(wants(m) && caps.takes_tso(m.out_port())));
+        let takes_tso = |p: u16| caps.get(p).contains(Offloads::TX_TCP_TSO);
+        batch.partition_into(&mut self.gro_batch, |m| !(wants(m) && takes_tso(m.out_port())));
         if !self.gro_batch.is_empty() {
             self.gro.process(&mut self.gro_batch, ctx);
             batch.append(&mut self.gro_batch);
         }
+    }
+}
+
+/// A change of the switch's topology for one lcore's processor, made by the control side
+/// ([`crate::switch::SwitchControl::plug`] and its kin) and sent with the runtime's
+/// `Command::Notify`. It comes back holding what the processor replaced.
+pub struct Change {
+    /// The new topology (back: the old one).
+    pub(crate) topo: Arc<Topology>,
+    /// A port whose offloads to set: id, what it does, its live offloads (none: taken out).
+    pub(crate) port: Option<(u16, Offloads, Option<LiveOffloads>)>,
+    /// The live offloads replaced (the processor's table, then its tx-offload stage's).
+    pub(crate) back: [Option<LiveOffloads>; 2],
+}
+
+impl fmt::Debug for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Change").field("port", &self.port.as_ref().map(|p| p.0)).finish_non_exhaustive()
     }
 }
 
@@ -341,6 +336,21 @@ impl Processor for SwitchProcessor {
             self.tracer.mark(Pass::TxOffload, batch, None);
             self.tracer.end();
         }
+    }
+
+    /// Takes a [`Change`] of the topology (a port plugged or unplugged, a bridge's remotes):
+    /// swaps it in and gives back what it replaced, to be dropped by the control thread.
+    fn notify(&mut self, msg: Box<dyn Any + Send>) -> Option<Box<dyn Any + Send>> {
+        let mut c = match msg.downcast::<Change>() {
+            Ok(c) => c,
+            Err(other) => return Some(other),
+        };
+        std::mem::swap(&mut self.sw.topo, &mut c.topo);
+        if let Some((id, offloads, live)) = c.port.take() {
+            c.back[0] = self.caps.set(id, offloads, live.clone());
+            c.back[1] = self.txoff.set_port(id, offloads, live);
+        }
+        Some(c)
     }
 
     fn resume(&mut self, batch: &mut Batch, ctx: &mut Ctx) -> bool {

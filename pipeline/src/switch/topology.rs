@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use fastpath_pmd::{Error, PortInfo};
 
-use crate::switch::config::{PortRole, StaticMac, SwitchConfig, TunnelKind};
+use crate::switch::config::{BridgeConfig, PortConfig, PortRole, StaticMac, SwitchConfig, TunnelKind};
 use crate::switch::fdb::{self, Place, MAX_ID};
 use crate::switch::port_security::PortGuard;
 use crate::switch::vtep::MAX_VTEPS;
@@ -187,6 +187,154 @@ impl Topology {
         }
         t.add_neighbours(cfg)?;
         Ok(t)
+    }
+
+    /// True for the slot of a port taken out while the switch runs (its id may be reused).
+    pub fn vacant(&self, id: u16) -> bool {
+        self.ports.get(id as usize).is_none_or(|p| p.name.is_empty())
+    }
+
+    /// The id of the port named `name` (not a vacant slot).
+    pub fn port_id(&self, name: &str) -> Option<u16> {
+        (!name.is_empty()).then(|| self.ports.iter().position(|p| p.name == name)).flatten().map(|i| i as u16)
+    }
+
+    /// A copy with access port `p` plugged in at id `p.port.id` (a vacant slot or the next
+    /// id): it joins an existing segment of its bridge (a live port cannot open a new access
+    /// VLAN, whose uplink tag and counters are laid out at start). Errors name the port and
+    /// the fix.
+    pub fn with_port(&self, p: &PortConfig) -> Result<Topology, Error> {
+        let what = format!("port {}", p.name);
+        let id = p.port.id;
+        if p.name.is_empty() || p.name.contains(char::is_whitespace) {
+            return Err(err(format!("{what:?}: give the port a name without spaces")));
+        }
+        if self.port_id(&p.name).is_some() {
+            return Err(err(format!("{what}: there is a port of that name already: give another name")));
+        }
+        if id as usize > self.ports.len() || !self.vacant(id) || id >= MAX_ID {
+            return Err(err(format!("{what}: id {id} is taken (a live port gets a vacant id)")));
+        }
+        if p.role != PortRole::Access {
+            return Err(err(format!(
+                "{what}: only access ports are plugged while the switch runs; the uplink is set at start"
+            )));
+        }
+        check_vlan(&what, p.vlan)?;
+        let Some(b) = p.bridge.as_deref() else {
+            return Err(err(format!("{what}: give bridge=NAME, the bridge it joins")));
+        };
+        let Some(bi) = self.bridges.iter().position(|x| x.name == b) else {
+            let known: Vec<&str> = self.bridges.iter().map(|x| x.name.as_str()).collect();
+            return Err(err(format!("{what}: bridge {b} names no bridge; the bridges are: {}", known.join(", "))));
+        };
+        let Some(&seg) = self.bridges[bi].segments.iter().find(|&&s| self.segments[s as usize].access_vlan == p.vlan)
+        else {
+            let vlans: Vec<String> = (self.bridges[bi].segments.iter())
+                .map(|&s| self.segments[s as usize].access_vlan.map_or("none".into(), |v| v.to_string()))
+                .collect();
+            return Err(err(format!(
+                "{what}: bridge {b} has no segment with vlan {}: a live port joins one of its segments (vlan {}); \
+                 a new access VLAN needs a restart",
+                p.vlan.map_or("none".into(), |v| v.to_string()),
+                vlans.join(", ")
+            )));
+        };
+        let mut t = self.clone();
+        let pt = PortTopo { name: p.name.clone(), info: p.port.clone(), role: p.role, segment: seg, guard: None };
+        if (id as usize) < t.ports.len() {
+            t.ports[id as usize] = pt;
+        } else {
+            t.ports.push(pt);
+        }
+        t.segments[seg as usize].ports.push(id);
+        t.check_flood_sizes()?;
+        Ok(t)
+    }
+
+    /// A copy with port `id` taken out: its slot vacant, in no segment.
+    pub fn without_port(&self, id: u16) -> Topology {
+        let mut t = self.clone();
+        if let Some(pt) = t.ports.get_mut(id as usize) {
+            if let Some(s) = t.segments.get_mut(pt.segment as usize) {
+                s.ports.retain(|&q| q != id);
+            }
+            pt.name.clear();
+            pt.segment = NO_SEGMENT;
+            pt.guard = None;
+        }
+        t
+    }
+
+    /// A copy where every segment of bridge `bridge` floods to the VTEPs `remotes` (ids in
+    /// the VTEP table).
+    pub fn with_remotes(&self, bridge: u16, remotes: &[u16]) -> Result<Topology, Error> {
+        let mut t = self.clone();
+        for &s in &self.bridges[bridge as usize].segments {
+            t.segments[s as usize].remotes = remotes.to_vec();
+        }
+        t.check_flood_sizes()?;
+        Ok(t)
+    }
+
+    /// The id of bridge `name` (not a deleted one).
+    pub fn bridge_id(&self, name: &str) -> Option<u16> {
+        (!name.is_empty()).then(|| self.bridges.iter().position(|b| b.name == name)).flatten().map(|i| i as u16)
+    }
+
+    /// A copy with bridge `bc` added, without ports yet and without remotes (give them with
+    /// [`Topology::with_remotes`] once the control side has their VTEP ids): its one segment,
+    /// its uplink VLAN and VNI mappings, checked as at start against the other bridges.
+    pub fn with_bridge(&self, bc: &BridgeConfig) -> Result<Topology, Error> {
+        let what = format!("bridge {:?}", bc.name);
+        if bc.name.is_empty() || bc.name.contains(char::is_whitespace) {
+            return Err(err(format!("{what}: give the bridge a name without spaces")));
+        }
+        if self.bridge_id(&bc.name).is_some() {
+            return Err(err(format!("{what}: there is a bridge of that name already: give another name")));
+        }
+        // The view of the switch add_bridge checks against: the bridges by id (a deleted one by
+        // its empty name) and the ports (none of them in the new bridge).
+        let mut bridges: Vec<BridgeConfig> =
+            self.bridges.iter().map(|b| BridgeConfig { name: b.name.clone(), ..Default::default() }).collect();
+        bridges.push(BridgeConfig { remotes: Vec::new(), ..bc.clone() });
+        let ports = (self.ports.iter())
+            .map(|p| PortConfig { name: p.name.clone(), port: p.info.clone(), role: p.role, bridge: None, vlan: None })
+            .collect();
+        let view = SwitchConfig { bridges, ports, ..Default::default() };
+        let mut t = self.clone();
+        t.add_bridge(&view, view.bridges.len() - 1)?;
+        if t.classes.len() > self.classes.len() || t.locals.len() > self.locals.len() {
+            // The lcores' encap templates and VTEP addresses are built at start.
+            let have: Vec<String> =
+                self.classes.iter().map(|c| format!("{} port {} local {}", c.kind.name(), c.port, c.local)).collect();
+            return Err(err(format!(
+                "{what}: its tunnel (kind, UDP port, local address) is new to the switch, which needs a restart; a \
+                 bridge added live uses one the switch has: {}",
+                if have.is_empty() { "none".to_string() } else { have.join("; ") }
+            )));
+        }
+        t.vni_segment.sort_unstable();
+        Ok(t)
+    }
+
+    /// A copy with bridge `b` deleted: its segments keep their ids (FDB keys hold them) but
+    /// lose their uplink VLAN, VNI and remotes; its name becomes empty. The caller checks that no
+    /// port is in it.
+    pub fn without_bridge(&self, b: u16) -> Topology {
+        let mut t = self.clone();
+        for &s in &self.bridges[b as usize].segments {
+            let seg = &mut t.segments[s as usize];
+            if let Some(tag) = seg.uplink_tag.take() {
+                t.tag_segment[tag as usize] = NO_SEGMENT;
+            }
+            seg.vni = None;
+            seg.class = None;
+            seg.remotes.clear();
+            t.vni_segment.retain(|&(_, x)| x != s);
+        }
+        t.bridges[b as usize].name.clear();
+        t
     }
 
     /// The segment of uplink tag `tag`.
