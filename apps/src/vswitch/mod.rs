@@ -125,6 +125,19 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
     fastpath_pmd::signal::install();
     fastpath_pmd::signal::install_reload();
     let rt = Runtime::launch(lcores, RuntimeConfig { burst: g.burst, idle })?;
+    // The control thread (this one) keeps off the busy lcores' CPUs when others are left, as
+    // DPDK's main lcore does: opening a port live (an AF_XDP UMEM registration is tens of
+    // milliseconds of kernel work) then never preempts an lcore.
+    if matches!(idle, IdleMode::Busy) {
+        let spare: Vec<usize> =
+            fastpath_pmd::lcore::available_cores().into_iter().filter(|c| !cpus.contains(c)).collect();
+        if !spare.is_empty() {
+            match fastpath_pmd::sys::set_affinity(&spare) {
+                Ok(()) => log::info!("control thread on CPUs {spare:?} (the lcores' are {cpus:?})"),
+                Err(e) => log::warn!("cannot keep the control thread off the lcores' CPUs: {e}"),
+            }
+        }
+    }
     let auto_every = (g.rebalance_interval > 0).then(|| Duration::from_secs(g.rebalance_interval));
     let mut last_auto = std::time::Instant::now();
     let mut plugged: Vec<Option<live::Plugged>> = cfg
