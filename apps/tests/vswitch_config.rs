@@ -213,3 +213,23 @@ direction = "egress"
     assert!(o.contains("\"conntrack_zone\":\"lan\""), "a zone per bridge: {o}");
     assert!(o.contains("\"conntrack_entries\":0"), "{o}");
 }
+
+#[test]
+fn vswitch_stats_prints_each_ports_rates_every_period() {
+    let _cpus = fastpath_pmd::testutil::pollers();
+    let text = "[vswitch]\nidle = \"adaptive\"\ncores = \"1\"\nmbufs = 4096\n\n[[bridge]]\nname = \"lan\"\n\n\
+                [[port]]\nname = \"a\"\nspec = \"null\"\nbridge = \"lan\"\n\n\
+                [[port]]\nname = \"b\"\nspec = \"null,no-rx=on\"\nbridge = \"lan\"\n";
+    let p = std::env::temp_dir().join(format!("fp-vs-cfg-stats-{}.toml", std::process::id()));
+    std::fs::write(&p, text).unwrap();
+    let out = vswitch(&p, &["--duration", "1.5", "--stats", "0.25"]);
+    let _ = std::fs::remove_file(&p);
+    let (o, e) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{o}{e}");
+    // Port 0 receives without end: its lines show a rate; port 1 receives nothing.
+    let lines = |port: &str| o.lines().filter(|l| l.starts_with(&format!("port {port} null"))).collect::<Vec<_>>();
+    let (a, b) = (lines("0"), lines("1"));
+    assert!(a.len() >= 3 && a.len() == b.len(), "a rate line per port every 0.25 s: {o}");
+    assert!(a.iter().any(|l| !l.contains("rx    0.000 Mpps")), "port 0's rate: {a:?}");
+    assert!(b.iter().all(|l| l.contains("rx    0.000 Mpps")), "port 1 receives nothing: {b:?}");
+}

@@ -169,7 +169,8 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
             captures.poll();
             if a.stats > 0.0 && (rates.0 != generation || rates.1.elapsed().as_secs_f64() >= a.stats) {
                 let now = (std::time::Instant::now(), ports.iter().map(|p| p.stats()).collect::<Vec<_>>());
-                if rates.0 == generation {
+                // A first snapshot, or one taken before the port list changed, only starts over.
+                if rates.0 == generation && rates.2.len() == now.1.len() {
                     let shown: Vec<usize> = (0..ports.len()).filter(|&i| !live::vacant(ports[i].as_ref())).collect();
                     let pick = |v: &[fastpath_pmd::PortStats]| shown.iter().map(|&i| v[i].clone()).collect::<Vec<_>>();
                     run::print_rates_of(
