@@ -92,9 +92,8 @@ pub fn tx_handles(p: &mut dyn Port, lcores: usize) -> Result<(Vec<Box<dyn fastpa
         handles.push(fastpath_pmd::txshare::share(p.tx_queue(q as u16)?, users));
     }
     let shared = handles.iter().filter(|h| h.len() > 1).count() as u16;
-    let mut out: Vec<_> =
-        (0..n).rev().map(|l| handles[l % used].pop().expect("one handle per lcore that uses this queue")).collect();
-    out.reverse();
+    // The handles of one queue are alike: any one per lcore.
+    let out = (0..n).map(|l| handles[l % used].pop().expect("one handle per lcore that uses this queue")).collect();
     Ok((out, shared))
 }
 

@@ -51,6 +51,20 @@ pub struct Plugged {
     pub mac: Option<[u8; 6]>,
 }
 
+impl Plugged {
+    /// What a `[[port]]` of the config says.
+    pub fn of(p: &super::config::Port) -> Plugged {
+        Plugged {
+            name: p.name.get_ref().clone(),
+            spec: p.spec.clone(),
+            role: p.role,
+            bridge: p.bridge.as_ref().map(|b| b.get_ref().clone()),
+            vlan: p.vlan,
+            mac: p.mac,
+        }
+    }
+}
+
 /// The driver name of a vacant slot.
 pub const VACANT: &str = "vacant";
 
@@ -133,9 +147,8 @@ impl Live<'_> {
     /// Opens port `p` and plugs it into the running switch (`port add`, and `reload` of a new
     /// `[[port]]`).
     pub fn plug(&mut self, p: Plugged) -> Result<Value, String> {
-        let (name, spec) = (p.name.clone(), p.spec.clone());
-        let (name, spec) = (name.as_str(), spec.as_str());
-        if self.plugged.iter().flatten().any(|q| q.name == p.name) {
+        let (name, spec) = (&p.name, &p.spec);
+        if self.plugged.iter().flatten().any(|q| q.name == *name) {
             return Err(format!("there is a port '{name}' already: give another name"));
         }
         let t0 = Instant::now();
@@ -186,11 +199,12 @@ impl Live<'_> {
         if self.plugged.len() <= slot {
             self.plugged.resize(slot + 1, None);
         }
-        let p = self.plugged[slot].insert(p).clone();
         *self.generation += 1;
         log::info!("port {name} ({spec}) plugged as port {id} into bridge {:?} in {micros} us", p.bridge);
-        Ok(json!({"port": p.name, "id": id, "driver": driver, "bridge": p.bridge, "vlan": p.vlan,
-            "mac": p.mac.map(|m| fmt_mac(&m)), "rxqs": placed, "shared_tx_queues": shared, "micros": micros}))
+        let answer = json!({"port": p.name, "id": id, "driver": driver, "bridge": p.bridge, "vlan": p.vlan,
+            "mac": p.mac.map(|m| fmt_mac(&m)), "rxqs": placed, "shared_tx_queues": shared, "micros": micros});
+        self.plugged[slot] = Some(p);
+        Ok(answer)
     }
 
     /// `port del NAME`.

@@ -140,20 +140,7 @@ pub fn run(a: &VswitchArgs) -> Result<(), AppError> {
     }
     let auto_every = (g.rebalance_interval > 0).then(|| Duration::from_secs(g.rebalance_interval));
     let mut last_auto = std::time::Instant::now();
-    let mut plugged: Vec<Option<live::Plugged>> = cfg
-        .port
-        .iter()
-        .map(|p| {
-            Some(live::Plugged {
-                name: p.name.get_ref().clone(),
-                spec: p.spec.clone(),
-                role: p.role,
-                bridge: p.bridge.as_ref().map(|b| b.get_ref().clone()),
-                vlan: p.vlan,
-                mac: p.mac,
-            })
-        })
-        .collect();
+    let mut plugged: Vec<Option<live::Plugged>> = cfg.port.iter().map(|p| Some(live::Plugged::of(p))).collect();
     // Per-port rates (--stats) are printed here, not by the control loop: the port list changes.
     let mut generation = 0u64;
     let mut rates = (generation, std::time::Instant::now(), Vec::new());

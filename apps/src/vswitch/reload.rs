@@ -120,14 +120,7 @@ fn port_plan(old: &Config, new: &Config) -> Result<PortPlan, String> {
                  them: restart the switch for it"
             ));
         }
-        plan.into.push(Plugged {
-            name: name.clone(),
-            spec: p.spec.clone(),
-            role: p.role,
-            bridge: p.bridge.as_ref().map(|b| b.get_ref().clone()),
-            vlan: p.vlan,
-            mac: p.mac,
-        });
+        plan.into.push(Plugged::of(p));
     }
     Ok(plan)
 }

@@ -534,6 +534,13 @@ impl SegmentStage {
     pub fn set_port(&mut self, id: u16, offloads: Offloads, live: Option<LiveOffloads>) -> Option<LiveOffloads> {
         self.engine.caps.set(id, offloads, live)
     }
+
+    /// The stage's table of what each port can do, read again from the ports whose peer
+    /// decides it (for a caller that decides by the same table, e.g. where to merge for TSO).
+    pub fn refreshed_caps(&mut self) -> &PortCaps {
+        self.engine.caps.refresh();
+        &self.engine.caps
+    }
 }
 
 /// The offloads of each port by id (ports not listed can do nothing), refreshed once per burst

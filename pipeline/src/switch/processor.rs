@@ -31,7 +31,7 @@ use fastpath_pmd::{Ctx, LiveOffloads, Offloads, PortInfo, Processor};
 
 use crate::stage::Stage;
 use crate::stages::gro::Gro;
-use crate::stages::segment::{PortCaps, SegmentStage};
+use crate::stages::segment::SegmentStage;
 use crate::stages::txoffload;
 use crate::switch::clock::{Clock, Now};
 use crate::switch::egress::Egress;
@@ -102,7 +102,6 @@ pub struct SwitchProcessor {
     learner: Learner,
     egress: Egress,
     flood: Flooder,
-    caps: PortCaps,
     gro: Gro,
     gro_batch: Batch,
     txoff: SegmentStage,
@@ -130,8 +129,6 @@ impl SwitchProcessor {
         let gro = Gro::new(u16::MAX as usize);
         let mut txoff = txoffload::tx_offload(&ports);
         txoff.reserve_ports(slots);
-        let mut caps = PortCaps::new(&ports);
-        caps.reserve(slots);
         let mut c = LcoreCounters::new(slots.max(ports.len()), topo.segments.len() + slots);
         c.extra = vec![gro.counters().clone(), txoff.counters().clone()];
         let c = Arc::new(c);
@@ -153,7 +150,6 @@ impl SwitchProcessor {
             scratch: Box::default(),
             learner: Learner::default(),
             flood: Flooder::default(),
-            caps,
             gro,
             gro_batch: Batch::new(),
             txoff,
@@ -223,8 +219,8 @@ impl SwitchProcessor {
         if batch.iter().filter(|m| wants(m)).take(2).count() < 2 {
             return;
         }
-        self.caps.refresh();
-        let caps = &self.caps;
+        // The tx-offload stage's table: one per lcore, the same decision as its own.
+        let caps = self.txoff.refreshed_caps();
         let takes_tso = |p: u16| caps.get(p).contains(Offloads::TX_TCP_TSO);
         batch.partition_into(&mut self.gro_batch, |m| !(wants(m) && takes_tso(m.out_port())));
         if !self.gro_batch.is_empty() {
@@ -242,8 +238,8 @@ pub struct Change {
     pub(crate) topo: Arc<Topology>,
     /// A port whose offloads to set: id, what it does, its live offloads (none: taken out).
     pub(crate) port: Option<(u16, Offloads, Option<LiveOffloads>)>,
-    /// The live offloads replaced (the processor's table, then its tx-offload stage's).
-    pub(crate) back: [Option<LiveOffloads>; 2],
+    /// The live offloads replaced.
+    pub(crate) back: Option<LiveOffloads>,
 }
 
 impl fmt::Debug for Change {
@@ -347,8 +343,7 @@ impl Processor for SwitchProcessor {
         };
         std::mem::swap(&mut self.sw.topo, &mut c.topo);
         if let Some((id, offloads, live)) = c.port.take() {
-            c.back[0] = self.caps.set(id, offloads, live.clone());
-            c.back[1] = self.txoff.set_port(id, offloads, live);
+            c.back = self.txoff.set_port(id, offloads, live);
         }
         Some(c)
     }

@@ -111,6 +111,17 @@ fn err(msg: String) -> Error {
     Error::Config(msg)
 }
 
+/// A remote VTEP `r` of a bridge (`what`) whose own VTEP address is `local`: unicast, of its
+/// family, not itself.
+pub(crate) fn check_remote(what: &str, r: IpAddr, local: IpAddr) -> Result<(), Error> {
+    if r.is_ipv4() != local.is_ipv4() || r.is_unspecified() || r.is_multicast() || r == local {
+        return Err(err(format!(
+            "{what}: remote {r} must be a unicast address of the same family as local = {local}, other than local"
+        )));
+    }
+    Ok(())
+}
+
 fn check_vlan(what: &str, v: Option<u16>) -> Result<(), Error> {
     match v {
         Some(v) if !(1..=4094).contains(&v) => {
@@ -493,12 +504,7 @@ impl Topology {
     fn remotes(&mut self, what: &str, remotes: &[IpAddr], local: IpAddr) -> Result<Vec<u16>, Error> {
         let mut ids = Vec::new();
         for r in remotes {
-            if r.is_ipv4() != local.is_ipv4() || r.is_unspecified() || r.is_multicast() || *r == local {
-                return Err(err(format!(
-                    "{what}: remote {r} must be a unicast address of the same family as local = {local}, \
-                     other than local"
-                )));
-            }
+            check_remote(what, *r, local)?;
             let id = self.vtep(*r);
             if !ids.contains(&id) {
                 ids.push(id);

@@ -21,7 +21,7 @@ use crate::switch::config::{BridgeConfig, PortConfig};
 use crate::switch::fdb::Entry;
 use crate::switch::processor::Change;
 use crate::switch::stats::REASONS;
-use crate::switch::topology::Topology;
+use crate::switch::topology::{check_remote, Topology};
 
 /// One message per lcore, for its switch processor.
 pub type Changes = Vec<Box<dyn Any + Send>>;
@@ -61,7 +61,7 @@ impl SwitchControl {
 
     fn changes(&self, port: Option<(u16, Offloads, Option<fastpath_pmd::LiveOffloads>)>) -> Changes {
         (0..self.lcores.len())
-            .map(|_| Box::new(Change { topo: self.topo.clone(), port: port.clone(), back: [None, None] }) as _)
+            .map(|_| Box::new(Change { topo: self.topo.clone(), port: port.clone(), back: None }) as _)
             .collect()
     }
 
@@ -146,11 +146,7 @@ impl SwitchControl {
             return e(format!("bridge {bridge} has no vni: it has no remote VTEPs"));
         };
         let local = class.local;
-        if addr.is_ipv4() != local.is_ipv4() || addr.is_unspecified() || addr.is_multicast() || addr == local {
-            return e(format!(
-                "remote {addr}: give a unicast address of the same family as the bridge's local {local}, other than it"
-            ));
-        }
+        check_remote(&format!("bridge {bridge}"), addr, local)?;
         let mut remotes = seg.remotes.clone();
         let known = self.vtep_ids.get(&addr).copied();
         if add {
@@ -188,13 +184,7 @@ impl SwitchControl {
         let mut ids = Vec::new();
         if let Some(local) = bc.local.filter(|_| bc.vni.is_some()) {
             for &r in &bc.remotes {
-                if r.is_ipv4() != local.is_ipv4() || r.is_unspecified() || r.is_multicast() || r == local {
-                    return Err(Error::Config(format!(
-                        "bridge {}: remote {r} must be a unicast address of the same family as local = {local}, \
-                         other than local",
-                        bc.name
-                    )));
-                }
+                check_remote(&format!("bridge {}", bc.name), r, local)?;
             }
             for &r in &bc.remotes {
                 let Some(id) = self.add_vtep(r, false) else {
