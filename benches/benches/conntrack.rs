@@ -6,6 +6,11 @@
 //! - `conntrack/new_32`: 32 new UDP connections checked against an allow-all rule and inserted
 //!   in a table for 1M (emptied by aging, outside the measured time, when three quarters full);
 //! - `conntrack/parse_and_lookup_32/100000`: the same lookups from frames (`Flow::parse` first);
+//! - `conntrack/one_flow_32/find`, `/remembered`: 32 frames of one tracked UDP connection (a
+//!   burst of one flow, as a VM's bulk traffic comes: the PVP benchmark's case), parsed and
+//!   looked up, table and frames in cache: the tracker's own cost per packet without memory
+//!   misses; `find` looks every packet up, `remembered` as the switch does (`track_with`: the
+//!   first packet of the burst is looked up, the others check the slot it found);
 //! - `conntrack/churn/1_lcore`, `churn/2_lcores`: new connections per second on one and two
 //!   threads (pinned to CPUs 0 and 1) sharing one table that holds 500k connections: each
 //!   connection is inserted, then removed by its next packet after a rule change (the generation
@@ -17,7 +22,7 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use fastpath_pipeline::conntrack::{Conntrack, ConntrackConfig, Flow, Timeouts, Verdict};
+use fastpath_pipeline::conntrack::{Conntrack, ConntrackConfig, Flow, LastConn, Timeouts, Verdict};
 
 fn cpu_time() -> Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -116,6 +121,35 @@ fn lookups(c: &mut Criterion) {
                 })
             });
         }
+    }
+    let (ct, pkts) = filled(1_000);
+    let fr = frame(&pkts[0]);
+    for remembered in [false, true] {
+        let name = if remembered { "one_flow_32/remembered" } else { "one_flow_32/find" };
+        let last = LastConn::default();
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut ok = 0u64;
+                let t0 = cpu_time();
+                for _ in 0..iters {
+                    last.forget();
+                    for _ in 0..32 {
+                        let (mut f, mut q) = (Flow::default(), Flow::default());
+                        let Ok(rel) = Flow::parse_into(std::hint::black_box(&fr), &mut f, &mut q) else { continue };
+                        let rel = rel.then_some(&q);
+                        let v = if remembered {
+                            ct.track_with(&last, 0, 0, &f, rel, 1, 1, |_| false)
+                        } else {
+                            ct.track(0, &f, rel, 1, 1, |_| false)
+                        };
+                        ok += (v == Verdict::Established) as u64;
+                    }
+                }
+                let t = cpu_time() - t0;
+                assert_eq!(ok, iters * 32, "every frame is of the tracked connection");
+                t
+            })
+        });
     }
     g.finish();
 }

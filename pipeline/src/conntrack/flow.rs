@@ -74,33 +74,57 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 impl Flow {
     /// The flow of an Ethernet frame (untagged).
     pub fn parse(frame: &[u8]) -> Result<(Flow, Option<Flow>), FlowError> {
-        match u16_at(frame, 12) {
-            Some(ethertype::IPV4) => Flow::ip(frame.get(14..).ok_or(FlowError::Malformed)?, false),
-            Some(ethertype::IPV6) => Flow::ip(frame.get(14..).ok_or(FlowError::Malformed)?, true),
-            _ => Err(FlowError::NotIp),
-        }
+        let (mut f, mut q) = (Flow::default(), Flow::default());
+        let related = Flow::parse_into(frame, &mut f, &mut q)?;
+        Ok((f, related.then_some(q)))
+    }
+
+    /// [`Flow::parse`] into `f` (and the quoted flow of an ICMP error into `q`; true when there
+    /// is one): the data path's form, which moves no flow around.
+    #[inline(always)]
+    pub fn parse_into(frame: &[u8], f: &mut Flow, q: &mut Flow) -> Result<bool, FlowError> {
+        let v6 = match u16_at(frame, 12) {
+            Some(ethertype::IPV4) => false,
+            Some(ethertype::IPV6) => true,
+            _ => return Err(FlowError::NotIp),
+        };
+        Flow::ip_into(frame.get(14..).ok_or(FlowError::Malformed)?, v6, f, q)
     }
 
     /// The flow of an IP packet; with the quoted flow of an ICMP error.
     pub fn ip(p: &[u8], v6: bool) -> Result<(Flow, Option<Flow>), FlowError> {
-        let f = Flow::ip_header(p, v6)?;
-        let (mut f, l4) = f;
-        f.l4(l4, false)?;
-        let related = if f.error {
-            // The quoted packet: IP header and at least 8 bytes of its L4 header.
-            let inner = l4.get(8..).ok_or(FlowError::Malformed)?;
-            let (mut q, ql4) = Flow::ip_header(inner, v6)?;
-            q.l4(ql4, true)?;
-            Some(q)
-        } else {
-            None
-        };
-        Ok((f, related))
+        let (mut f, mut q) = (Flow::default(), Flow::default());
+        let related = Flow::ip_into(p, v6, &mut f, &mut q)?;
+        Ok((f, related.then_some(q)))
     }
 
-    /// Addresses and protocol; the L4 bytes.
-    fn ip_header(p: &[u8], v6: bool) -> Result<(Flow, &[u8]), FlowError> {
-        let mut f = Flow { v6, ..Flow::default() };
+    #[inline(always)]
+    fn ip_into(p: &[u8], v6: bool, f: &mut Flow, q: &mut Flow) -> Result<bool, FlowError> {
+        let l4 = f.ip_header(p, v6)?;
+        f.l4(l4, false)?;
+        if !f.error {
+            return Ok(false);
+        }
+        Flow::quoted(l4, v6, q)?;
+        Ok(true)
+    }
+
+    /// The packet an ICMP error quotes: IP header and at least 8 bytes of its L4 header.
+    #[inline(never)]
+    fn quoted(l4: &[u8], v6: bool, q: &mut Flow) -> Result<(), FlowError> {
+        let inner = l4.get(8..).ok_or(FlowError::Malformed)?;
+        let ql4 = q.ip_header(inner, v6)?;
+        q.l4(ql4, true)
+    }
+
+    /// Sets every field from `v6` to the protocol (the rest to their defaults); the L4 bytes.
+    /// Each address is stored whole (an IPv4 one as the low word of a 16-byte value), so that
+    /// the tracker's wide reads of it are forwarded from one store instead of waiting for
+    /// several narrow ones.
+    #[inline(always)]
+    fn ip_header<'a>(&mut self, p: &'a [u8], v6: bool) -> Result<&'a [u8], FlowError> {
+        *self = Flow { v6, ..Flow::default() };
+        let f = self;
         if !v6 {
             let h = p.get(..20).ok_or(FlowError::Malformed)?;
             let ihl = (h[0] & 0x0f) as usize * 4;
@@ -111,16 +135,18 @@ impl Flow {
                 return Err(FlowError::Fragment);
             }
             f.proto = h[9];
-            f.src[12..].copy_from_slice(&h[12..16]);
-            f.dst[12..].copy_from_slice(&h[16..20]);
-            return Ok((f, p.get(ihl..).ok_or(FlowError::Malformed)?));
+            let a = |at: usize| (u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]) as u128).to_be_bytes();
+            f.src = a(12);
+            f.dst = a(16);
+            return p.get(ihl..).ok_or(FlowError::Malformed);
         }
         let h = p.get(..40).ok_or(FlowError::Malformed)?;
         if h[0] >> 4 != 6 {
             return Err(FlowError::Malformed);
         }
-        f.src.copy_from_slice(&h[8..24]);
-        f.dst.copy_from_slice(&h[24..40]);
+        let a = |at: usize| h[at..at + 16].try_into().unwrap_or([0; 16]);
+        f.src = a(8);
+        f.dst = a(24);
         let (mut nh, mut at) = (h[6], 40);
         for _ in 0..MAX_EXT_HEADERS {
             match nh {
@@ -141,21 +167,20 @@ impl Flow {
             }
         }
         f.proto = nh;
-        Ok((f, p.get(at..).ok_or(FlowError::Malformed)?))
+        p.get(at..).ok_or(FlowError::Malformed)
     }
 
     /// The L4 fields; of a `quoted` packet (in an ICMP error, which may quote only 8 bytes of
     /// it) only the ports or the echo identifier.
+    #[inline(always)]
     fn l4(&mut self, l4: &[u8], quoted: bool) -> Result<(), FlowError> {
         let m = FlowError::Malformed;
         match self.proto {
             ip_proto::TCP if quoted => {
-                self.sport = u16_at(l4, 0).ok_or(m)?;
-                self.dport = u16_at(l4, 2).ok_or(m)?;
+                self.ports(u32_at(l4, 0).ok_or(m)?);
             }
             ip_proto::TCP => {
-                self.sport = u16_at(l4, 0).ok_or(m)?;
-                self.dport = u16_at(l4, 2).ok_or(m)?;
+                self.ports(u32_at(l4, 0).ok_or(m)?);
                 self.seq = u32_at(l4, 4).ok_or(m)?;
                 self.ack = u32_at(l4, 8).ok_or(m)?;
                 let off = (*l4.get(12).ok_or(m)? >> 4) as usize * 4;
@@ -170,8 +195,7 @@ impl Flow {
                     payload + (self.flags & tcp_flags::SYN != 0) as u32 + (self.flags & tcp_flags::FIN != 0) as u32;
             }
             ip_proto::UDP | 132 => {
-                self.sport = u16_at(l4, 0).ok_or(m)?;
-                self.dport = u16_at(l4, 2).ok_or(m)?;
+                self.ports(u32_at(l4, 0).ok_or(m)?);
             }
             ip_proto::ICMP | ip_proto::ICMPV6 => {
                 let h = l4.get(..8).ok_or(m)?;
@@ -190,6 +214,15 @@ impl Flow {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Both ports from their four bytes, in one step: two stores from one value, which the
+    /// compiler merges into one (two separate loads, each stored apart, would make the
+    /// tracker's single read of both wait for two stores).
+    #[inline(always)]
+    fn ports(&mut self, both: u32) {
+        self.sport = (both >> 16) as u16;
+        self.dport = both as u16;
     }
 
     /// The flow of the other direction (an echo request's is a reply and the other way).

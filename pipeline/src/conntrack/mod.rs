@@ -18,6 +18,7 @@
 pub mod flow;
 pub mod tcp;
 
+use std::cell::Cell;
 use std::hint::spin_loop;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
@@ -150,34 +151,98 @@ struct Bucket {
 
 type Key = [u64; 6];
 
-/// A key and whether the packet's source is the key's low endpoint.
-fn key_of(zone: u16, point: u32, f: &Flow) -> (Key, bool) {
-    let a = (f.src, f.sport);
-    let b = (f.dst, f.dport);
-    let src_lo = a <= b;
-    let (lo, hi) = if src_lo { (a, b) } else { (b, a) };
-    let w = |x: &[u8; 16], i: usize| u64::from_be_bytes(x[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-    let k0 = (zone as u64) << 48 | (f.proto as u64) << 40 | (f.v6 as u64) << 39 | (lo.1 as u64) << 16 | hi.1 as u64;
-    ([k0, w(&lo.0, 0), w(&lo.0, 1), w(&hi.0, 0), w(&hi.0, 1), point as u64], src_lo)
+/// The packet's own words, in its direction: zone, protocol, family and ports (source,
+/// destination), source address, destination address (each as two big-endian halves, so that
+/// the numbers order as the bytes do), point. Eight-byte reads, as the parser writes an IPv4
+/// address (a sixteen-byte read of two eight-byte stores would wait for both to reach the
+/// cache instead of being forwarded).
+#[inline(always)]
+fn raw_key(zone: u16, point: u32, f: &Flow) -> Key {
+    let half = |x: &[u8; 16], i: usize| u64::from_be_bytes(x[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+    let k0 = (zone as u64) << 48 | (f.proto as u64) << 40 | (f.v6 as u64) << 39 | (f.sport as u64) << 16 | f.dport as u64;
+    [k0, half(&f.src, 0), half(&f.src, 1), half(&f.dst, 0), half(&f.dst, 1), point as u64]
 }
 
-fn hash(k: &Key) -> u64 {
-    let mut h = 0x9e37_79b9_7f4a_7c15u64;
-    for x in k {
-        h = (h ^ x).wrapping_mul(0xbf58_476d_1ce4_e5b9).rotate_left(29);
+/// The connection's key from a packet's [`raw_key`] (the lower endpoint, address then port,
+/// first: both directions make one key), and whether the packet's source is that endpoint.
+#[inline(always)]
+fn ordered(r: Key) -> (Key, bool) {
+    let (sport, dport) = ((r[0] >> 16) as u16, r[0] as u16);
+    let src_lo = (r[1], r[2], sport) <= (r[3], r[4], dport);
+    if src_lo {
+        return (r, true);
     }
-    // The splitmix64 finaliser: every key bit reaches the low bits the bucket is taken from.
-    h ^= h >> 30;
-    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h ^= h >> 27;
-    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ h >> 31
+    let k0 = r[0] & !0xffff_ffff | (dport as u64) << 16 | sport as u64;
+    ([k0, r[3], r[4], r[1], r[2], r[5]], false)
+}
+
+/// A key and whether the packet's source is the key's low endpoint.
+#[inline(always)]
+fn key_of(zone: u16, point: u32, f: &Flow) -> (Key, bool) {
+    ordered(raw_key(zone, point, f))
+}
+
+/// The high and low halves of the 128-bit product, folded.
+#[inline(always)]
+fn mum(a: u64, b: u64) -> u64 {
+    let r = a as u128 * b as u128;
+    r as u64 ^ (r >> 64) as u64
+}
+
+/// A keyed hash of a connection key: three independent multiplies of the key's word pairs,
+/// each word mixed with a secret of the table first, then one more to spread every bit over
+/// the low ones the bucket is taken from (about a dozen cycles, where a chain of six rounds
+/// took forty). The secrets are drawn when the table is made, so a guest cannot aim its
+/// connections at one bucket (each bucket is [`WAYS`] slots: one that fills refuses).
+#[inline(always)]
+fn hash(k: &Key, s: &[u64; 7]) -> u64 {
+    let h = mum(k[0] ^ s[0], k[1] ^ s[1]) ^ mum(k[2] ^ s[2], k[3] ^ s[3]) ^ mum(k[4] ^ s[4], k[5] ^ s[5]);
+    mum(h ^ s[6], 0x9e37_79b9_7f4a_7c15)
+}
+
+/// Seven secrets from the standard library's per-process random keys.
+fn secrets() -> [u64; 7] {
+    use std::hash::BuildHasher;
+    let r = std::collections::hash_map::RandomState::new();
+    // Odd, never zero: a word that is zero in every key (the top of an IPv4 address) is
+    // then never a zero factor.
+    std::array::from_fn(|i| r.hash_one(i) | 1)
+}
+
+/// The connection one checking thread found last (see [`Conntrack::track_with`]): the key,
+/// and its slot with the incarnation it had. Per thread (not `Sync`).
+#[derive(Debug)]
+pub struct LastConn {
+    /// The packet's [`raw_key`] (its direction).
+    raw: Cell<Key>,
+    /// [`Found::at`], or [`NONE`].
+    at: Cell<u32>,
+    word: Cell<u64>,
+    src_lo: Cell<bool>,
+}
+
+/// No slot remembered.
+const NONE: u32 = u32::MAX;
+
+impl Default for LastConn {
+    fn default() -> Self {
+        LastConn { raw: Cell::new([0; 6]), at: Cell::new(NONE), word: Cell::new(0), src_lo: Cell::new(false) }
+    }
+}
+
+impl LastConn {
+    /// Forgets the connection (call it at the start of every burst).
+    #[inline]
+    pub fn forget(&self) {
+        self.at.set(NONE);
+    }
 }
 
 /// The connection table (see the module doc). Share it in an `Arc`; every method takes `&self`.
 #[derive(Debug)]
 pub struct Conntrack {
     buckets: Box<[Bucket]>,
+    secrets: [u64; 7],
     mask: usize,
     cfg: ConntrackConfig,
     count: AtomicUsize,
@@ -188,12 +253,27 @@ pub struct Conntrack {
     cursor: AtomicUsize,
 }
 
-/// A slot found: bucket, way, and its state word when read.
+/// A slot found: bucket and way, and its state word when read. Sixteen bytes, so that it
+/// travels in two registers.
 #[derive(Debug, Clone, Copy)]
 struct Found {
-    b: usize,
-    i: usize,
+    /// `bucket * WAYS + way`.
+    at: u32,
     word: u64,
+}
+
+impl Found {
+    fn new(b: usize, i: usize, word: u64) -> Found {
+        Found { at: (b * WAYS + i) as u32, word }
+    }
+
+    fn bucket(&self) -> usize {
+        self.at as usize / WAYS
+    }
+
+    fn way(&self) -> usize {
+        self.at as usize % WAYS
+    }
 }
 
 impl Conntrack {
@@ -206,9 +286,17 @@ impl Conntrack {
                 cfg.capacity, cfg.zones
             )));
         }
+        if cfg.capacity > 1 << 28 {
+            return Err(Error::Config(format!(
+                "conntrack: capacity = {}: at most {} connections",
+                cfg.capacity,
+                1u64 << 28
+            )));
+        }
         let n = (cfg.capacity * 2).div_ceil(WAYS).next_power_of_two();
         Ok(Conntrack {
             buckets: (0..n).map(|_| Bucket::default()).collect(),
+            secrets: secrets(),
             mask: n - 1,
             cfg,
             count: AtomicUsize::new(0),
@@ -271,14 +359,14 @@ impl Conntrack {
     /// Looks `k` up without a lock (after 64 tries that met a writer, under the bucket's lock:
     /// a miss must be a real one, or a reply would be taken for a new connection).
     fn find(&self, k: &Key) -> Option<Found> {
-        let b = hash(k) as usize & self.mask;
+        let b = hash(k, &self.secrets) as usize & self.mask;
         let bucket = &self.buckets[b];
         let scan = |bucket: &Bucket| {
             bucket.slots.iter().enumerate().find_map(|(i, s)| {
                 // Relaxed: validated by the sequence count (or read under the lock).
                 let w = s.state.load(Ordering::Relaxed);
                 let hit = w & USED != 0 && s.key.iter().zip(k).all(|(a, b)| a.load(Ordering::Relaxed) == *b);
-                hit.then_some(Found { b, i, word: w })
+                hit.then_some(Found::new(b, i, w))
             })
         };
         for _ in 0..64 {
@@ -323,7 +411,7 @@ impl Conntrack {
 
     /// Takes a slot's own lock when its state word is still `word` (same incarnation).
     fn lock_slot(&self, x: Found) -> Option<u64> {
-        let s = &self.buckets[x.b].slots[x.i];
+        let s = &self.buckets[x.bucket()].slots[x.way()];
         let mut w = x.word & !LOCK;
         for _ in 0..1024 {
             // Acquire: see the previous holder's writes of the TCP words.
@@ -390,6 +478,42 @@ impl Conntrack {
         generation: u32,
         allow: impl Fn(&Flow) -> bool,
     ) -> Verdict {
+        self.track_in(None, zone, point, f, related, now, generation, allow)
+    }
+
+    /// [`Conntrack::track_at`] remembering the connection found in `last`, so that the next
+    /// packet of the same connection (a burst is often one flow) skips the hash and the bucket
+    /// scan: it checks only that the slot still holds that incarnation. One `LastConn` per
+    /// checking thread, forgotten ([`LastConn::forget`]) at least once per burst.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn track_with(
+        &self,
+        last: &LastConn,
+        zone: u16,
+        point: u32,
+        f: &Flow,
+        related: Option<&Flow>,
+        now: u64,
+        generation: u32,
+        allow: impl Fn(&Flow) -> bool,
+    ) -> Verdict {
+        self.track_in(Some(last), zone, point, f, related, now, generation, allow)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn track_in(
+        &self,
+        last: Option<&LastConn>,
+        zone: u16,
+        point: u32,
+        f: &Flow,
+        related: Option<&Flow>,
+        now: u64,
+        generation: u32,
+        allow: impl Fn(&Flow) -> bool,
+    ) -> Verdict {
         if f.error {
             // The quoted packet went the other way: its connection is the one to find.
             return match related.map(|q| key_of(zone, point, q)).and_then(|(k, _)| self.find(&k)) {
@@ -401,11 +525,75 @@ impl Conntrack {
         if icmp && !f.echo {
             return if allow(f) { Verdict::Untracked } else { Verdict::Denied };
         }
-        let (k, src_lo) = key_of(zone, point, f);
-        match self.find(&k) {
+        let raw = raw_key(zone, point, f);
+        if let Some(l) = last {
+            if let Some(x) = self.remembered(l, &raw) {
+                let src_lo = l.src_lo.get();
+                if self.settled(x, f, src_lo, now, generation) {
+                    return Verdict::Established;
+                }
+                return self.update(x, f, src_lo, now, generation, &allow);
+            }
+        }
+        let (k, src_lo) = ordered(raw);
+        let found = self.find(&k);
+        if let Some(l) = last {
+            l.raw.set(raw);
+            l.at.set(found.map_or(NONE, |x| x.at));
+            l.word.set(found.map_or(0, |x| x.word));
+            l.src_lo.set(src_lo);
+        }
+        match found {
             Some(x) => self.update(x, f, src_lo, now, generation, &allow),
             None => self.create(zone, &k, src_lo, f, now, generation, &allow),
         }
+    }
+
+    /// The slot `l` remembers, when the packet is the one it remembers (the same words, the
+    /// same direction) and the slot still holds the same incarnation (bumped at every insert
+    /// into the slot), so still that connection, whatever happened to its bucket meanwhile. A
+    /// burst lasts microseconds; the 65536 inserts into one slot that would wrap the
+    /// incarnation cannot happen within it.
+    #[inline(always)]
+    fn remembered(&self, l: &LastConn, raw: &Key) -> Option<Found> {
+        let at = l.at.get();
+        if at == NONE {
+            return None;
+        }
+        let mine = l.raw.get();
+        // Word by word, no early exit (an array `==` here is a call to memcmp).
+        if (0..6).fold(0, |d, j| d | (mine[j] ^ raw[j])) != 0 {
+            return None;
+        }
+        let x = Found { at, word: l.word.get() };
+        // Acquire: pairs with the Release that published the slot's state (an insert under the
+        // bucket lock, or a TCP update under the slot lock).
+        let w = self.buckets[x.bucket()].slots[x.way()].state.load(Ordering::Acquire);
+        (w & USED != 0 && (w ^ x.word) >> INC_SHIFT & 0xffff == 0).then_some(Found { at, word: w })
+    }
+
+    /// The common case of a connection without TCP state (UDP, ICMP echo, other protocols): a
+    /// packet of the current rule generation in a direction already recorded changes no bit of
+    /// the state word, so it needs neither the slot's lock (an atomic read-modify-write per
+    /// packet) nor a store to the word; only the timestamp, written when it changes (so lcores
+    /// sharing a connection do not bounce its line every packet). True when `f` was that case
+    /// (it passes, refreshed). The caller saw the slot in use with this incarnation; if the
+    /// ager removes it right now (it had been idle past its timeout), this packet still
+    /// passes, as one a moment earlier would have, and the timestamp lands in a free slot
+    /// (rewritten when it is taken again).
+    #[inline(always)]
+    fn settled(&self, x: Found, f: &Flow, src_lo: bool, now: u64, generation: u32) -> bool {
+        let d = src_lo != (x.word & ORIG_LO != 0);
+        let settled = x.word >> GEN_SHIFT == generation as u64 && (!d || x.word & REPLIED != 0);
+        if !settled || f.proto == ip_proto::TCP || (f.echo && !d && !f.echo_request) {
+            return false;
+        }
+        let s = &self.buckets[x.bucket()].slots[x.way()];
+        // Relaxed: a timestamp read by the ager, which re-checks under the bucket lock.
+        if s.seen.load(Ordering::Relaxed) != now {
+            s.seen.store(now, Ordering::Relaxed);
+        }
+        true
     }
 
     /// A packet of a tracked connection.
@@ -426,24 +614,10 @@ impl Conntrack {
                 return Verdict::Denied;
             }
         }
-        let s = &self.buckets[x.b].slots[x.i];
-        // The common case of a connection without TCP state (UDP, ICMP echo, other protocols):
-        // a packet of the current rule generation in a direction already recorded changes no
-        // bit of the state word, so it needs neither the slot's lock (an atomic read-modify-
-        // write per packet) nor a store to the word; only the timestamp, written when it
-        // changes (so lcores sharing a connection do not bounce its line every packet). The
-        // find above saw the slot in use with this incarnation; if the ager removes it right
-        // now (it had been idle past its timeout), this packet still passes, as one a moment
-        // earlier would have, and the timestamp lands in a free slot (rewritten when it is
-        // taken again).
-        let settled = x.word >> GEN_SHIFT == generation as u64 && (d == 0 || x.word & REPLIED != 0);
-        if settled && f.proto != ip_proto::TCP && !(f.echo && d == 0 && !f.echo_request) {
-            // Relaxed: a timestamp read by the ager, which re-checks under the bucket lock.
-            if s.seen.load(Ordering::Relaxed) != now {
-                s.seen.store(now, Ordering::Relaxed);
-            }
+        if self.settled(x, f, src_lo, now, generation) {
             return Verdict::Established;
         }
+        let s = &self.buckets[x.bucket()].slots[x.way()];
         let Some(w) = self.lock_slot(x) else {
             return Verdict::Invalid;
         };
@@ -531,7 +705,7 @@ impl Conntrack {
         if zone_full || full {
             return self.refuse(zc);
         }
-        let b = hash(k) as usize & self.mask;
+        let b = hash(k, &self.secrets) as usize & self.mask;
         let bucket = self.lock_bucket(b);
         // Another lcore may have inserted it since the lookup.
         let dup = bucket.slots.iter().any(|s| {
@@ -578,8 +752,8 @@ impl Conntrack {
     /// Removes the slot found as `x` if it is still that incarnation (and, with `now`, still
     /// expired).
     fn remove(&self, x: Found, now: Option<u64>) -> bool {
-        let bucket = self.lock_bucket(x.b);
-        let s = &bucket.slots[x.i];
+        let bucket = self.lock_bucket(x.bucket());
+        let s = &bucket.slots[x.way()];
         let w = s.state.load(Ordering::Relaxed);
         let mut same = w & USED != 0 && w & LOCK == 0 && (w ^ x.word) >> INC_SHIFT & 0xffff == 0;
         if let (true, Some(now)) = (same, now) {
@@ -612,7 +786,7 @@ impl Conntrack {
                 if w & USED == 0 {
                     continue;
                 }
-                if self.expired(s, w, now) && self.remove(Found { b, i, word: w }, Some(now)) {
+                if self.expired(s, w, now) && self.remove(Found::new(b, i, w), Some(now)) {
                     removed += 1;
                 }
             }

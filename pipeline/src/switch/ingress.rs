@@ -75,7 +75,9 @@ fn one(sw: &mut Sw, under: &Underlay, m: &mut Mbuf, outer: &mut VtepAddr) -> Res
             g.check(m.data()).map_err(|r| (SwitchStage::Ingress, r))?;
         }
         if sw.sg.filters(m.port()) {
-            sw.sg.check(m.port(), true, m.data(), sw.now.secs as u64).map_err(|r| (SwitchStage::Ingress, r))?;
+            sw.sg
+                .check(m.port(), true, m.data(), sw.now.secs as u64, &sw.last_conn[0])
+                .map_err(|r| (SwitchStage::Ingress, r))?;
         }
         m.set_segment(pt.segment);
         m.set_disposition(meta::LEARN | meta::FROM_ACCESS);

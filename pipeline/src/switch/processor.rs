@@ -29,6 +29,7 @@ use fastpath_mempool::ring::spsc;
 use fastpath_mempool::{Batch, Mbuf, Mempool};
 use fastpath_pmd::{Ctx, LiveOffloads, Offloads, PortInfo, Processor};
 
+use crate::conntrack::LastConn;
 use crate::stage::Stage;
 use crate::stages::gro::Gro;
 use crate::stages::segment::SegmentStage;
@@ -66,6 +67,9 @@ pub struct Sw {
     pub pool: Mempool,
     /// The time of this burst.
     pub now: Now,
+    /// The connection each direction's security-group check found last (egress, to a VM),
+    /// forgotten at every burst.
+    pub last_conn: [LastConn; 2],
 }
 
 impl fmt::Debug for Sw {
@@ -82,7 +86,8 @@ impl Sw {
         if !self.sg.filters(port) {
             return Ok(());
         }
-        self.sg.check(port, false, m.data(), self.now.secs as u64).inspect_err(|&r| self.c.dropped(stage, port, r))
+        let secs = self.now.secs as u64;
+        self.sg.check(port, false, m.data(), secs, &self.last_conn[1]).inspect_err(|&r| self.c.dropped(stage, port, r))
     }
 
     /// Sends an event to the control side; false when the ring is full (the event is lost).
@@ -141,6 +146,7 @@ impl SwitchProcessor {
             events,
             pool: pool.clone(),
             now: Now::default(),
+            last_conn: Default::default(),
         };
         let p = SwitchProcessor {
             under: Underlay::new(topo),
@@ -285,6 +291,9 @@ impl Processor for SwitchProcessor {
         // are taken only for a burst with traced packets.
         let traced = self.tracer.armed() && self.tracer.begin(batch);
         self.sw.now = Now::at(self.clock.now_ns());
+        if self.sw.sg.conntrack().is_some() {
+            self.sw.last_conn.iter().for_each(LastConn::forget);
+        }
         let t = ingress::run(&mut self.sw, &self.under, batch, &mut self.scratch.outer);
         if traced {
             self.tracer.mark(Pass::Ingress, batch, Some(&self.sw.fdb));

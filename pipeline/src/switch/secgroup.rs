@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use fastpath_pmd::Error;
 
-use crate::conntrack::{Conntrack, Flow, FlowError, Verdict};
+use crate::conntrack::{Conntrack, Flow, FlowError, LastConn, Verdict};
 use crate::switch::config::{PortRole, SwitchConfig};
 use crate::switch::stats::reason;
 use crate::wire::{ethertype, get_u16, ip_proto};
@@ -320,14 +320,17 @@ impl SecurityGroups {
     }
 
     /// Checks `frame` (untagged Ethernet, the first segment) going `egress` (from the VM) or to
-    /// the VM at port `p`, at `now` seconds; the drop reason when it must not pass.
+    /// the VM at port `p`, at `now` seconds; the drop reason when it must not pass. `last`: the
+    /// calling lcore's memory of the connection its previous check found (one per direction,
+    /// forgotten at each burst; see [`Conntrack::track_with`]).
     #[inline]
-    pub fn check(&self, p: u16, egress: bool, frame: &[u8], now: u64) -> Result<(), u8> {
+    pub fn check(&self, p: u16, egress: bool, frame: &[u8], now: u64, last: &LastConn) -> Result<(), u8> {
         let (Some(Some(r)), Some(ct)) = (self.ports.get(p as usize), &self.ct) else {
             return Ok(());
         };
-        let (f, related) = match Flow::parse(frame) {
-            Ok(x) => x,
+        let (mut f, mut quoted) = (Flow::default(), Flow::default());
+        let related = match Flow::parse_into(frame, &mut f, &mut quoted) {
+            Ok(q) => q.then_some(&quoted),
             Err(FlowError::NotIp) => {
                 return if frame.len() >= 14 && get_u16(frame, 12) == ethertype::ARP {
                     Ok(())
@@ -348,7 +351,7 @@ impl SecurityGroups {
             let same = g.src == f.src && g.sport == f.sport && g.dst == f.dst && g.dport == f.dport;
             r.allows(egress == same, g)
         };
-        match ct.track_at(r.zone, p as u32, &f, related.as_ref(), now, generation, allow) {
+        match ct.track_with(last, r.zone, p as u32, &f, related, now, generation, allow) {
             Verdict::New | Verdict::Untracked | Verdict::Established | Verdict::Related => Ok(()),
             Verdict::Denied => Err(reason::SG_NO_RULE),
             Verdict::Invalid => Err(reason::SG_INVALID),
