@@ -232,24 +232,6 @@ fn udp_pseudo_connection_and_its_timeouts() {
 #[test]
 fn icmp_echo_and_related_errors() {
     let ct = table(64, 0);
-    let echo = |req: bool, back: bool| {
-        let f = Flow {
-            src: A,
-            dst: B,
-            proto: 1,
-            sport: 77,
-            dport: 77,
-            icmp: (if req { 8 } else { 0 }, 0),
-            echo: true,
-            echo_request: req,
-            ..Default::default()
-        };
-        if back {
-            Flow { src: B, dst: A, ..f }
-        } else {
-            f
-        }
-    };
     assert_eq!(echo(true, false).reversed(), echo(false, true), "the reverse of a request is a reply");
     assert_eq!(ct.track(0, &echo(false, true), None, 0, 1, |_| true), Verdict::Invalid, "a reply to nothing");
     assert_eq!(ct.track(0, &echo(true, false), None, 0, 1, |_| true), Verdict::New);
@@ -420,4 +402,577 @@ fn two_threads_share_the_table() {
     assert_eq!(new, 2000, "each flow committed once");
     assert_eq!(ct.len(), 2000);
     assert_eq!(ct.zone_new(0), 2000);
+}
+
+// The last connection remembered (`track_with`): every test below holds a `LastConn` across
+// packets without forgetting it (the worst case for the memory) and expects exactly what
+// `track_at` says of the same packets, often on a twin table fed the same packets.
+
+use fastpath_pipeline::conntrack::LastConn;
+
+/// UDP from A:`sport` to B:`dport`.
+fn udp(sport: u16, dport: u16) -> Flow {
+    Flow { src: A, dst: B, proto: 17, sport, dport, ..Default::default() }
+}
+
+/// [`seg`] from A:`sport` (to B:22).
+fn seg_from(sport: u16, back: bool, flags: u8, seq: u32, ack: u32, len: u32) -> Flow {
+    let f = Flow { sport, ..seg(false, flags, seq, ack, len) };
+    if back {
+        f.reversed()
+    } else {
+        f
+    }
+}
+
+/// An ICMP echo with id 77 from A to B (`back`: from B to A), a request or a reply.
+fn echo(request: bool, back: bool) -> Flow {
+    let f = Flow {
+        src: A,
+        dst: B,
+        proto: 1,
+        sport: 77,
+        dport: 77,
+        icmp: (if request { 8 } else { 0 }, 0),
+        echo: true,
+        echo_request: request,
+        ..Default::default()
+    };
+    if back {
+        Flow { src: B, dst: A, ..f }
+    } else {
+        f
+    }
+}
+
+/// Two tables fed the same packets: `with` through `track_with` (with the caller's
+/// `LastConn`, or its own one, never forgotten), `at` through `track_at`. Every packet must
+/// get the same verdict from both, and both must then count the same connections.
+struct Twin {
+    with: Conntrack,
+    at: Conntrack,
+    last: LastConn,
+    now: u64,
+    generation: u32,
+}
+
+impl Twin {
+    fn new(capacity: usize) -> Twin {
+        Twin { with: table(capacity, 0), at: table(capacity, 0), last: LastConn::default(), now: 1000, generation: 1 }
+    }
+
+    /// `f` in zone 0 at point 0 through the twin's own memory, rules `allow`.
+    fn go(&self, f: Flow, allow: impl Fn(&Flow) -> bool + Copy) -> Verdict {
+        self.go_in(&self.last, 0, 0, f, allow)
+    }
+
+    fn go_in(&self, last: &LastConn, zone: u16, point: u32, f: Flow, allow: impl Fn(&Flow) -> bool + Copy) -> Verdict {
+        let v = self.with.track_with(last, zone, point, &f, None, self.now, self.generation, allow);
+        let w = self.at.track_at(zone, point, &f, None, self.now, self.generation, allow);
+        assert_eq!(v, w, "track_with vs track_at at {} gen {}: {f:?}", self.now, self.generation);
+        self.same();
+        v
+    }
+
+    /// `f` through `track_at` on both tables (the memory untouched).
+    fn plain(&self, f: Flow, allow: impl Fn(&Flow) -> bool + Copy) -> Verdict {
+        let v = self.with.track_at(0, 0, &f, None, self.now, self.generation, allow);
+        let w = self.at.track_at(0, 0, &f, None, self.now, self.generation, allow);
+        assert_eq!(v, w, "{f:?}");
+        self.same();
+        v
+    }
+
+    fn same(&self) {
+        assert_eq!(self.with.len(), self.at.len());
+        for z in 0..4 {
+            assert_eq!(self.with.zone_len(z), self.at.zone_len(z));
+            assert_eq!(self.with.zone_new(z), self.at.zone_new(z));
+        }
+        assert_eq!(self.with.refused(), self.at.refused());
+    }
+
+    fn len(&self) -> usize {
+        self.with.len()
+    }
+
+    fn state(&self, f: &Flow) -> Option<TcpState> {
+        let s = self.with.tcp_state(0, f);
+        assert_eq!(s, self.at.tcp_state(0, f), "{f:?}");
+        s
+    }
+
+    /// Ages both tables at `now`; how many each removed (the same).
+    fn age(&self, now: u64) -> usize {
+        let n = self.with.age(now, 1 << 20);
+        assert_eq!(n, self.at.age(now, 1 << 20), "aged at {now}");
+        self.same();
+        n
+    }
+}
+
+const ALL: fn(&Flow) -> bool = |_| true;
+const NONE: fn(&Flow) -> bool = |_| false;
+
+#[test]
+fn remembered_udp_gives_the_verdicts_of_track_at_and_records_the_reply() {
+    let mut t = Twin::new(64);
+    let out = udp(5353, 53);
+    let back = out.reversed();
+    // (packet, time, rules, verdict): the first sight of each direction looks it up, the
+    // next ones go through the memory.
+    let steps = [
+        (back, 0, NONE, Verdict::Denied),
+        (out, 0, ALL, Verdict::New),
+        (out, 0, NONE, Verdict::Established),
+        (out, 1, NONE, Verdict::Established),
+        (out, 2, NONE, Verdict::Established),
+        (back, 3, NONE, Verdict::Established),
+        (back, 4, NONE, Verdict::Established),
+        (out, 5, NONE, Verdict::Established),
+        (out, 6, NONE, Verdict::Established),
+    ];
+    for (i, (f, now, allow, want)) in steps.into_iter().enumerate() {
+        t.now = now;
+        assert_eq!(t.go(f, allow), want, "step {i}");
+    }
+    assert_eq!(t.len(), 1);
+    assert_eq!(t.with.zone_new(0), 1);
+    // Replied (120 s, not 30), and the last packet (through the memory, at 6) refreshed it:
+    // still there at 126, gone at 127.
+    assert_eq!(t.age(126), 0);
+    assert_eq!(t.age(127), 1);
+    assert!(t.with.is_empty());
+}
+
+#[test]
+fn remembered_packets_refresh_the_timestamp() {
+    // Unreplied UDP lives 30 s after its last packet; the last one went through the memory.
+    let t = Twin::new(64);
+    let out = udp(5353, 53);
+    for (now, want) in [(0, Verdict::New), (20, Verdict::Established), (25, Verdict::Established)] {
+        let v = t.with.track_with(&t.last, 0, 0, &out, None, now, 1, ALL);
+        assert_eq!(v, want);
+        assert_eq!(t.at.track_at(0, 0, &out, None, now, 1, ALL), want);
+    }
+    assert_eq!(t.age(55), 0);
+    assert_eq!(t.age(56), 1);
+    // An echo request likewise (30 s).
+    for (now, want) in [(100, Verdict::New), (110, Verdict::Established), (120, Verdict::Established)] {
+        let v = t.with.track_with(&t.last, 0, 0, &echo(true, false), None, now, 1, ALL);
+        assert_eq!(v, want);
+        assert_eq!(t.at.track_at(0, 0, &echo(true, false), None, now, 1, ALL), want);
+    }
+    assert_eq!(t.age(150), 0);
+    assert_eq!(t.age(151), 1);
+}
+
+#[test]
+fn a_remembered_echo_request_does_not_pass_a_reply_the_wrong_way() {
+    // A reply from A to B has the request's words: the memory hits, the verdict must not.
+    let t = Twin::new(64);
+    assert_eq!(t.go(echo(true, false), ALL), Verdict::New);
+    assert_eq!(t.go(echo(true, false), NONE), Verdict::Established);
+    assert_eq!(t.go(echo(true, false), NONE), Verdict::Established);
+    assert_eq!(t.go(echo(false, false), ALL), Verdict::Invalid, "a reply the wrong way");
+    assert_eq!(t.go(echo(false, false), ALL), Verdict::Invalid, "a reply the wrong way, again");
+    assert_eq!(t.go(echo(true, false), NONE), Verdict::Established);
+    assert_eq!(t.go(echo(false, true), NONE), Verdict::Established);
+    assert_eq!(t.go(echo(false, true), NONE), Verdict::Established);
+    assert_eq!(t.go(echo(true, true), NONE), Verdict::Established);
+    assert_eq!(t.len(), 1);
+}
+
+#[test]
+fn the_memory_is_per_zone_and_point() {
+    let t = Twin::new(64);
+    let out = udp(5353, 53);
+    let go = |zone, point, allow| t.go_in(&t.last, zone, point, out, allow);
+    assert_eq!(go(0, 0, ALL), Verdict::New);
+    assert_eq!(go(0, 0, NONE), Verdict::Established);
+    assert_eq!(go(0, 0, NONE), Verdict::Established);
+    // The same words at another point or in another zone are another connection.
+    assert_eq!(go(0, 1, NONE), Verdict::Denied);
+    assert_eq!(go(0, 1, NONE), Verdict::Denied);
+    assert_eq!(go(1, 0, NONE), Verdict::Denied);
+    assert_eq!(go(0, 0, NONE), Verdict::Established);
+    assert_eq!(go(0, 0, NONE), Verdict::Established);
+    assert_eq!(go(0, 1, ALL), Verdict::New);
+    assert_eq!(go(0, 1, NONE), Verdict::Established);
+    assert_eq!(go(0, 1, NONE), Verdict::Established);
+    assert_eq!(go(1, 0, ALL), Verdict::New);
+    assert_eq!(go(1, 0, NONE), Verdict::Established);
+    assert_eq!((t.len(), t.with.zone_len(0), t.with.zone_len(1)), (3, 2, 1));
+}
+
+/// Capacity 2: one bucket (eight slots), so a connection made after one was removed takes the
+/// slot it had.
+#[test]
+fn a_reused_slot_is_not_the_remembered_connection_after_aging() {
+    let mut t = Twin::new(2);
+    let (a, b) = (udp(1000, 53), udp(2000, 53));
+    // Two memories of A (the second one checked through the memory).
+    let (l1, l2) = (LastConn::default(), LastConn::default());
+    assert_eq!(t.go_in(&l1, 0, 0, a, ALL), Verdict::New);
+    for l in [&l1, &l2, &l1, &l2] {
+        assert_eq!(t.go_in(l, 0, 0, a, NONE), Verdict::Established);
+    }
+    assert_eq!(t.age(1031), 1);
+    t.now = 1031;
+    // B takes A's slot: same generation, same direction (A's source is the low end for both).
+    t.plain(b, ALL);
+    assert_eq!(t.len(), 1);
+    // A packet of B through a memory of A: B's (its reply, so B now lives 120 s).
+    assert_eq!(t.go_in(&l2, 0, 0, b.reversed(), NONE), Verdict::Established);
+    assert_eq!(t.go_in(&l2, 0, 0, b.reversed(), NONE), Verdict::Established);
+    // A packet of A through its memory: A is gone, the rules decide.
+    assert_eq!(t.go_in(&l1, 0, 0, a, NONE), Verdict::Denied);
+    assert_eq!(t.len(), 1);
+    assert_eq!(t.go_in(&l1, 0, 0, a, ALL), Verdict::New);
+    assert_eq!(t.len(), 2);
+    assert_eq!(t.age(1031 + 30), 0);
+    assert_eq!(t.age(1031 + 31), 1, "A, unreplied");
+    assert_eq!(t.age(1031 + 120), 0);
+    assert_eq!(t.age(1031 + 121), 1, "B, replied");
+}
+
+#[test]
+fn a_reused_slot_is_not_the_remembered_connection_after_a_rule_change() {
+    let mut t = Twin::new(2);
+    let (a, b) = (udp(1000, 53), udp(2000, 53));
+    let l = LastConn::default();
+    assert_eq!(t.go_in(&l, 0, 0, a, ALL), Verdict::New);
+    assert_eq!(t.go_in(&l, 0, 0, a, NONE), Verdict::Established);
+    assert_eq!(t.go_in(&l, 0, 0, a, NONE), Verdict::Established);
+    // Generation 2 no longer allows A: removed by its reply (through another memory).
+    t.generation = 2;
+    assert_eq!(t.go(a.reversed(), |f| f.sport != 1000), Verdict::Denied);
+    assert!(t.with.is_empty());
+    // B, allowed in generation 2, takes the slot.
+    assert_eq!(t.plain(b, ALL), Verdict::New);
+    assert_eq!(t.go_in(&l, 0, 0, a, NONE), Verdict::Denied);
+    assert_eq!(t.go_in(&l, 0, 0, a, ALL), Verdict::New);
+    assert_eq!(t.len(), 2);
+}
+
+#[test]
+fn a_reused_slot_is_not_the_remembered_tcp_connection() {
+    let mut t = Twin::new(2);
+    let a = |back, flags, seq, ack, len| seg_from(1000, back, flags, seq, ack, len);
+    let b = |back, flags, seq, ack, len| seg_from(1001, back, flags, seq, ack, len);
+    let l = LastConn::default();
+    let go = |t: &Twin, f| t.go_in(&l, 0, 0, f, ALL);
+    assert_eq!(go(&t, a(false, SYN, 100, 0, 0)), Verdict::New);
+    assert_eq!(go(&t, a(true, SYN | ACK, 5000, 101, 0)), Verdict::Established);
+    assert_eq!(go(&t, a(false, ACK, 101, 5001, 0)), Verdict::Established);
+    assert_eq!(go(&t, a(false, ACK, 101, 5001, 100)), Verdict::Established);
+    assert_eq!(go(&t, a(false, ACK, 201, 5001, 100)), Verdict::Established);
+    // A reset (from elsewhere), CLOSE times out.
+    assert_eq!(t.plain(a(true, RST, 5001, 0, 0), ALL), Verdict::Established);
+    assert_eq!(t.state(&a(false, 0, 0, 0, 0)), Some(TcpState::Close));
+    t.now += 11;
+    assert_eq!(t.age(t.now), 1);
+    // B opens in A's slot, up to ESTABLISHED.
+    assert_eq!(t.plain(b(false, SYN, 700, 0, 0), ALL), Verdict::New);
+    assert_eq!(t.plain(b(true, SYN | ACK, 9000, 701, 0), ALL), Verdict::Established);
+    assert_eq!(t.plain(b(false, ACK, 701, 9001, 0), ALL), Verdict::Established);
+    assert_eq!(t.state(&b(false, 0, 0, 0, 0)), Some(TcpState::Established));
+    // A's data through A's memory: no connection, not a SYN.
+    assert_eq!(go(&t, a(false, ACK, 301, 5001, 100)), Verdict::Invalid);
+    assert_eq!(go(&t, a(false, FIN | ACK, 301, 5001, 0)), Verdict::Invalid);
+    assert_eq!(t.state(&b(false, 0, 0, 0, 0)), Some(TcpState::Established), "B untouched");
+    assert_eq!(t.state(&a(false, 0, 0, 0, 0)), None);
+    assert_eq!(go(&t, a(false, SYN, 400, 0, 0)), Verdict::New);
+    assert_eq!(t.len(), 2);
+}
+
+#[test]
+fn a_slot_retaken_by_the_same_connection_the_other_way() {
+    // A remembered from A's side; aged out; opened again from B's side in the same slot: A's
+    // packet is now the reply, recorded as such (120 s, not 30).
+    let mut t = Twin::new(2);
+    let out = udp(5353, 53);
+    assert_eq!(t.go(out, ALL), Verdict::New);
+    assert_eq!(t.go(out, NONE), Verdict::Established);
+    assert_eq!(t.go(out, NONE), Verdict::Established);
+    assert_eq!(t.age(1031), 1);
+    t.now = 1031;
+    assert_eq!(t.plain(out.reversed(), ALL), Verdict::New);
+    assert_eq!(t.go(out, NONE), Verdict::Established);
+    assert_eq!(t.go(out, NONE), Verdict::Established);
+    assert_eq!(t.age(1031 + 120), 0);
+    assert_eq!(t.age(1031 + 121), 1);
+}
+
+#[test]
+fn a_remembered_connection_is_rechecked_after_a_rule_change() {
+    let mut t = Twin::new(64);
+    let dns = udp(1000, 53);
+    let ssh = udp(1000, 22);
+    let only_dns = |f: &Flow| f.dport == 53;
+    let (l_dns, l_ssh) = (LastConn::default(), LastConn::default());
+    // Generation 1: DNS remembered from its original direction, SSH from its reply.
+    assert_eq!(t.go_in(&l_dns, 0, 0, dns, ALL), Verdict::New);
+    assert_eq!(t.go_in(&l_dns, 0, 0, dns, NONE), Verdict::Established);
+    assert_eq!(t.go_in(&l_dns, 0, 0, dns, NONE), Verdict::Established);
+    assert_eq!(t.plain(ssh, ALL), Verdict::New);
+    assert_eq!(t.go_in(&l_ssh, 0, 0, ssh.reversed(), NONE), Verdict::Established);
+    assert_eq!(t.go_in(&l_ssh, 0, 0, ssh.reversed(), NONE), Verdict::Established);
+    // Generation 2 allows DNS only, checked in the original direction even for a reply.
+    t.generation = 2;
+    assert_eq!(t.go_in(&l_dns, 0, 0, dns, only_dns), Verdict::Established);
+    // Re-checked once per generation: the rules are not asked again in generation 2.
+    assert_eq!(t.go_in(&l_dns, 0, 0, dns, NONE), Verdict::Established);
+    assert_eq!(t.go_in(&l_ssh, 0, 0, ssh.reversed(), only_dns), Verdict::Denied);
+    assert_eq!(t.len(), 1);
+    // Gone: the same reply is a new connection the other way, up to the rules.
+    assert_eq!(t.go_in(&l_ssh, 0, 0, ssh.reversed(), only_dns), Verdict::Denied);
+    assert_eq!(t.go_in(&l_ssh, 0, 0, ssh.reversed(), |f| f.sport == 22), Verdict::New);
+    assert_eq!(t.len(), 2);
+    // Generation 3 allows nothing: the remembered DNS connection is cut.
+    t.generation = 3;
+    assert_eq!(t.go_in(&l_dns, 0, 0, dns, NONE), Verdict::Denied);
+    assert_eq!(t.go_in(&l_dns, 0, 0, dns, NONE), Verdict::Denied);
+    assert_eq!(t.len(), 1);
+    // Generation 4 allows everything again: a reply to the gone connection starts one.
+    t.generation = 4;
+    assert_eq!(t.go_in(&l_dns, 0, 0, dns, ALL), Verdict::New);
+    assert_eq!(t.go_in(&l_dns, 0, 0, dns, NONE), Verdict::Established);
+    assert_eq!(t.go_in(&l_dns, 0, 0, dns, NONE), Verdict::Established);
+    assert_eq!(t.len(), 2);
+}
+
+#[test]
+fn tcp_through_the_memory_runs_the_state_machine() {
+    use TcpState::*;
+    let mut t = Twin::new(64);
+    let s = |back, flags, seq, ack, len| seg(back, flags, seq, ack, len);
+    let est = Verdict::Established;
+    // (segment, verdict, state after): one memory for both directions, never forgotten.
+    let script = [
+        (s(false, SYN, 100, 0, 0), Verdict::New, SynSent),
+        (s(false, SYN, 100, 0, 0), est, SynSent),
+        (s(true, SYN | ACK, 5000, 101, 0), est, SynRecv),
+        (s(true, SYN | ACK, 5000, 101, 0), est, SynRecv),
+        (s(false, ACK, 101, 5001, 0), est, Established),
+        (s(false, ACK, 101, 5001, 500), est, Established),
+        (s(false, ACK, 601, 5001, 500), est, Established),
+        (s(true, ACK, 5001, 1101, 1400), est, Established),
+        (s(true, RST, 5001 + 10_000_000, 0, 0), Verdict::Invalid, Established),
+        (s(true, SYN, 5001, 0, 0), Verdict::Invalid, Established),
+        (s(true, ACK, 6401, 1101, 0), est, Established),
+        (s(false, FIN | ACK, 1101, 6401, 0), est, FinWait),
+        (s(false, FIN | ACK, 1101, 6401, 0), est, FinWait),
+        (s(true, ACK, 6401, 1102, 0), est, CloseWait),
+        (s(true, FIN | ACK, 6401, 1102, 0), est, LastAck),
+        (s(false, ACK, 1102, 6402, 0), est, TimeWait),
+        (s(false, SYN, 90_000, 0, 0), est, SynSent),
+        (s(false, SYN | FIN, 90_000, 0, 0), Verdict::Invalid, SynSent),
+        (s(true, SYN | ACK, 7000, 90_001, 0), est, SynRecv),
+        (s(false, ACK, 90_001, 7001, 0), est, Established),
+        (s(false, RST, 90_101, 0, 0), est, Close),
+        (s(false, ACK, 90_001, 7001, 0), est, Close),
+    ];
+    for (i, (f, verdict, state)) in script.into_iter().enumerate() {
+        t.now += 1;
+        assert_eq!(t.go(f, ALL), verdict, "step {i}");
+        assert_eq!(t.state(&f), Some(state), "step {i}");
+    }
+    t.now += 11;
+    assert_eq!(t.age(t.now), 1);
+    // The memory points at a free slot now.
+    assert_eq!(t.go(s(false, ACK, 90_001, 7001, 0), ALL), Verdict::Invalid);
+    assert_eq!(t.go(s(false, ACK, 90_001, 7001, 0), ALL), Verdict::Invalid);
+    // SYN_SENT lives 120 s after its last packet, the last one through the memory.
+    let start = t.now;
+    assert_eq!(t.go(s(false, SYN, 100, 0, 0), ALL), Verdict::New);
+    t.now = start + 100;
+    assert_eq!(t.go(s(false, SYN, 100, 0, 0), ALL), est);
+    t.now = start + 200;
+    assert_eq!(t.go(s(false, SYN, 100, 0, 0), ALL), est);
+    assert_eq!(t.age(start + 320), 0);
+    assert_eq!(t.age(start + 321), 1);
+}
+
+/// One step of [`remembered_and_looked_up_agree`].
+#[derive(Debug, Clone)]
+enum Op {
+    /// A packet (see `Pkt::flow`).
+    Packet(Pkt),
+    /// Forget one memory.
+    Forget(usize),
+    /// A new rule generation.
+    Rules,
+    /// Time passes (`STEPS`).
+    Time(usize),
+    /// Age both tables.
+    Age,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pkt {
+    /// 0, 1: UDP; 2, 3: TCP; 4: ICMP echo; 5: an ICMP error about 0 or 2; 6: neighbour solicitation.
+    flow: usize,
+    back: bool,
+    zone: u16,
+    point: u32,
+    /// Through memory 0 or 1 of the first table; 2: `track_at` there too (no memory).
+    last: usize,
+    /// 0: as above; 1: the flow, direction, zone, point and memory of the packet before (a
+    /// burst); 2: those of the burst before that one (A, B, A).
+    again: u8,
+    flags: usize,
+    seq: usize,
+    ack: usize,
+    len: u32,
+    /// Echo: a request; error: about flow 0 (else 2).
+    req: bool,
+    /// The rules allow everything (else as the generation says).
+    open: bool,
+}
+
+const FLAG_SET: [u8; 10] = [SYN, SYN | ACK, ACK, ACK, FIN | ACK, RST, RST | ACK, FIN, 0, SYN | FIN];
+const SEQ_SET: [u32; 10] = [0, 100, 101, 102, 601, 5000, 5001, 5002, 90_000, 90_001];
+const STEPS: [u64; 7] = [0, 1, 9, 29, 31, 61, 121];
+
+fn tcp_flow(sport: u16, dport: u16) -> Flow {
+    Flow { src: A, dst: B, proto: 6, sport, dport, win: 65535, ..Default::default() }
+}
+
+impl Pkt {
+    /// This packet after bursts `prev` and `earlier` (see `again`).
+    fn after(self, prev: Option<Pkt>, earlier: Option<Pkt>) -> Pkt {
+        match [None, prev, earlier][self.again as usize] {
+            Some(q) => Pkt { flow: q.flow, back: q.back, zone: q.zone, point: q.point, last: q.last, ..self },
+            None => self,
+        }
+    }
+
+    fn same_burst(&self, q: &Pkt) -> bool {
+        (self.flow, self.back, self.zone, self.point, self.last) == (q.flow, q.back, q.zone, q.point, q.last)
+    }
+
+    /// The packet and, for an error, the packet it quotes.
+    fn flow(&self) -> (Flow, Option<Flow>) {
+        let turn = |f: Flow| if self.back { f.reversed() } else { f };
+        match self.flow {
+            0 => (turn(udp(5353, 53)), None),
+            1 => (turn(udp(5354, 53)), None),
+            2 | 3 => {
+                let (sport, dport) = if self.flow == 2 { (1000, 22) } else { (1001, 80) };
+                let flags = FLAG_SET[self.flags];
+                let syn_fin = (flags & SYN != 0) as u32 + (flags & FIN != 0) as u32;
+                let f = Flow {
+                    flags,
+                    seq: SEQ_SET[self.seq],
+                    ack: SEQ_SET[self.ack],
+                    seg_len: self.len + syn_fin,
+                    ..tcp_flow(sport, dport)
+                };
+                (turn(f), None)
+            }
+            4 => (echo(self.req, self.back), None),
+            5 => {
+                let quoted = if self.req { udp(5353, 53) } else { tcp_flow(1000, 22) };
+                let err = Flow { src: B, dst: A, proto: 1, icmp: (3, 3), error: true, ..Default::default() };
+                (err, Some(turn(quoted)))
+            }
+            _ => (turn(Flow { src: A, dst: B, proto: 58, icmp: (135, 0), ..Default::default() }), None),
+        }
+    }
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let flow = prop::sample::select(vec![0usize, 0, 0, 1, 2, 2, 2, 3, 4, 4, 5, 6]);
+    let rare = || prop::bool::weighted(0.2);
+    let pkt = (
+        (flow, any::<bool>(), rare(), rare(), 0usize..3, prop::sample::select(vec![0u8, 0, 1, 1, 2])),
+        (0..FLAG_SET.len(), 0..SEQ_SET.len(), 0..SEQ_SET.len(), 0u32..3),
+        (any::<bool>(), prop::bool::weighted(0.3)),
+    )
+        .prop_map(|((flow, back, zone, point, last, again), (flags, seq, ack, len), (req, open))| Pkt {
+            flow,
+            back,
+            zone: zone as u16,
+            point: point as u32,
+            last,
+            again,
+            flags,
+            seq,
+            ack,
+            len,
+            req,
+            open,
+        });
+    prop_oneof![
+        16 => pkt.prop_map(Op::Packet),
+        1 => (0usize..2).prop_map(Op::Forget),
+        1 => Just(Op::Rules),
+        3 => (0..STEPS.len()).prop_map(Op::Time),
+        2 => Just(Op::Age),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Differential: arbitrary packets of a few flows (both directions, two zones, two points,
+    /// arbitrary TCP flags and numbers around a handshake's; often in bursts of one flow and
+    /// direction), time passing, aging, rule changes and occasional forgetting, through
+    /// `track_with` (two memories, as the switch has, and some packets without) on one table
+    /// and `track_at` on another: the same verdict at every step, the same counts and TCP
+    /// states. Tables of at most 4 connections have one bucket, so that connections keep
+    /// taking the slots of removed ones (and both tables place them alike).
+    #[test]
+    fn remembered_and_looked_up_agree(
+        capacity in prop::sample::select(vec![1usize, 2, 3, 4, 1024]),
+        zone_limit in 0usize..3,
+        ops in prop::collection::vec(op(), 1..160),
+    ) {
+        let (t1, t2) = (table(capacity, zone_limit), table(capacity, zone_limit));
+        let last = [LastConn::default(), LastConn::default()];
+        let (mut now, mut generation) = (0u64, 1u32);
+        let (mut prev, mut earlier) = (None, None);
+        let tcp = [tcp_flow(1000, 22), tcp_flow(1001, 80)];
+        for (i, op) in ops.iter().enumerate() {
+            match op {
+                Op::Packet(p) => {
+                    let p = p.after(prev, earlier);
+                    if prev.is_some_and(|q| !p.same_burst(&q)) {
+                        earlier = prev;
+                    }
+                    prev = Some(p);
+                    let (f, rel) = p.flow();
+                    let (open, g) = (p.open, generation);
+                    let allow = move |f: &Flow| {
+                        open || !(f.sport as u32 * 7 + f.dport as u32 * 13 + f.proto as u32 + g * 5).is_multiple_of(4)
+                    };
+                    let v = match last.get(p.last) {
+                        Some(l) => t1.track_with(l, p.zone, p.point, &f, rel.as_ref(), now, generation, allow),
+                        None => t1.track_at(p.zone, p.point, &f, rel.as_ref(), now, generation, allow),
+                    };
+                    let w = t2.track_at(p.zone, p.point, &f, rel.as_ref(), now, generation, allow);
+                    prop_assert_eq!(v, w, "step {}: {:?} at {} gen {}", i, p, now, generation);
+                }
+                Op::Forget(l) => last[*l].forget(),
+                Op::Rules => generation += 1,
+                Op::Time(s) => now += STEPS[*s],
+                Op::Age => prop_assert_eq!(t1.age(now, 1 << 20), t2.age(now, 1 << 20), "step {}", i),
+            }
+            prop_assert_eq!(t1.len(), t2.len(), "step {}", i);
+            prop_assert!(t1.len() <= capacity);
+            prop_assert_eq!(t1.refused(), t2.refused());
+            for z in 0..2u16 {
+                prop_assert_eq!(t1.zone_len(z), t2.zone_len(z));
+                prop_assert_eq!(t1.zone_new(z), t2.zone_new(z));
+                for point in 0..2 {
+                    for f in &tcp {
+                        prop_assert_eq!(t1.tcp_state_at(z, point, f), t2.tcp_state_at(z, point, f), "step {}", i);
+                    }
+                }
+            }
+        }
+        prop_assert_eq!(t1.age(u64::MAX / 2, 1 << 20), t2.age(u64::MAX / 2, 1 << 20));
+        prop_assert!(t1.is_empty() && t2.is_empty());
+    }
 }

@@ -159,7 +159,8 @@ type Key = [u64; 6];
 #[inline(always)]
 fn raw_key(zone: u16, point: u32, f: &Flow) -> Key {
     let half = |x: &[u8; 16], i: usize| u64::from_be_bytes(x[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-    let k0 = (zone as u64) << 48 | (f.proto as u64) << 40 | (f.v6 as u64) << 39 | (f.sport as u64) << 16 | f.dport as u64;
+    let k0 =
+        (zone as u64) << 48 | (f.proto as u64) << 40 | (f.v6 as u64) << 39 | (f.sport as u64) << 16 | f.dport as u64;
     [k0, half(&f.src, 0), half(&f.src, 1), half(&f.dst, 0), half(&f.dst, 1), point as u64]
 }
 
