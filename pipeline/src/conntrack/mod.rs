@@ -527,27 +527,27 @@ impl Conntrack {
             return if allow(f) { Verdict::Untracked } else { Verdict::Denied };
         }
         let raw = raw_key(zone, point, f);
-        if let Some(l) = last {
-            if let Some(x) = self.remembered(l, &raw) {
-                let src_lo = l.src_lo.get();
-                if self.settled(x, f, src_lo, now, generation) {
-                    return Verdict::Established;
+        let (x, src_lo) = match last.and_then(|l| Some((self.remembered(l, &raw)?, l.src_lo.get()))) {
+            Some(hit) => hit,
+            None => {
+                let (k, src_lo) = ordered(raw);
+                let found = self.find(&k);
+                if let Some(l) = last {
+                    l.raw.set(raw);
+                    l.at.set(found.map_or(NONE, |x| x.at));
+                    l.word.set(found.map_or(0, |x| x.word));
+                    l.src_lo.set(src_lo);
                 }
-                return self.update(x, f, src_lo, now, generation, &allow);
+                match found {
+                    Some(x) => (x, src_lo),
+                    None => return self.create(zone, &k, src_lo, f, now, generation, &allow),
+                }
             }
+        };
+        if self.settled(x, f, src_lo, now, generation) {
+            return Verdict::Established;
         }
-        let (k, src_lo) = ordered(raw);
-        let found = self.find(&k);
-        if let Some(l) = last {
-            l.raw.set(raw);
-            l.at.set(found.map_or(NONE, |x| x.at));
-            l.word.set(found.map_or(0, |x| x.word));
-            l.src_lo.set(src_lo);
-        }
-        match found {
-            Some(x) => self.update(x, f, src_lo, now, generation, &allow),
-            None => self.create(zone, &k, src_lo, f, now, generation, &allow),
-        }
+        self.update(x, f, src_lo, now, generation, &allow)
     }
 
     /// The slot `l` remembers, when the packet is the one it remembers (the same words, the
@@ -597,7 +597,8 @@ impl Conntrack {
         true
     }
 
-    /// A packet of a tracked connection.
+    /// A packet of a tracked connection that is not [`Conntrack::settled`]: the rule
+    /// re-check of a new generation, then the state word under the slot's lock.
     fn update(
         &self,
         x: Found,
@@ -614,9 +615,6 @@ impl Conntrack {
                 self.remove(x, None);
                 return Verdict::Denied;
             }
-        }
-        if self.settled(x, f, src_lo, now, generation) {
-            return Verdict::Established;
         }
         let s = &self.buckets[x.bucket()].slots[x.way()];
         let Some(w) = self.lock_slot(x) else {
