@@ -348,3 +348,22 @@ fn groups_and_ports_lists_are_replaced_at_once_or_not_at_all() {
     assert_eq!(through(&mut k, 0, tcp(0, 3, (40003, 80), 100, 0, SYN, 0)), [3], "vm3 took web as well");
     assert!(through(&mut k, 0, tcp(0, 1, (40004, 80), 100, 0, SYN, 0)).is_empty());
 }
+
+/// Frames of one burst with the same Ethernet header but other ports are each checked by the
+/// groups of the port they come from (the switch's one pass remembers no verdict of such a
+/// port), and each gets the verdict of its own rule.
+#[test]
+fn every_frame_of_a_burst_is_checked_on_its_own() {
+    let mut c = cfg(1024);
+    c.security_groups.push(SecurityGroup {
+        name: "dns".into(),
+        rules: vec![rule(Direction::Egress, Some(ip_proto::UDP), Some((53, 53)), None)],
+    });
+    c.port_groups[0].groups = vec!["dns".into()];
+    let mut k = Kit::new(&c);
+    let (dns, other) = (udp(1, 0, 5353, 53), udp(1, 0, 5353, 54));
+    assert_eq!(dns[..14], other[..14]);
+    let out = k.run_frames(&[(1, dns.clone()), (1, other.clone()), (1, dns), (1, other)]);
+    assert_eq!(ports(&out), [0, 0]);
+    assert_eq!(port_drops(&k, 1, "sg-no-rule"), 2);
+}

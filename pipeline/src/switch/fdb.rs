@@ -126,6 +126,12 @@ pub fn frame_keys(segment: u16, d: &[u8]) -> (u64, u64) {
     (seg | w(0) >> 16, seg | (w(4) & 0xffff_ffff_ffff))
 }
 
+/// True when the MAC of `key` is a group address (multicast or broadcast).
+#[inline(always)]
+pub fn is_group(key: u64) -> bool {
+    key & 0x0100_0000_0000 != 0
+}
+
 /// True when the MAC of `key` is a valid source: unicast and not zero.
 #[inline(always)]
 pub fn is_unicast_source(key: u64) -> bool {
@@ -209,6 +215,11 @@ impl Fdb {
         let big = n as usize * std::mem::size_of::<Bucket>() > PREFETCH_ABOVE;
         let fdb = Arc::new(Fdb { buckets, n, big, moves: CachePadded::new(AtomicU32::new(0)) });
         Ok((fdb.clone(), FdbWriter { fdb, len: 0 }))
+    }
+
+    /// True when the table is large enough for [`Fdb::prefetch`] to do anything.
+    pub fn prefetches(&self) -> bool {
+        self.big
     }
 
     /// Number of buckets.

@@ -56,7 +56,12 @@ pub fn run(sw: &mut Sw, under: &Underlay, batch: &mut Batch, outer: &mut [VtepAd
 /// One packet: `Ok(true)` to learn and look up, `Ok(false)` when the uplink took it (answered
 /// or consumed), or the stage and reason to drop it for.
 #[inline(always)]
-fn one(sw: &mut Sw, under: &Underlay, m: &mut Mbuf, outer: &mut VtepAddr) -> Result<bool, (SwitchStage, u8)> {
+pub(crate) fn one(
+    sw: &mut Sw,
+    under: &Underlay,
+    m: &mut Mbuf,
+    outer: &mut VtepAddr,
+) -> Result<bool, (SwitchStage, u8)> {
     let Some(pt) = sw.topo.ports.get(m.port() as usize) else {
         return Err((SwitchStage::Ingress, reason::NO_SEGMENT));
     };

@@ -53,13 +53,14 @@ fn tag(place: Option<Place>, outer: &VtepAddr) -> u32 {
 
 impl Learner {
     /// Learns the source of `m` (key `key`, found as `hit`; `outer`: its VTEP when it came out
-    /// of a tunnel). A bad source marks it dropped.
+    /// of a tunnel). A bad source marks it dropped. True when the source was known at this
+    /// place (nothing to tell the control side, its last-seen time now this second's).
     #[inline(always)]
-    pub fn one(&mut self, sw: &mut Sw, m: &mut Mbuf, key: u64, hit: Option<Hit>, outer: &VtepAddr) {
+    pub fn one(&mut self, sw: &mut Sw, m: &mut Mbuf, key: u64, hit: Option<Hit>, outer: &VtepAddr) -> bool {
         if !fdb::is_unicast_source(key) {
             sw.c.dropped(SwitchStage::Learn, m.port(), reason::BAD_SRC_MAC);
             meta::set_drop(m, reason::BAD_SRC_MAC);
-            return;
+            return false;
         }
         let here = match meta::origin(m) {
             meta::FROM_TUNNEL => None,
@@ -76,14 +77,15 @@ impl Learner {
                     sw.fdb.touch(&h, sw.now.secs);
                     sw.c.stat(SwitchStage::Learn, stat::REFRESHED, 1);
                 }
-                return;
+                return true;
             }
             if h.place.is_static() {
                 sw.c.stat(SwitchStage::Learn, stat::STATIC_KEPT, 1);
-                return;
+                return false;
             }
         }
         self.send(sw, key, here, outer);
+        false
     }
 
     /// Sends a learn event unless the same one went out this second.

@@ -36,10 +36,11 @@ impl Default for Scratch {
 }
 
 /// Computes the keys of every packet to learn and look up, and prefetches their buckets (a
-/// key the same as the one before reuses its buckets).
+/// key the same as the one before reuses its buckets); returns how many keys it hashed.
 #[inline]
-pub fn prepare(fdb: &Fdb, batch: &Batch, s: &mut Scratch) {
+pub fn prepare(fdb: &Fdb, batch: &Batch, s: &mut Scratch) -> usize {
     let (mut last_src, mut last_dst) = ((0, Buckets::default()), (0, Buckets::default()));
+    let mut hashed = 0;
     for (i, m) in batch.iter().enumerate() {
         if meta::action(m) != meta::LEARN {
             continue;
@@ -48,18 +49,21 @@ pub fn prepare(fdb: &Fdb, batch: &Batch, s: &mut Scratch) {
         if src != last_src.0 {
             last_src = (src, fdb.hash(src));
             fdb.prefetch(last_src.1);
+            hashed += 1;
         }
         s.src[i] = src;
         s.src_b[i] = last_src.1;
-        if dst & 0x0100_0000_0000 != 0 {
+        if fdb::is_group(dst) {
             s.dst[i] = 0;
             continue;
         }
         if dst != last_dst.0 {
             last_dst = (dst, fdb.hash(dst));
             fdb.prefetch(last_dst.1);
+            hashed += 1;
         }
         s.dst[i] = dst;
         s.dst_b[i] = last_dst.1;
     }
+    hashed
 }

@@ -36,6 +36,7 @@ pub mod forward;
 pub mod ingress;
 pub mod learn;
 pub mod lookup;
+pub mod memo;
 pub mod meta;
 pub mod nd;
 pub mod port_security;

@@ -6,12 +6,22 @@
 //! lookup      every key of the burst hashed, both buckets prefetched
 //! learn       source MACs: refresh, or an event to the control side
 //! forward     destination MACs: a port, the uplink's VLAN, a VTEP, or flood
+//!   (or these four in one pass, a frame that repeats the one before taking its verdict)
 //! (drops and consumed packets leave the batch)
 //! egress      known unicast to a VTEP encapsulated, to the uplink tagged, in place
 //! gro         decapsulated TCP to ports that take TSO, merged
 //! flood       copies to every other destination of the segment (backlog, resume)
 //! tx-offload  checksums / segmentation that each output port cannot do itself
 //! ```
+//!
+//! Ingress, learning and forwarding run as one pass over the burst ([`SwitchProcessor`]'s
+//! `one_pass`), where a frame whose input port and first 14 bytes repeat those of the frame
+//! switched before it takes that frame's verdict ([`crate::switch::memo`]): a burst of one flow
+//! costs one lookup of each MAC and a compare per frame. A burst that needed many lookups (many
+//! flows) sends the next burst through the separate passes, whose lookup pass hashes every key
+//! in one tight loop and, over an FDB too large for the caches, prefetches their buckets before
+//! the first is read; so does a traced burst (the trace notes the packets after each pass). A
+//! burst of few lookups returns to the one pass.
 //!
 //! A packet trace ([`crate::switch::trace`]) notes the traced packets after each pass; while
 //! none runs it costs one relaxed load per burst.
@@ -41,13 +51,18 @@ use crate::switch::fdb::Fdb;
 use crate::switch::flood::Flooder;
 use crate::switch::learn::Learner;
 use crate::switch::lookup::{self, Scratch};
+use crate::switch::memo::{self, Memo};
 use crate::switch::secgroup::SecurityGroups;
-use crate::switch::stats::{LcoreCounters, SwitchStage};
+use crate::switch::stats::{stat, LcoreCounters, SwitchStage};
 use crate::switch::topology::Topology;
 use crate::switch::trace::{Pass, Tracer};
 use crate::switch::underlay::Underlay;
 use crate::switch::vtep::Vteps;
-use crate::switch::{forward, ingress, meta};
+use crate::switch::{fdb, forward, ingress, meta};
+
+/// A burst that looked more keys up than this sends the next one through the separate passes
+/// (see the module doc).
+const FEW_LOOKUPS: usize = 8;
 
 /// What every pass of one lcore reads, and the ring it writes events to.
 pub struct Sw {
@@ -111,6 +126,10 @@ pub struct SwitchProcessor {
     gro_batch: Batch,
     txoff: SegmentStage,
     tracer: Tracer,
+    /// The last burst needed many lookups: this one takes the separate passes.
+    spread: bool,
+    /// The one pass may be taken ([`SwitchProcessor::set_one_pass`]).
+    one_pass: bool,
 }
 
 impl fmt::Debug for SwitchProcessor {
@@ -160,15 +179,91 @@ impl SwitchProcessor {
             gro_batch: Batch::new(),
             txoff,
             tracer,
+            spread: false,
+            one_pass: true,
         };
         (p, c)
     }
 
-    /// Learns and looks up the classified packets; returns what the batch holds now.
+    /// Lets bursts take the one pass (the default, see the module doc) or not: off, every
+    /// burst takes the separate passes. The verdicts are the same either way; this is for
+    /// tests that check so, and for measuring what the one pass saves.
+    pub fn set_one_pass(&mut self, on: bool) {
+        self.one_pass = on;
+    }
+
+    /// Ingress, learning and forwarding in one pass, a frame that repeats the frame before
+    /// taking its verdict ([`memo`]); returns what the batch holds and how many keys it looked
+    /// up.
     #[inline]
-    fn switch(&mut self, batch: &mut Batch, learn: usize) -> Holds {
+    fn one_pass(&mut self, batch: &mut Batch) -> (Holds, usize) {
+        let sw = &mut self.sw;
+        sw.c.packets(SwitchStage::Ingress, batch.len() as u64);
+        let (mut h, mut memo) = (Holds::default(), Memo::default());
+        let (mut access, mut learn, mut repeats, mut lookups) = (0u64, 0u64, 0u64, 0usize);
+        let mut counts = [0u64; 4];
+        // The last key looked up and what was found, for each side (as in `switch`).
+        let (mut src, mut dst) = ((0u64, None), (0u64, None));
+        for (i, m) in batch.iter_mut().enumerate() {
+            let head = memo::head(m);
+            if memo.apply(m, head) {
+                // Its action is in `h` already, from the frame it repeats.
+                repeats += 1;
+                continue;
+            }
+            let outer = &mut self.scratch.outer[i];
+            match ingress::one(sw, &self.under, m, outer) {
+                Ok(true) => {
+                    learn += 1;
+                    let from_access = meta::origin(m) == meta::FROM_ACCESS;
+                    access += from_access as u64;
+                    let (dk, sk) = fdb::frame_keys(m.segment(), m.data());
+                    if sk != src.0 {
+                        src = (sk, sw.fdb.lookup(sk));
+                        lookups += 1;
+                    }
+                    let settled = self.learner.one(sw, m, sk, src.1, outer);
+                    if meta::action(m) == meta::LEARN {
+                        let unicast = !fdb::is_group(dk);
+                        if unicast && dk != dst.0 {
+                            dst = (dk, sw.fdb.lookup(dk));
+                            lookups += 1;
+                        }
+                        let hit = if unicast { dst.1 } else { None };
+                        counts[forward::one(sw, m, unicast, hit) as usize & 3] += 1;
+                        if let (true, true, Some(head)) = (settled, from_access, head) {
+                            if sw.topo.ports.get(m.port() as usize).is_some_and(|p| p.guard.is_none())
+                                && !sw.sg.filters(m.port())
+                            {
+                                memo.remember(m, head);
+                            }
+                        }
+                    }
+                }
+                Ok(false) => {}
+                Err((stage, r)) => {
+                    sw.c.dropped(stage, m.port(), r);
+                    meta::set_drop(m, r);
+                }
+            }
+            h.add(m);
+        }
+        counts[stat::KNOWN as usize] += repeats;
+        sw.c.stat(SwitchStage::Ingress, stat::ACCESS, access + repeats);
+        sw.c.packets(SwitchStage::Learn, learn + repeats);
+        sw.c.packets(SwitchStage::Forward, learn + repeats);
+        for (code, n) in counts.iter().enumerate() {
+            sw.c.stat(SwitchStage::Forward, code as u8, *n);
+        }
+        (h, lookups)
+    }
+
+    /// Learns and looks up the classified packets; returns what the batch holds now and how
+    /// many keys it hashed.
+    #[inline]
+    fn switch(&mut self, batch: &mut Batch, learn: usize) -> (Holds, usize) {
         let s = &mut self.scratch;
-        lookup::prepare(&self.sw.fdb, batch, s);
+        let hashed = lookup::prepare(&self.sw.fdb, batch, s);
         self.sw.c.packets(SwitchStage::Learn, learn as u64);
         self.sw.c.packets(SwitchStage::Forward, learn as u64);
         let mut counts = [0u64; 4];
@@ -196,7 +291,7 @@ impl SwitchProcessor {
         for (code, n) in counts.iter().enumerate() {
             self.sw.c.stat(SwitchStage::Forward, code as u8, *n);
         }
-        h
+        (h, hashed)
     }
 
     /// Checks known unicast going to VM ports with security groups; returns how many it dropped.
@@ -294,17 +389,22 @@ impl Processor for SwitchProcessor {
         if self.sw.sg.conntrack().is_some() {
             self.sw.last_conn.iter().for_each(LastConn::forget);
         }
-        let t = ingress::run(&mut self.sw, &self.under, batch, &mut self.scratch.outer);
-        if traced {
-            self.tracer.mark(Pass::Ingress, batch, Some(&self.sw.fdb));
-        }
-        let h = if t.learn > 0 {
-            self.switch(batch, t.learn)
+        let (h, lookups) = if traced || self.spread || !self.one_pass {
+            let t = ingress::run(&mut self.sw, &self.under, batch, &mut self.scratch.outer);
+            if traced {
+                self.tracer.mark(Pass::Ingress, batch, Some(&self.sw.fdb));
+            }
+            if t.learn > 0 {
+                self.switch(batch, t.learn)
+            } else {
+                let mut h = Holds::default();
+                batch.iter().for_each(|m| h.add(m));
+                (h, 0)
+            }
         } else {
-            let mut h = Holds::default();
-            batch.iter().for_each(|m| h.add(m));
-            h
+            self.one_pass(batch)
         };
+        self.spread = lookups > FEW_LOOKUPS;
         let mut out = h.any(&[meta::DROP, meta::CONSUMED]);
         if h.any(&[meta::FORWARD]) && self.sw.sg.conntrack().is_some() {
             out |= self.check_to_vms(batch) > 0;

@@ -147,6 +147,12 @@ impl Kit {
         self.run(0, ms)
     }
 
+    /// Sends frames in, each on its port, as one burst (processor 0).
+    pub fn run_frames(&mut self, frames: &[(u16, Vec<u8>)]) -> Vec<Out> {
+        let ms = frames.iter().map(|(p, f)| self.mbuf(*p, f)).collect();
+        self.run(0, ms)
+    }
+
     /// Sends one frame.
     pub fn send1(&mut self, port: u16, frame: Vec<u8>) -> Vec<Out> {
         self.send(port, &[frame])
