@@ -62,6 +62,18 @@ fp_cycles_per_packet() {
     END { if (p > 0) printf "%.2f\n", c / p; else print "-" }' "$1"
 }
 
+# The cross-CPU cache-line round trip between CPUs 0 and 1 in ns (scripts/cpu-pingpong.c, built
+# once with gcc; "?" without it). On a VM the host places the two vCPUs: two threads of one core
+# or one L3 (tens of ns) or two L3 domains (hundreds), and a run that passes packets between the
+# CPUs (PVP) follows it: printed beside every run, so that rounds taken in different placements
+# can be told apart.
+XCPU=${TMPDIR:-/tmp}/fastpath-cpu-pingpong
+xcpu() {
+  [ "$(nproc)" -ge 2 ] || { echo "?"; return; }
+  [ -x "$XCPU" ] || gcc -O2 -pthread -o "$XCPU" "$(dirname "${BASH_SOURCE[0]}")/cpu-pingpong.c" 2>/dev/null || { echo "?"; return; }
+  "$XCPU" 0 1
+}
+
 # compare ROUNDS UNIT FASTPATH_SIDE PEER_SIDE...
 compare() {
   local rounds=$1 unit=$2; shift 2
@@ -72,14 +84,18 @@ compare() {
     if ((r % 2)); then order=$(seq 0 $((n - 1))); else order=$(seq $((n - 1)) -1 0); fi
     for i in $order; do
       name=${sides[$i]}
+      local x0 x1; x0=$(xcpu)
       line=$("side_$name")
+      x1=$(xcpu)
       set -- $line
       echo "${1:-nan}" >>"$tmp/$name.v"
       echo "${2:--}" >>"$tmp/$name.c"
-      printf 'round %d: %-24s %10s %s%s\n' "$r" "$name" "${1:-nan}" "$unit" "${2:+ (${2} cycles/packet)}"
+      echo "$x0 $x1" >>"$tmp/xcpu"
+      printf 'round %d: %-24s %10s %s%s [CPU 0<->1 round trip %s / %s ns before / after]\n' "$r" "$name" "${1:-nan}" "$unit" \
+        "${2:+ (${2} cycles/packet)}" "$x0" "$x1"
     done
   done
-  echo "== $rounds rounds, ABBA order; medians:"
+  echo "== $rounds rounds, ABBA order (CPU 0<->1 round trip over the runs: $(tr ' ' '\n' <"$tmp/xcpu" | grep -v '?' | spread) ns); medians:"
   local fp=${sides[0]} fm; fm=$(median <"$tmp/$fp.v")
   for name in "${sides[@]}"; do
     local m c; m=$(median <"$tmp/$name.v"); c=$({ grep -v '^-$' "$tmp/$name.c" || true; } | median)
