@@ -273,6 +273,18 @@ impl SplitQueue {
     #[inline(always)]
     fn prefetch_burst<const WRITE: bool>(&self, mem: &GuestMemory, n: usize) {
         let size = self.ring.size();
+        // The used slots the burst will write (8 to a line), asked for in the exclusive state
+        // now: the guest polls these lines, and a store that finds one in the guest's cache
+        // waits a cross-core transfer with every store queued behind it (measured in a PVP
+        // loop across L3 domains: 6-13 % fewer cycles per packet; see docs/vhost-user.md).
+        // Writing them all after the copies instead (a shadow used ring) made it worse: the
+        // transfers then start last.
+        if n > 0 {
+            for i in (0..n).step_by(8) {
+                prefetch_w(self.ring.used_ptr(self.last_used.wrapping_add(i as u16)));
+            }
+            prefetch_w(self.ring.used_ptr(self.last_used.wrapping_add(n as u16 - 1)));
+        }
         for i in 0..n {
             let h = self.ring.avail_entry(self.last_avail.wrapping_add(i as u16));
             if h < size {

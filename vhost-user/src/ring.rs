@@ -220,6 +220,12 @@ impl SplitRing {
         }
     }
 
+    /// Address of used-ring slot `i & (size - 1)` (for prefetching).
+    #[inline(always)]
+    pub fn used_ptr(&self, i: u16) -> *const u8 {
+        self.used.wrapping_add(2 + 4 * (i & (self.size - 1)) as usize).cast_const().cast()
+    }
+
     /// `used.idx` as we last published it.
     #[inline(always)]
     pub fn used_idx(&self) -> u16 {
