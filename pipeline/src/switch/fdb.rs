@@ -217,11 +217,6 @@ impl Fdb {
         Ok((fdb.clone(), FdbWriter { fdb, len: 0 }))
     }
 
-    /// True when the table is large enough for [`Fdb::prefetch`] to do anything.
-    pub fn prefetches(&self) -> bool {
-        self.big
-    }
-
     /// Number of buckets.
     pub fn buckets(&self) -> usize {
         self.n as usize

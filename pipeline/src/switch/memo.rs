@@ -45,21 +45,16 @@ impl Default for Memo {
 }
 
 impl Memo {
-    /// Nothing remembered.
-    #[inline(always)]
-    pub fn clear(&mut self) {
-        self.port = PORT_NONE;
-    }
-
     /// Remembers what was decided for `m` (head `head`): call only when the module doc's
-    /// conditions hold. An action other than to a port, the uplink or a VTEP clears the memo.
+    /// conditions hold. An action other than to a port, the uplink or a VTEP leaves the memo
+    /// as it was (still true: nothing a frame does changes another's verdict within a burst).
     #[inline(always)]
     pub fn remember(&mut self, m: &Mbuf, head: [u64; 2]) {
         let to = match meta::action(m) {
             meta::FORWARD => m.out_port(),
             meta::TO_VTEP => m.dest(),
             meta::TO_UPLINK => 0,
-            _ => return self.clear(),
+            _ => return,
         };
         *self = Memo { port: m.port(), head, segment: m.segment(), disposition: m.disposition(), to };
     }

@@ -47,7 +47,7 @@ use crate::stages::txoffload;
 use crate::switch::clock::{Clock, Now};
 use crate::switch::egress::Egress;
 use crate::switch::event::Event;
-use crate::switch::fdb::Fdb;
+use crate::switch::fdb::{Fdb, Hit};
 use crate::switch::flood::Flooder;
 use crate::switch::learn::Learner;
 use crate::switch::lookup::{self, Scratch};
@@ -57,7 +57,7 @@ use crate::switch::stats::{stat, LcoreCounters, SwitchStage};
 use crate::switch::topology::Topology;
 use crate::switch::trace::{Pass, Tracer};
 use crate::switch::underlay::Underlay;
-use crate::switch::vtep::Vteps;
+use crate::switch::vtep::{VtepAddr, Vteps};
 use crate::switch::{fdb, forward, ingress, meta};
 
 /// A burst that looked more keys up than this sends the next one through the separate passes
@@ -222,21 +222,20 @@ impl SwitchProcessor {
                         src = (sk, sw.fdb.lookup(sk));
                         lookups += 1;
                     }
-                    let settled = self.learner.one(sw, m, sk, src.1, outer);
-                    if meta::action(m) == meta::LEARN {
-                        let unicast = !fdb::is_group(dk);
-                        if unicast && dk != dst.0 {
+                    let dk = if fdb::is_group(dk) { 0 } else { dk };
+                    let find_dst = |sw: &Sw| {
+                        if dk != dst.0 {
                             dst = (dk, sw.fdb.lookup(dk));
                             lookups += 1;
                         }
-                        let hit = if unicast { dst.1 } else { None };
-                        counts[forward::one(sw, m, unicast, hit) as usize & 3] += 1;
-                        if let (true, true, Some(head)) = (settled, from_access, head) {
-                            if sw.topo.ports.get(m.port() as usize).is_some_and(|p| p.guard.is_none())
-                                && !sw.sg.filters(m.port())
-                            {
-                                memo.remember(m, head);
-                            }
+                        dst.1
+                    };
+                    let settled = learn_forward(&mut self.learner, sw, m, src, (dk, find_dst), outer, &mut counts);
+                    if let (true, true, Some(head)) = (settled, from_access, head) {
+                        if sw.topo.ports.get(m.port() as usize).is_some_and(|p| p.guard.is_none())
+                            && !sw.sg.filters(m.port())
+                        {
+                            memo.remember(m, head);
                         }
                     }
                 }
@@ -250,11 +249,7 @@ impl SwitchProcessor {
         }
         counts[stat::KNOWN as usize] += repeats;
         sw.c.stat(SwitchStage::Ingress, stat::ACCESS, access + repeats);
-        sw.c.packets(SwitchStage::Learn, learn + repeats);
-        sw.c.packets(SwitchStage::Forward, learn + repeats);
-        for (code, n) in counts.iter().enumerate() {
-            sw.c.stat(SwitchStage::Forward, code as u8, *n);
-        }
+        count_switched(&sw.c, learn + repeats, &counts);
         (h, lookups)
     }
 
@@ -264,8 +259,6 @@ impl SwitchProcessor {
     fn switch(&mut self, batch: &mut Batch, learn: usize) -> (Holds, usize) {
         let s = &mut self.scratch;
         let hashed = lookup::prepare(&self.sw.fdb, batch, s);
-        self.sw.c.packets(SwitchStage::Learn, learn as u64);
-        self.sw.c.packets(SwitchStage::Forward, learn as u64);
         let mut counts = [0u64; 4];
         let mut h = Holds::default();
         // The last key looked up and what was found, for each side (a burst is often one
@@ -273,24 +266,21 @@ impl SwitchProcessor {
         let (mut src, mut dst) = ((0u64, None), (0u64, None));
         for (i, m) in batch.iter_mut().enumerate() {
             if meta::action(m) == meta::LEARN {
-                let fdb = &self.sw.fdb;
                 if s.src[i] != src.0 {
-                    src = (s.src[i], fdb.lookup_at(s.src[i], s.src_b[i]));
+                    src = (s.src[i], self.sw.fdb.lookup_at(s.src[i], s.src_b[i]));
                 }
-                self.learner.one(&mut self.sw, m, s.src[i], src.1, &s.outer[i]);
-                if meta::action(m) == meta::LEARN {
-                    if s.dst[i] != dst.0 && s.dst[i] != 0 {
-                        dst = (s.dst[i], self.sw.fdb.lookup_at(s.dst[i], s.dst_b[i]));
+                let (dk, db) = (s.dst[i], s.dst_b[i]);
+                let find_dst = |sw: &Sw| {
+                    if dk != dst.0 {
+                        dst = (dk, sw.fdb.lookup_at(dk, db));
                     }
-                    let hit = if s.dst[i] == 0 { None } else { dst.1 };
-                    counts[forward::one(&self.sw, m, s.dst[i] != 0, hit) as usize & 3] += 1;
-                }
+                    dst.1
+                };
+                learn_forward(&mut self.learner, &mut self.sw, m, src, (dk, find_dst), &s.outer[i], &mut counts);
             }
             h.add(m);
         }
-        for (code, n) in counts.iter().enumerate() {
-            self.sw.c.stat(SwitchStage::Forward, code as u8, *n);
-        }
+        count_switched(&self.sw.c, learn as u64, &counts);
         (h, hashed)
     }
 
@@ -346,6 +336,39 @@ pub struct Change {
 impl fmt::Debug for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Change").field("port", &self.port.as_ref().map(|p| p.0)).finish_non_exhaustive()
+    }
+}
+
+/// Learns the source of `m` (key and hit `src`) and, when that leaves it to be switched, sends
+/// it towards its destination (key `dst.0`, 0 when not unicast; found by `dst.1`, asked only
+/// then), counting the forward stat in `counts`. True when the source was settled (see
+/// [`Learner::one`]). The per-frame step of both the one pass and the separate passes.
+#[inline(always)]
+fn learn_forward(
+    learner: &mut Learner,
+    sw: &mut Sw,
+    m: &mut Mbuf,
+    src: (u64, Option<Hit>),
+    dst: (u64, impl FnOnce(&Sw) -> Option<Hit>),
+    outer: &VtepAddr,
+    counts: &mut [u64; 4],
+) -> bool {
+    let settled = learner.one(sw, m, src.0, src.1, outer);
+    if meta::action(m) == meta::LEARN {
+        let unicast = dst.0 != 0;
+        let hit = if unicast { (dst.1)(sw) } else { None };
+        counts[forward::one(sw, m, unicast, hit) as usize & 3] += 1;
+    }
+    settled
+}
+
+/// Counts `n` frames learned and forwarded, and the forward stats `counts`.
+#[inline]
+fn count_switched(c: &LcoreCounters, n: u64, counts: &[u64; 4]) {
+    c.packets(SwitchStage::Learn, n);
+    c.packets(SwitchStage::Forward, n);
+    for (code, k) in counts.iter().enumerate() {
+        c.stat(SwitchStage::Forward, code as u8, *k);
     }
 }
 
