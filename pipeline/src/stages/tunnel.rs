@@ -1105,7 +1105,10 @@ impl<const KIND: u8> DecapCore<KIND> {
         if u.len() as usize != l4_len {
             return Err(D_BAD_LENGTH);
         }
-        if u.checksum() != 0 {
+        // A frame from a local kernel or guest with a partial checksum (virtio NEEDS_CSUM) is
+        // valid as it stands: its outer UDP checksum is either the partial one or computed over
+        // an inner checksum still to be filled in (Linux's local checksum offload).
+        if u.checksum() != 0 && m.ol_flags() & (offload::RX_L4_CKSUM_PARTIAL | offload::RX_OUTER_L4_CKSUM_GOOD) == 0 {
             let mut s = Sum::new(ip.pseudo(d));
             if checksum::add_chain(&mut s, m, l4_off, l4_len).is_none() || s.sum() != 0xffff {
                 return Err(D_BAD_CSUM);
@@ -1185,9 +1188,27 @@ pub fn strip(m: &mut Mbuf, ip: &OuterIp, inner: usize) -> Result<(), u8> {
     if pkt_len > outer_end && !m.trim(pkt_len - outer_end) {
         return Err(D_BAD_LENGTH);
     }
+    let mut f = m.ol_flags() & !OUTER_FLAGS;
+    if f & offload::RX_L4_CKSUM_PARTIAL != 0 {
+        // The partial checksum's start (receive describes it as l2_len + l3_len).
+        let start = m.l2_len() as usize + m.l3_len() as usize;
+        f &= !(offload::TX_IPV4 | offload::TX_IPV6 | offload::TX_IP_CKSUM);
+        if start < inner {
+            // It was the outer UDP checksum, now gone: the inner frame is complete.
+            f &= !(offload::RX_L4_CKSUM_PARTIAL | offload::TX_TCP_CKSUM | offload::TX_UDP_CKSUM);
+        }
+    }
     m.adj(inner);
     let info = frame_info::<false>(m.data());
-    m.set_ol_flags(m.ol_flags() & !OUTER_FLAGS);
+    if f & offload::RX_L4_CKSUM_PARTIAL != 0 {
+        // An inner checksum still to fill in: the inner family, for whoever completes it.
+        f |= match info.ptype & ptype::L3_MASK {
+            ptype::L3_IPV4 | ptype::L3_IPV4_EXT => offload::TX_IPV4,
+            ptype::L3_IPV6 | ptype::L3_IPV6_EXT => offload::TX_IPV6,
+            _ => 0,
+        };
+    }
+    m.set_ol_flags(f);
     m.set_packet_type(info.ptype);
     m.set_outer_l2_len(0);
     m.set_outer_l3_len(0);

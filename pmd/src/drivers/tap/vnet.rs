@@ -18,6 +18,21 @@
 //! Transmit also computes the IPv4 header checksums asked for (`TX_IP_CKSUM`, `TX_OUTER_IP_CKSUM`)
 //! on the same stack copy: the kernel validates the IPv4 header of every frame it is given, and
 //! the virtio header has no way to ask for it.
+//!
+//! GSO over a UDP tunnel (VXLAN, GENEVE) takes the longer header of Linux 6.17 and later
+//! (`struct virtio_net_hdr_v1_hash_tunnel`, [`TNL_HDR_LEN`] bytes, chosen with
+//! `TUNSETVNETHDRSZ`): the ten bytes above, the unused `num_buffers` and hash fields, then the
+//! offsets of the outer UDP header and of the inner network header.
+//!
+//! ```text
+//!  0 ........ 10          12           16            18        20               22              24
+//!  | as above | num_buffers| hash_value | hash_report | padding | outer_th_offset | inner_nh_offset |
+//! ```
+//!
+//! `gso_type` is then the inner type (TCPV4/TCPV6) or'ed with [`GSO_UDP_TUNNEL_IPV4`] or
+//! [`GSO_UDP_TUNNEL_IPV6`] (the outer family), `csum_start`/`csum_offset` point at the inner TCP
+//! checksum, and [`F_UDP_TUNNEL_CSUM`] asks the kernel for each segment's outer UDP checksum, whose
+//! field then holds the outer pseudo-header sum with the UDP length (as Linux keeps it).
 
 use fastpath_mempool::offload::*;
 use fastpath_mempool::Mbuf;
@@ -33,12 +48,22 @@ pub use crate::virtio_net::{
 /// Largest header prefix patched on a stack copy at transmit.
 pub const PATCH_MAX: usize = 256;
 
+/// Bytes of `struct virtio_net_hdr_v1_hash_tunnel` (GSO over UDP tunnels, Linux 6.17+).
+pub const TNL_HDR_LEN: usize = 24;
+/// `gso_type` bit: GSO over a UDP tunnel whose outer header is IPv4.
+pub const GSO_UDP_TUNNEL_IPV4: u8 = 0x20;
+/// `gso_type` bit: GSO over a UDP tunnel whose outer header is IPv6.
+pub const GSO_UDP_TUNNEL_IPV6: u8 = 0x40;
+/// Header flag: compute the outer UDP checksum of every segment of a tunnel GSO frame.
+pub const F_UDP_TUNNEL_CSUM: u8 = 4;
+
 /// Why a frame's offload request cannot be expressed in a virtio-net header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxError {
     /// The l2/l3/l4 lengths are missing or do not fit the packet.
     BadLengths,
-    /// TSO/USO of a tunnelled packet (not offered by this port: segment in software first).
+    /// TSO/USO of a tunnelled packet that the header cannot carry (GRE, USO inside a tunnel,
+    /// or a queue without the tunnel header): segment in software first.
     TunnelSeg,
     /// TSO/USO without a segment size.
     NoSegSize,
@@ -56,10 +81,30 @@ pub struct TxPlan {
     pub len_fix: Option<(u16, u16)>,
     /// Bytes of the frame copied and patched.
     pub patch_len: usize,
+    /// Tunnel GSO: offsets of the outer UDP header and of the inner network header (0: none).
+    pub tunnel: (u16, u16),
+    /// Tunnel GSO with the outer UDP checksum: the field's offset and the outer pseudo-header
+    /// sum (with the UDP length) to put in it.
+    pub outer_udp: Option<(u16, u16)>,
 }
 
-/// Builds the header (and patches) for `m` from its transmit offload flags.
-pub fn tx_plan(m: &Mbuf) -> Result<TxPlan, TxError> {
+impl TxPlan {
+    /// The header bytes for a queue whose header is `len` bytes (`HDR_LEN` or `TNL_HDR_LEN`).
+    pub fn emit(&self, len: usize) -> [u8; TNL_HDR_LEN] {
+        let mut b = [0u8; TNL_HDR_LEN];
+        b[..HDR_LEN].copy_from_slice(&self.hdr.emit_short());
+        if len >= TNL_HDR_LEN {
+            b[20..22].copy_from_slice(&self.tunnel.0.to_le_bytes());
+            b[22..24].copy_from_slice(&self.tunnel.1.to_le_bytes());
+        }
+        b
+    }
+}
+
+/// Builds the header (and patches) for `m` from its transmit offload flags. `tunnel_gso`: the
+/// queue's header has the tunnel fields ([`TNL_HDR_LEN`]), so TSO inside VXLAN or GENEVE can be
+/// left to the kernel.
+pub fn tx_plan(m: &Mbuf, tunnel_gso: bool) -> Result<TxPlan, TxError> {
     let f = m.ol_flags();
     let mut p = TxPlan::default();
     let want_l4 = f & (TX_TCP_CKSUM | TX_UDP_CKSUM | TX_SEG_MASK) != 0;
@@ -102,7 +147,8 @@ pub fn tx_plan(m: &Mbuf) -> Result<TxPlan, TxError> {
         p.hdr.csum_start = l4_start as u16;
         p.hdr.csum_offset = off as u16;
         if seg {
-            if tunnel {
+            let udp_tunnel = f & (TX_TUNNEL_VXLAN | TX_TUNNEL_GENEVE) != 0;
+            if tunnel && !(tunnel_gso && tcp && udp_tunnel) {
                 return Err(TxError::TunnelSeg);
             }
             if m.tso_segsz() == 0 {
@@ -122,6 +168,9 @@ pub fn tx_plan(m: &Mbuf) -> Result<TxPlan, TxError> {
             p.hdr.hdr_len = (l4_start + l4_len) as u16;
             p.len_fix = Some(((l4_start + off) as u16, l4_bytes as u16));
             p.patch_len = p.patch_len.max(l4_start + off + 2);
+            if tunnel {
+                tunnel_fields(m, &mut p, outer, l3_start)?;
+            }
         }
     }
     if p.patch_len > PATCH_MAX || p.patch_len > first {
@@ -130,8 +179,42 @@ pub fn tx_plan(m: &Mbuf) -> Result<TxPlan, TxError> {
     Ok(p)
 }
 
+/// The tunnel half of a TSO plan: the outer family in `gso_type`, the two offsets, the outer
+/// length checks and the outer UDP checksum request. `outer`: bytes of outer L2 + L3;
+/// `inner_nh`: where the inner network header starts.
+fn tunnel_fields(m: &Mbuf, p: &mut TxPlan, outer: usize, inner_nh: usize) -> Result<(), TxError> {
+    let f = m.ol_flags();
+    let v6 = f & TX_OUTER_IPV6 != 0;
+    let ol2 = m.outer_l2_len() as usize;
+    let pkt = m.pkt_len();
+    // Outer UDP header (8) and at least the inner network header before the inner L4.
+    if outer < ol2 + if v6 { 40 } else { 20 } || inner_nh < outer + 8 || outer + 8 > m.data_len() {
+        return Err(TxError::BadLengths);
+    }
+    // The outer IPv4 total length must hold the whole GSO packet (the kernel trims to it).
+    let ip_len = pkt - ol2;
+    if (!v6 && ip_len > u16::MAX as usize) || pkt - outer > u16::MAX as usize {
+        return Err(TxError::BadLengths);
+    }
+    p.hdr.gso_type |= if v6 { GSO_UDP_TUNNEL_IPV6 } else { GSO_UDP_TUNNEL_IPV4 };
+    p.tunnel = (outer as u16, inner_nh as u16);
+    if f & TX_OUTER_UDP_CKSUM != 0 {
+        let d = m.data();
+        let udp_len = (pkt - outer) as u64;
+        let addrs = if v6 { &d[ol2 + 8..ol2 + 40] } else { &d[ol2 + 12..ol2 + 20] };
+        p.hdr.flags |= F_UDP_TUNNEL_CSUM;
+        p.outer_udp = Some(((outer + 6) as u16, fold(ones_sum(addrs, false) + 17 + udp_len)));
+        p.patch_len = p.patch_len.max(outer + 8);
+    }
+    Ok(())
+}
+
 /// Applies a plan's patches to `head`, a copy of the first `plan.patch_len` bytes of the frame.
 pub fn apply_patches(plan: &TxPlan, head: &mut [u8]) {
+    if let Some((at, sum)) = plan.outer_udp {
+        let at = at as usize;
+        head[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+    }
     if let Some((at, add)) = plan.len_fix {
         let at = at as usize;
         let old = u16::from_be_bytes([head[at], head[at + 1]]);
@@ -264,7 +347,7 @@ mod tests {
         let p = pool();
         let mut m = p.alloc().unwrap();
         m.append(60).unwrap();
-        assert_eq!(tx_plan(&m).unwrap(), TxPlan::default());
+        assert_eq!(tx_plan(&m, false).unwrap(), TxPlan::default());
     }
 
     #[test]
@@ -281,7 +364,7 @@ mod tests {
         // DPDK convention: pseudo-header sum without the length.
         let ph = fold(ones_sum(&f[26..34], false) + 6);
         m.data_mut()[50..52].copy_from_slice(&ph.to_be_bytes());
-        let plan = tx_plan(&m).unwrap();
+        let plan = tx_plan(&m, false).unwrap();
         assert_eq!(plan.hdr.gso_type, GSO_TCPV4);
         assert_eq!((plan.hdr.csum_start, plan.hdr.csum_offset, plan.hdr.hdr_len, plan.hdr.gso_size), (34, 16, 54, 400));
         assert_eq!(plan.len_fix, Some((50, 1020)));
@@ -296,25 +379,139 @@ mod tests {
         assert_eq!(u16::from_be_bytes([m.data()[50], m.data()[51]]), ph);
     }
 
+    /// A VXLAN frame (outer Ethernet + IPv4 + UDP + VXLAN) around `tcp4(payload)`.
+    fn vxlan4(payload: usize, v6_outer: bool) -> Vec<u8> {
+        let inner = tcp4(payload);
+        let ol3 = if v6_outer { 40 } else { 20 };
+        let mut f = vec![0u8; 14 + ol3 + 16];
+        f[12..14].copy_from_slice(if v6_outer { &[0x86, 0xdd] } else { &[0x08, 0x00] });
+        if v6_outer {
+            f[14] = 0x60;
+            f[18..20].copy_from_slice(&((16 + inner.len()) as u16).to_be_bytes());
+            f[20] = 17;
+            f[22..38].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+            f[38..54].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        } else {
+            f[14] = 0x45;
+            f[16..18].copy_from_slice(&((20 + 16 + inner.len()) as u16).to_be_bytes());
+            f[22] = 64;
+            f[23] = 17;
+            f[26..30].copy_from_slice(&[10, 50, 0, 1]);
+            f[30..34].copy_from_slice(&[10, 50, 0, 2]);
+        }
+        let u = 14 + ol3;
+        f[u + 2..u + 4].copy_from_slice(&4789u16.to_be_bytes());
+        f[u + 4..u + 6].copy_from_slice(&((16 + inner.len()) as u16).to_be_bytes());
+        f[u + 8] = 0x08;
+        f.extend_from_slice(&inner);
+        f
+    }
+
+    fn tunnel_tso_mbuf(p: &Mempool, v6_outer: bool) -> Mbuf {
+        let mut m = p.alloc().unwrap();
+        let f = vxlan4(1000, v6_outer);
+        m.append(f.len()).unwrap().copy_from_slice(&f);
+        let mut fl = TX_IPV4 | TX_IP_CKSUM | TX_TCP_SEG | TX_TUNNEL_VXLAN;
+        fl |= if v6_outer { TX_OUTER_IPV6 | TX_OUTER_UDP_CKSUM } else { TX_OUTER_IPV4 | TX_OUTER_IP_CKSUM };
+        m.set_ol_flags(fl);
+        m.set_outer_l2_len(14);
+        m.set_outer_l3_len(if v6_outer { 40 } else { 20 });
+        m.set_l2_len(30);
+        m.set_l3_len(20);
+        m.set_l4_len(20);
+        m.set_tso_segsz(400);
+        m
+    }
+
+    #[test]
+    fn tunnel_tso_plan_fills_the_tunnel_fields() {
+        let p = pool();
+        let m = tunnel_tso_mbuf(&p, false);
+        // A queue with the short header cannot carry it.
+        assert_eq!(tx_plan(&m, false), Err(TxError::TunnelSeg));
+        let plan = tx_plan(&m, true).unwrap();
+        assert_eq!(plan.hdr.gso_type, GSO_TCPV4 | GSO_UDP_TUNNEL_IPV4);
+        assert_eq!(plan.hdr.flags, F_NEEDS_CSUM);
+        // Inner TCP at 14 + 20 + 8 + 8 + 14 + 20 = 84; the UDP header at 34; inner IPv4 at 64.
+        assert_eq!((plan.hdr.csum_start, plan.hdr.csum_offset, plan.hdr.hdr_len), (84, 16, 104));
+        assert_eq!(plan.tunnel, (34, 64));
+        assert_eq!(plan.outer_udp, None);
+        let b = plan.emit(TNL_HDR_LEN);
+        assert_eq!(b[1], 0x21);
+        assert_eq!(&b[10..20], &[0; 10]);
+        assert_eq!(&b[20..24], &[34, 0, 64, 0]);
+        // The short header leaves the tunnel fields out.
+        assert_eq!(&plan.emit(HDR_LEN)[20..24], &[0; 4]);
+        let mut head = m.data()[..plan.patch_len].to_vec();
+        apply_patches(&plan, &mut head);
+        // Both IPv4 headers are checksummed.
+        assert_eq!(fold(ones_sum(&head[14..34], false)), 0xffff);
+        assert_eq!(fold(ones_sum(&head[64..84], false)), 0xffff);
+        // GRE cannot go as tunnel GSO.
+        let mut g = tunnel_tso_mbuf(&p, false);
+        g.set_ol_flags((g.ol_flags() & !TX_TUNNEL_VXLAN) | TX_TUNNEL_GRE);
+        assert_eq!(tx_plan(&g, true), Err(TxError::TunnelSeg));
+    }
+
+    #[test]
+    fn tunnel_tso_with_the_outer_udp_checksum() {
+        let p = pool();
+        let m = tunnel_tso_mbuf(&p, true);
+        let plan = tx_plan(&m, true).unwrap();
+        assert_eq!(plan.hdr.gso_type, GSO_TCPV4 | GSO_UDP_TUNNEL_IPV6);
+        assert_eq!(plan.hdr.flags, F_NEEDS_CSUM | F_UDP_TUNNEL_CSUM);
+        assert_eq!(plan.tunnel, (54, 84));
+        let d = m.data();
+        let udp_len = (d.len() - 54) as u64;
+        let want = fold(ones_sum(&d[22..54], false) + 17 + udp_len);
+        assert_eq!(plan.outer_udp, Some((60, want)));
+        let mut head = m.data()[..plan.patch_len].to_vec();
+        apply_patches(&plan, &mut head);
+        assert_eq!(u16::from_be_bytes([head[60], head[61]]), want);
+    }
+
+    #[test]
+    fn tunnel_tso_longer_than_the_outer_ipv4_length_is_refused() {
+        let p =
+            Mempool::new("vnet-big", &PoolConfig { mbufs: 64, chunk_size: 2048, pages: PagePolicy::Small }).unwrap();
+        let mut m = tunnel_tso_mbuf(&p, false);
+        // Chain payload up to 65536 bytes of outer IPv4: the inner TCP (65466 bytes) would fit.
+        while m.pkt_len() < 14 + 65536 {
+            let mut s = p.alloc().unwrap();
+            s.append((14 + 65536 - m.pkt_len()).min(1500)).unwrap();
+            m.chain(s).unwrap();
+        }
+        assert_eq!(tx_plan(&m, true), Err(TxError::BadLengths));
+        drop(m);
+        // One byte less fits.
+        let mut t = tunnel_tso_mbuf(&p, false);
+        while t.pkt_len() < 14 + 65535 {
+            let mut s = p.alloc().unwrap();
+            s.append((14 + 65535 - t.pkt_len()).min(1500)).unwrap();
+            t.chain(s).unwrap();
+        }
+        assert!(tx_plan(&t, true).is_ok());
+    }
+
     #[test]
     fn bad_requests_are_refused() {
         let p = pool();
         let mut m = p.alloc().unwrap();
         m.append(60).unwrap().copy_from_slice(&tcp4(6));
         m.set_ol_flags(TX_IPV4 | TX_TCP_CKSUM);
-        assert_eq!(tx_plan(&m), Err(TxError::BadLengths));
+        assert_eq!(tx_plan(&m, false), Err(TxError::BadLengths));
         m.set_l2_len(14);
         m.set_l3_len(20);
-        assert!(tx_plan(&m).is_ok());
+        assert!(tx_plan(&m, false).is_ok());
         m.set_ol_flags(TX_IPV4 | TX_TCP_SEG);
         m.set_l4_len(20);
-        assert_eq!(tx_plan(&m), Err(TxError::NoSegSize));
+        assert_eq!(tx_plan(&m, false), Err(TxError::NoSegSize));
         m.set_tso_segsz(100);
         m.set_ol_flags(TX_IPV4 | TX_TCP_SEG | TX_TUNNEL_VXLAN);
-        assert_eq!(tx_plan(&m), Err(TxError::TunnelSeg));
+        assert_eq!(tx_plan(&m, false), Err(TxError::TunnelSeg));
         m.set_l3_len(2000);
         m.set_ol_flags(TX_IPV4 | TX_UDP_CKSUM);
-        assert_eq!(tx_plan(&m), Err(TxError::BadLengths));
+        assert_eq!(tx_plan(&m, false), Err(TxError::BadLengths));
     }
 
     #[test]
