@@ -693,3 +693,85 @@ fn outer_addresses_from_the_spec() {
     drop(ctx);
     assert_eq!(p.available(), p.capacity());
 }
+
+/// The metadata a TAP with the tunnel header gives a TCP GSO frame in VXLAN over IPv4 (inner
+/// family flags `inner`, `l2` = UDP + VXLAN + inner Ethernet, inner `l3`, 20-byte TCP).
+fn tso_in_vxlan4(m: &mut Mbuf, inner: u64, l2: u8, l3: u16, segsz: u16) {
+    m.set_ol_flags(
+        offload::RX_L4_CKSUM_PARTIAL
+            | offload::TX_TCP_SEG
+            | offload::TX_TCP_CKSUM
+            | offload::TX_TUNNEL_VXLAN
+            | offload::TX_OUTER_IPV4
+            | offload::TX_OUTER_IP_CKSUM
+            | inner,
+    );
+    m.set_outer_l2_len(14);
+    m.set_outer_l3_len(20);
+    m.set_l2_len(l2);
+    m.set_l3_len(l3);
+    m.set_l4_len(20);
+    m.set_tso_segsz(segsz);
+}
+
+/// Frames from a virtio-net header (a TAP uplink: the local kernel's VTEP): a partial outer UDP
+/// checksum is valid data, and its request goes with the outer headers; a TSO request inside
+/// the tunnel becomes the inner packet's own (its family, lengths and segment size).
+#[test]
+fn decap_of_frames_with_virtio_offload_flags() {
+    let p = pool();
+    let mut ctx = Ctx::new(0, &p);
+    let mut dec = stage(&p, "vxlan-decap");
+    // A partial outer UDP checksum (what Linux leaves with NEEDS_CSUM) is not the real one.
+    let inner = udp4_frame(100, 7, 8);
+    let mut f = encapsulated(&p, &mut ctx, &encap_spec("vxlan", false, ""), &inner);
+    f[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&0x1234u16.to_be_bytes());
+    let m = mbuf(&p, &f);
+    assert!(run(&mut ctx, std::slice::from_mut(&mut dec), m).is_none(), "checked when not partial");
+    assert_eq!(drops(dec.as_ref(), "bad-outer-checksum"), 1);
+    let mut m = mbuf(&p, &f);
+    m.set_ol_flags(offload::RX_L4_CKSUM_PARTIAL | offload::TX_IPV4 | offload::TX_UDP_CKSUM);
+    m.set_l2_len(14);
+    m.set_l3_len(20);
+    let m = run(&mut ctx, std::slice::from_mut(&mut dec), m).expect("a partial outer checksum passes");
+    assert_eq!(m.ol_flags(), 0, "the stripped header's checksum request is gone");
+    assert_eq!(m.to_vec(), inner);
+    ctx.free(m);
+
+    // GSO over the tunnel, as a TAP with the tunnel header receives it: the inner TCP (IPv6
+    // behind a VLAN tag) keeps the TSO request, now about itself.
+    let inner = tcp6_vlan_frame(1500);
+    let f = encapsulated(&p, &mut ctx, &encap_spec("vxlan", false, ""), &inner);
+    let mut m = chain(&p, &f, &[700, 1500]);
+    tso_in_vxlan4(&mut m, offload::TX_IPV6, 8 + 8 + 18, 40, 500);
+    let m = run(&mut ctx, std::slice::from_mut(&mut dec), m).expect("decapsulated");
+    let want = offload::RX_L4_CKSUM_PARTIAL | offload::TX_TCP_SEG | offload::TX_TCP_CKSUM | offload::TX_IPV6;
+    assert_eq!(m.ol_flags(), want);
+    assert_eq!((m.outer_l2_len(), m.outer_l3_len(), m.l2_len(), m.l3_len(), m.l4_len()), (0, 0, 18, 40, 20));
+    assert_eq!(m.tso_segsz(), 500);
+    assert_eq!(m.to_vec(), inner);
+    ctx.free(m);
+
+    // An inner IPv4 TSO packet also asks for its IPv4 header checksum.
+    let inner = {
+        let mut t = udp4_frame(1400, 1, 2);
+        t[23] = ip_proto::TCP;
+        t[34 + 12] = 0x50;
+        fix_ip4(&mut t);
+        t
+    };
+    let f = encapsulated(&p, &mut ctx, &encap_spec("vxlan", false, ""), &inner);
+    let mut m = chain(&p, &f, &[1000]);
+    tso_in_vxlan4(&mut m, offload::TX_IPV4 | offload::TX_IP_CKSUM, 30, 20, 1000);
+    let m = run(&mut ctx, std::slice::from_mut(&mut dec), m).expect("decapsulated");
+    let want = offload::RX_L4_CKSUM_PARTIAL
+        | offload::TX_TCP_SEG
+        | offload::TX_TCP_CKSUM
+        | offload::TX_IPV4
+        | offload::TX_IP_CKSUM;
+    assert_eq!(m.ol_flags(), want);
+    assert_eq!((m.l2_len(), m.l3_len(), m.l4_len(), m.tso_segsz()), (14, 20, 20, 1000));
+    ctx.free(m);
+    drop((dec, ctx));
+    assert_eq!(p.available(), p.capacity());
+}

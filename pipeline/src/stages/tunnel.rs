@@ -1188,21 +1188,30 @@ pub fn strip(m: &mut Mbuf, ip: &OuterIp, inner: usize) -> Result<(), u8> {
     if pkt_len > outer_end && !m.trim(pkt_len - outer_end) {
         return Err(D_BAD_LENGTH);
     }
-    let mut f = m.ol_flags() & !OUTER_FLAGS;
-    if f & offload::RX_L4_CKSUM_PARTIAL != 0 {
-        // The partial checksum's start (receive describes it as l2_len + l3_len).
-        let start = m.l2_len() as usize + m.l3_len() as usize;
+    let f0 = m.ol_flags();
+    let mut f = f0 & !OUTER_FLAGS;
+    if f0 & offload::RX_L4_CKSUM_PARTIAL != 0 {
+        // From a virtio header (a local kernel's or a guest's frame): receive described the
+        // partial checksum's start as l2_len + l3_len, behind the outer lengths of a tunnel
+        // GSO frame.
+        let outer =
+            if f0 & offload::TX_TUNNEL_MASK != 0 { m.outer_l2_len() as usize + m.outer_l3_len() as usize } else { 0 };
+        let start = outer + m.l2_len() as usize + m.l3_len() as usize;
         f &= !(offload::TX_IPV4 | offload::TX_IPV6 | offload::TX_IP_CKSUM);
         if start < inner {
             // It was the outer UDP checksum, now gone: the inner frame is complete.
-            f &= !(offload::RX_L4_CKSUM_PARTIAL | offload::TX_TCP_CKSUM | offload::TX_UDP_CKSUM);
+            f &= !(offload::RX_L4_CKSUM_PARTIAL | offload::TX_TCP_CKSUM | offload::TX_UDP_CKSUM | offload::TX_SEG_MASK);
         }
     }
     m.adj(inner);
     let info = frame_info::<false>(m.data());
     if f & offload::RX_L4_CKSUM_PARTIAL != 0 {
-        // An inner checksum still to fill in: the inner family, for whoever completes it.
+        // An inner checksum still to fill in (or a TSO packet to cut): the inner family, for
+        // whoever does it.
         f |= match info.ptype & ptype::L3_MASK {
+            ptype::L3_IPV4 | ptype::L3_IPV4_EXT if f & offload::TX_SEG_MASK != 0 => {
+                offload::TX_IPV4 | offload::TX_IP_CKSUM
+            }
             ptype::L3_IPV4 | ptype::L3_IPV4_EXT => offload::TX_IPV4,
             ptype::L3_IPV6 | ptype::L3_IPV6_EXT => offload::TX_IPV6,
             _ => 0,

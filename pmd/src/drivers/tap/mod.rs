@@ -15,7 +15,8 @@
 //!   kernel has GSO over UDP tunnels (Linux 6.17+) the header is the 24-byte tunnel form and the
 //!   port also offers TX_VXLAN_TNL_TSO and TX_GENEVE_TNL_TSO: an encapsulated 64 KiB TCP packet
 //!   goes to the kernel whole, which segments it only if it must (a VTEP on this host decaps
-//!   it as one packet). Receive does not ask for tunnel GSO frames (the kernel segments them).
+//!   it as one packet); on receive such frames arrive whole too, as TSO requests inside the
+//!   tunnel (`apply_rx_tunnel`), which decap turns into the inner TSO packet.
 //!
 //! One `read`/`readv` or `writev` per frame: that is what a TAP device offers (DPDK's net_tap
 //! works the same way). Receive reads straight into mbufs (the virtio header lands in the
@@ -170,23 +171,28 @@ impl TapPort {
             sys::ifreq_ioctl(&fd, libc::TUNSETIFF as libc::c_ulong, &mut r)
                 .map_err(|e| tun_err(name, &format!("TUNSETIFF (queue {q})"), e))?;
             if cfg.vnet_hdr {
-                // GSO over UDP tunnels where the kernel knows it (6.17+): it takes the frames we
-                // write with the longer header, whose size alone tells it to read the tunnel
-                // fields. The probe's flags are then taken back: the receive side does not
-                // parse tunnel GSO frames, so the kernel segments those before handing them over.
+                // Ask for partial checksums and GSO frames; USO and GSO over UDP tunnels (Linux
+                // 6.17+, with the longer header) where the kernel has them.
                 let base = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN;
+                let uso = libc::TUN_F_USO4 | libc::TUN_F_USO6;
                 let tnl = TUN_F_UDP_TUNNEL_GSO | TUN_F_UDP_TUNNEL_GSO_CSUM;
-                let tunnel = ioctl_val(&fd, libc::TUNSETOFFLOAD, (base | tnl) as libc::c_ulong).is_ok();
+                let mut with_uso = false;
+                let mut tunnel = false;
+                for (u, t) in [(true, true), (false, true), (true, false), (false, false)] {
+                    let want = base | if u { uso } else { 0 } | if t { tnl } else { 0 };
+                    let r = ioctl_val(&fd, libc::TUNSETOFFLOAD, want as libc::c_ulong);
+                    if r.is_ok() {
+                        (with_uso, tunnel) = (u, t);
+                        break;
+                    }
+                    if !u && !t {
+                        r.map_err(|e| tun_err(name, "TUNSETOFFLOAD", e))?;
+                    }
+                }
+                // The kernel reads and writes the tunnel fields when the header is long enough.
                 hdr_len = if tunnel { TNL_HDR_LEN } else { HDR_LEN };
                 ioctl_int(&fd, libc::TUNSETVNETHDRSZ, hdr_len as libc::c_int)
                     .map_err(|e| tun_err(name, "TUNSETVNETHDRSZ", e))?;
-                // Ask for partial checksums and GSO frames; USO only where the kernel has it.
-                let uso = libc::TUN_F_USO4 | libc::TUN_F_USO6;
-                let with_uso = ioctl_val(&fd, libc::TUNSETOFFLOAD, (base | uso) as libc::c_ulong).is_ok();
-                if !with_uso {
-                    ioctl_val(&fd, libc::TUNSETOFFLOAD, base as libc::c_ulong)
-                        .map_err(|e| tun_err(name, "TUNSETOFFLOAD", e))?;
-                }
                 offloads = Offloads::TX_MULTI_SEGS
                     | Offloads::TX_IPV4_CKSUM
                     | Offloads::TX_TCP_CKSUM
@@ -378,15 +384,22 @@ impl TapRx {
             }
         }
         if hdr > 0 {
-            // The fields past the first ten (num_buffers, hash, tunnel offsets) are not used
-            // on receive: no tunnel GSO is asked for.
-            let mut hb = [0u8; HDR_LEN];
+            let mut hb = [0u8; TNL_HDR_LEN];
             if let Some(front) = head.prepend(hdr) {
-                hb.copy_from_slice(&front[..HDR_LEN]);
+                hb[..hdr].copy_from_slice(front);
             }
             head.adj(hdr);
-            let h = VirtioNetHdr::parse_short(&hb);
-            if vnet::apply_rx(&h, &mut head).is_err() {
+            let h = VirtioNetHdr::parse_short(hb[..HDR_LEN].try_into().unwrap_or(&[0; HDR_LEN]));
+            let r = if h.gso_type & (vnet::GSO_UDP_TUNNEL_IPV4 | vnet::GSO_UDP_TUNNEL_IPV6) != 0 {
+                // GSO over a UDP tunnel: the offsets are in the long header's last four bytes
+                // (zero with the short header, which the mapping refuses).
+                let th = u16::from_le_bytes([hb[20], hb[21]]) as usize;
+                let nh = u16::from_le_bytes([hb[22], hb[23]]) as usize;
+                vnet::apply_rx_tunnel(&h, th, nh, &mut head)
+            } else {
+                vnet::apply_rx(&h, &mut head)
+            };
+            if r.is_err() {
                 self.counters.rx_bad_vnet_hdr.inc();
                 ctx.free(head);
                 return Err(());

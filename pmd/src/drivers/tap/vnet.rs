@@ -249,6 +249,10 @@ pub fn apply_rx(h: &VirtioNetHdr, m: &mut Mbuf) -> Result<(), RxError> {
         m.add_ol_flags(RX_L4_CKSUM_GOOD);
     }
     let gso = h.gso_type & !GSO_ECN;
+    if gso & (GSO_UDP_TUNNEL_IPV4 | GSO_UDP_TUNNEL_IPV6) != 0 {
+        // Only the long header carries the offsets ([`apply_rx_tunnel`]).
+        return Err(RxError::BadGso);
+    }
     if h.flags & F_NEEDS_CSUM == 0 {
         return if gso == GSO_NONE { Ok(()) } else { Err(RxError::BadGso) };
     }
@@ -298,6 +302,77 @@ pub fn apply_rx(h: &VirtioNetHdr, m: &mut Mbuf) -> Result<(), RxError> {
         let old = u16::from_be_bytes([d[at], d[at + 1]]);
         d[at..at + 2].copy_from_slice(&csum_sub(old, (pkt - cs) as u16).to_be_bytes());
     }
+    m.add_ol_flags(flags);
+    Ok(())
+}
+
+/// The GENEVE UDP port; any other tunnel port is taken for VXLAN (the two are cut alike).
+const GENEVE_PORT: u16 = 6081;
+
+/// Maps a received tunnel GSO header (`gso_type` with [`GSO_UDP_TUNNEL_IPV4`] or
+/// [`GSO_UDP_TUNNEL_IPV6`]; `outer_th` and `inner_nh` from the long header) onto `m`: a TSO
+/// request inside a UDP tunnel (`TX_TCP_SEG`, `TX_TUNNEL_VXLAN` or `TX_TUNNEL_GENEVE` by the UDP
+/// destination port, the outer family, the outer and inner lengths, `tso_segsz`), the inner TCP
+/// checksum field brought to the TSO convention (without the length). The outer checksums stay
+/// as the kernel left them (`RX_L4_CKSUM_PARTIAL`: valid data; decap strips them).
+pub fn apply_rx_tunnel(h: &VirtioNetHdr, outer_th: usize, inner_nh: usize, m: &mut Mbuf) -> Result<(), RxError> {
+    let tnl = h.gso_type & (GSO_UDP_TUNNEL_IPV4 | GSO_UDP_TUNNEL_IPV6);
+    let outer_v6 = match tnl {
+        GSO_UDP_TUNNEL_IPV4 => false,
+        GSO_UDP_TUNNEL_IPV6 => true,
+        _ => return Err(RxError::BadGso),
+    };
+    let inner_v6 = match h.gso_type & !(tnl | GSO_ECN) {
+        GSO_TCPV4 => false,
+        GSO_TCPV6 => true,
+        _ => return Err(RxError::BadGso),
+    };
+    if h.flags & F_NEEDS_CSUM == 0 || h.gso_size == 0 || h.csum_offset != 16 {
+        return Err(RxError::BadGso);
+    }
+    let cs = h.csum_start as usize;
+    let (pkt, first) = (m.pkt_len(), m.data_len());
+    let d = m.data();
+    let Some((ol2, et)) = l2_and_ethertype(d) else { return Err(RxError::BadGso) };
+    if et != if outer_v6 { 0x86dd } else { 0x0800 } {
+        return Err(RxError::BadGso);
+    }
+    let ol3 = outer_th.wrapping_sub(ol2);
+    let l2 = inner_nh.wrapping_sub(outer_th);
+    let l3 = cs.wrapping_sub(inner_nh);
+    if outer_th < ol2 + if outer_v6 { 40 } else { 20 }
+        || ol3 > u8::MAX as usize
+        || l2 < 8 + 14
+        || l2 > u8::MAX as usize
+        || l3 < if inner_v6 { 40 } else { 20 }
+        || cs + 20 > first
+        || cs + 18 > pkt
+    {
+        return Err(RxError::BadCsum);
+    }
+    let l4_len = ((d[cs + 12] >> 4) as usize) * 4;
+    if l4_len < 20 || cs + l4_len > first || pkt - cs > u16::MAX as usize {
+        return Err(RxError::BadGso);
+    }
+    let dport = u16::from_be_bytes([d[outer_th + 2], d[outer_th + 3]]);
+    let mut flags = RX_L4_CKSUM_PARTIAL | TX_TCP_SEG | TX_TCP_CKSUM;
+    flags |= if dport == GENEVE_PORT { TX_TUNNEL_GENEVE } else { TX_TUNNEL_VXLAN };
+    flags |= if outer_v6 { TX_OUTER_IPV6 } else { TX_OUTER_IPV4 | TX_OUTER_IP_CKSUM };
+    flags |= if inner_v6 { TX_IPV6 } else { TX_IPV4 | TX_IP_CKSUM };
+    if h.flags & F_UDP_TUNNEL_CSUM != 0 {
+        flags |= TX_OUTER_UDP_CKSUM;
+    }
+    m.set_outer_l2_len(ol2 as u8);
+    m.set_outer_l3_len(ol3 as u8);
+    m.set_l2_len(l2 as u8);
+    m.set_l3_len(l3 as u16);
+    m.set_l4_len(l4_len as u8);
+    m.set_tso_segsz(h.gso_size);
+    // Linux leaves the inner pseudo-header sum with the TCP length; TSO mbufs hold it without.
+    let at = cs + 16;
+    let d = m.data_mut();
+    let old = u16::from_be_bytes([d[at], d[at + 1]]);
+    d[at..at + 2].copy_from_slice(&csum_sub(old, (pkt - cs) as u16).to_be_bytes());
     m.add_ol_flags(flags);
     Ok(())
 }
@@ -491,6 +566,74 @@ mod tests {
             t.chain(s).unwrap();
         }
         assert!(tx_plan(&t, true).is_ok());
+    }
+
+    /// The header Linux gives a TCP/IPv4 GSO frame in VXLAN over IPv4 (`vxlan4`'s layout).
+    fn tunnel_hdr() -> VirtioNetHdr {
+        VirtioNetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_TCPV4 | GSO_UDP_TUNNEL_IPV4,
+            hdr_len: 104,
+            gso_size: 400,
+            csum_start: 84,
+            csum_offset: 16,
+            num_buffers: 0,
+        }
+    }
+
+    #[test]
+    fn rx_tunnel_gso_maps_to_tso_inside_vxlan() {
+        let p = pool();
+        let mut m = p.alloc().unwrap();
+        let mut f = vxlan4(1000, false);
+        // Inner TCP at 84: Linux's pseudo-header sum with the TCP length (1020).
+        let with_len = fold(ones_sum(&f[76..84], false) + 6 + 1020);
+        f[100..102].copy_from_slice(&with_len.to_be_bytes());
+        m.append(f.len()).unwrap().copy_from_slice(&f);
+        let h = tunnel_hdr();
+        // The short header path refuses it.
+        assert_eq!(apply_rx(&h, &mut m), Err(RxError::BadGso));
+        apply_rx_tunnel(&h, 34, 64, &mut m).unwrap();
+        let want = RX_L4_CKSUM_PARTIAL
+            | TX_TCP_SEG
+            | TX_TCP_CKSUM
+            | TX_TUNNEL_VXLAN
+            | TX_OUTER_IPV4
+            | TX_OUTER_IP_CKSUM
+            | TX_IPV4
+            | TX_IP_CKSUM;
+        assert_eq!(m.ol_flags(), want);
+        assert_eq!((m.outer_l2_len(), m.outer_l3_len(), m.l2_len(), m.l3_len(), m.l4_len()), (14, 20, 30, 20, 20));
+        assert_eq!(m.tso_segsz(), 400);
+        let without = fold(ones_sum(&f[76..84], false) + 6);
+        assert_eq!(u16::from_be_bytes([m.data()[100], m.data()[101]]), without);
+        // And back: the transmit plan of the result is the header we got (less the flags the
+        // receive side keeps for itself).
+        let plan = tx_plan(&m, true).unwrap();
+        assert_eq!((plan.hdr.gso_type, plan.hdr.csum_start, plan.hdr.gso_size), (h.gso_type, 84, 400));
+        assert_eq!(plan.tunnel, (34, 64));
+    }
+
+    #[test]
+    fn rx_tunnel_gso_with_bad_offsets_is_refused() {
+        let p = pool();
+        let f = vxlan4(1000, false);
+        let h = tunnel_hdr();
+        for (th, nh, cs, gso) in [
+            (20, 64, 84, h.gso_type),                       // outer UDP inside the IPv4 header
+            (34, 40, 84, h.gso_type),                       // no room for UDP + tunnel + Ethernet
+            (34, 64, 70, h.gso_type),                       // inner TCP inside the inner IPv4 header
+            (34, 64, 84, GSO_TCPV4 | GSO_UDP_TUNNEL_IPV6),  // the frame's outer header is IPv4
+            (34, 64, 84, GSO_UDP_L4 | GSO_UDP_TUNNEL_IPV4), // USO inside a tunnel
+            (34, 64, 84, GSO_TCPV4 | GSO_UDP_TUNNEL_IPV4 | GSO_UDP_TUNNEL_IPV6),
+            (34, 64, 2000, h.gso_type), // past the frame
+        ] {
+            let mut m = p.alloc().unwrap();
+            m.append(f.len()).unwrap().copy_from_slice(&f);
+            let h = VirtioNetHdr { gso_type: gso, csum_start: cs as u16, ..h };
+            assert!(apply_rx_tunnel(&h, th, nh, &mut m).is_err(), "{th} {nh} {cs} {gso:#x}");
+            assert_eq!(m.ol_flags(), 0);
+        }
     }
 
     #[test]
