@@ -34,14 +34,18 @@
 #       (testpmd rxonly; fastpath: a static [[fdb]] entry for the VM's MAC, OVS: its flow).
 # - fdb: `fastpath bench` pipelines switch, switch-1k, switch-100k, switch-1m (Mpps on one core
 #   and cycles per packet as the table grows), when this tree has them.
-# - tcp: one iperf3 TCP stream for SECS s between a namespace behind fastpath (veth, af_xdp access
-#   port) and one behind a kernel VXLAN VTEP (af_xdp uplink), against the same pair through two
-#   kernel VXLAN devices and a Linux bridge (`ovs.sh kernel-vxlan`, its TCP figure). fastpath
-#   runs twice: idling adaptively (the kernel's side of TCP gets CPU 1 when fastpath sleeps) and
-#   busy (the kernel's side has CPU 0 alone). Veth + XDP: the
-#   namespaces behind fastpath send with checksum offload off and without GSO (an XDP program on
-#   a veth turns its peer's GSO off; see apps/tests/vswitch_rig), so fastpath's side moves
-#   MTU-sized segments while the kernel pair keeps 64 KiB ones end to end.
+# - tcp: one iperf3 TCP stream for SECS s from a namespace behind fastpath to one behind a kernel
+#   VXLAN VTEP, against the same pair through two kernel VXLAN devices and a Linux bridge
+#   (`ovs.sh kernel-vxlan`, its TCP figure; GSO end to end over veth). fastpath (CPU 1) in two
+#   set-ups:
+#   tap: the uplink and the host port are TAP devices with the virtio-net header (`tap:NAME,
+#     vnet-hdr=on`), moved into the two namespaces after fastpath made them: the host's 64 KiB
+#     TSO packets cross the switch whole, are encapsulated, and go to the kernel VTEP as GSO over
+#     UDP tunnel (Linux 6.17+), which decapsulates them whole. Busy, then idling adaptively.
+#   xdp: the issue's rig: veths on af_xdp ports (an XDP program on a veth turns its peer's GSO off;
+#     see apps/tests/vswitch_rig), so fastpath's side moves MTU-sized frames. AF_XDP transmit on
+#     a veth runs the receiving namespace's softirq work in fastpath's own sendto(); RPS on the
+#     kernel side's veths sends it to CPU 0, as the remote host's own CPUs would do it. Busy.
 # - sg: PVP with MAC learning as above (64 B, testpmd mac forwarding, --eth-peer crosswise), with a
 #   security group and connection tracking on both VM ports (docs/security.md): egress allow udp,
 #   ingress allow udp from 198.18.0.0/16. The frames testpmd loops are its tx_first burst, txonly's
@@ -82,6 +86,7 @@ FPPID=
 cleanup() {
   [ -n "$FPPID" ] && kill -INT "$FPPID" 2>/dev/null && wait "$FPPID" 2>/dev/null
   ip netns del fpbvk 2>/dev/null || true; ip netns del fpbvh 2>/dev/null || true
+  ip netns del fpbtk 2>/dev/null || true; ip netns del fpbth 2>/dev/null || true
   ip link del fpbvu0 2>/dev/null || true; ip link del fpbvh0 2>/dev/null || true
   rm -rf "$DIR" /var/run/dpdk/fpbvs$$
   bash "$PEERS/ovs.sh" stop 2>/dev/null || true
@@ -342,6 +347,8 @@ tcp_setup() {
   ip -n fpbvk addr add 172.20.0.2/24 dev vx100; ip -n fpbvk link set vx100 up
   ip netns exec fpbvh ethtool -K fpbvh1 tx off >/dev/null
   ip -n fpbvh link set fpbvh1 mtu 1450 up; ip -n fpbvh addr add 172.20.0.1/24 dev fpbvh1
+  ip netns exec fpbvk sh -c 'echo 1 >/sys/class/net/fpbvu1/queues/rx-0/rps_cpus'
+  ip netns exec fpbvh sh -c 'echo 1 >/sys/class/net/fpbvh1/queues/rx-0/rps_cpus'
   cat >"$DIR/tcp.toml" <<EOF
 [vswitch]
 idle = "IDLE"
@@ -363,20 +370,46 @@ spec = "af_xdp:fpbvh0"
 bridge = "t"
 EOF
 }
-fp_tcp() { # $1 busy|adaptive
-  sed "s/IDLE/$1/" "$DIR/tcp.toml" >"$DIR/tcp-$1.toml"
-  fp_start vswitch --config "$DIR/tcp-$1.toml"
-  ip netns exec fpbvh ping -c 2 -i 0.2 -w 10 172.20.0.2 >/dev/null || echo "  fastpath-tcp: overlay ping failed" >&2
-  ip netns exec fpbvk timeout $((SECS + 10)) iperf3 -s -1 -B 172.20.0.2 >/dev/null 2>&1 &
-  local srv=$! g; sleep 1
-  g=$(ip netns exec fpbvh timeout $((SECS + 8)) iperf3 -c 172.20.0.2 -t "$SECS" -f g 2>/dev/null |
+# One iperf3 stream from namespace $2 (172.20.0.1) to $3 (the kernel VTEP's, 172.20.0.2) through
+# fastpath, then fastpath stopped; $1 tag
+iperf_through() {
+  local tag=$1 h=$2 k=$3 srv g
+  ip netns exec "$h" ping -c 2 -i 0.2 -w 10 172.20.0.2 >/dev/null || echo "  fastpath-tcp-$tag: overlay ping failed" >&2
+  ip netns exec "$k" timeout $((SECS + 10)) iperf3 -s -1 -B 172.20.0.2 >/dev/null 2>&1 &
+  srv=$!; sleep 1
+  g=$(ip netns exec "$h" timeout $((SECS + 8)) iperf3 -c 172.20.0.2 -t "$SECS" -f g 2>/dev/null |
     awk '/receiver/ { for (i = 1; i <= NF; i++) if ($i == "Gbits/sec") print $(i - 1) }')
   wait $srv 2>/dev/null || true; fp_stop
-  echo "  fastpath-tcp-$1: $g Gbit/s (iperf3, 1 stream, ${SECS} s); $(grep -o '"encapsulated":[0-9]*' "$DIR/fp.log")" >&2
+  echo "  fastpath-tcp-$tag: $g Gbit/s (iperf3, 1 stream, ${SECS} s); $(grep -o '"encapsulated":[0-9]*' "$DIR/fp.log" | tail -1)," \
+    "$(grep -o '"segmented":[0-9]*' "$DIR/fp.log" | tail -1) (cut in software)" >&2
   echo "${g:-nan}"
 }
-side_fastpath-tcp-adaptive() { fp_tcp adaptive; }
-side_fastpath-tcp-busy() { fp_tcp busy; }
+fp_tcp_xdp() { # $1 busy|adaptive: the veth / af_xdp rig of tcp_setup
+  sed "s/IDLE/$1/" "$DIR/tcp.toml" >"$DIR/tcp-$1.toml"
+  fp_start vswitch --config "$DIR/tcp-$1.toml"
+  iperf_through "xdp-$1" fpbvh fpbvk
+}
+fp_tcp_tap() { # $1 busy|adaptive: TAP uplink and host port, moved into fpbtk / fpbth (gone with them)
+  sed -e "s/IDLE/$1/" -e 's/"af_xdp:fpbvu0"/"tap:fpbtu0,vnet-hdr=on"/' -e 's/"af_xdp:fpbvh0"/"tap:fpbth0,vnet-hdr=on"/' \
+    "$DIR/tcp.toml" >"$DIR/tcp-tap-$1.toml"
+  local n
+  for n in fpbtk fpbth; do
+    ip netns add $n; ip -n $n link set lo up
+    ip netns exec $n sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+  done
+  fp_start vswitch --config "$DIR/tcp-tap-$1.toml"
+  for _ in $(seq 50); do ip link show fpbth0 >/dev/null 2>&1 && ip link show fpbtu0 >/dev/null 2>&1 && break; sleep 0.1; done
+  ip link set fpbth0 netns fpbth; ip -n fpbth link set fpbth0 mtu 1450 up
+  ip -n fpbth addr add 172.20.0.1/24 dev fpbth0
+  ip link set fpbtu0 netns fpbtk; ip -n fpbtk addr add 10.64.0.2/24 dev fpbtu0; ip -n fpbtk link set fpbtu0 up
+  ip -n fpbtk link add vx100 type vxlan id 100 local 10.64.0.2 remote 10.64.0.1 dstport 4789 dev fpbtu0
+  ip -n fpbtk addr add 172.20.0.2/24 dev vx100; ip -n fpbtk link set vx100 up
+  iperf_through "tap-$1" fpbth fpbtk
+  ip netns del fpbtk; ip netns del fpbth
+}
+side_fastpath-tcp-xdp-busy() { fp_tcp_xdp busy; }
+side_fastpath-tcp-tap-busy() { fp_tcp_tap busy; }
+side_fastpath-tcp-tap-adaptive() { fp_tcp_tap adaptive; }
 side_kernel-tcp() {
   local l; l=$(bash "$PEERS/ovs.sh" kernel-vxlan "$SECS" | grep "^kernel vxlan:" || true)
   echo "  $l" >&2
@@ -436,8 +469,10 @@ if want fdb; then
 fi
 if want tcp; then
   tcp_setup
-  echo "== TCP through the VXLAN overlay, 1 iperf3 stream; fastpath (CPU 1) idling adaptively, then busy, vs two kernel VTEPs"
+  echo "== TCP through the VXLAN overlay, 1 iperf3 stream, vs two kernel VTEPs; fastpath (CPU 1) with TAP ports"
+  echo "   (GSO end to end), busy then adaptive, and with the veth + af_xdp rig (MTU-sized frames), busy"
   noise
-  compare "$ROUNDS" Gbit/s fastpath-tcp-adaptive kernel-tcp
-  compare "$ROUNDS" Gbit/s fastpath-tcp-busy kernel-tcp
+  compare "$ROUNDS" Gbit/s fastpath-tcp-tap-busy kernel-tcp
+  compare "$ROUNDS" Gbit/s fastpath-tcp-tap-adaptive kernel-tcp
+  compare "$ROUNDS" Gbit/s fastpath-tcp-xdp-busy kernel-tcp
 fi
