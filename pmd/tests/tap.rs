@@ -346,6 +346,155 @@ fn tap_vnet_hdr_offloads_through_the_kernel() {
     assert_eq!(pool.available(), pool.capacity());
 }
 
+const VX_OUTER_SRC: [u8; 4] = [10, 78, 11, 2];
+const VX_OUTER_DST: [u8; 4] = [10, 78, 11, 1];
+const VX_INNER_SRC: [u8; 4] = [10, 78, 13, 2];
+const VX_INNER_DST: [u8; 4] = [10, 78, 12, 2];
+
+/// A VXLAN frame (VNI 100, UDP 4789, zero UDP checksum) from `VX_OUTER_SRC` to `dst_mac` /
+/// `VX_OUTER_DST`, around an Ethernet + IPv4 + TCP packet to `inner_mac` carrying `payload`
+/// (sequence number 1000), asking for TSO: the inner TCP checksum field holds the
+/// pseudo-header sum without the length, both IPv4 checksums are left to the port.
+fn vxlan_tcp_tso_frame(dst_mac: [u8; 6], inner_mac: [u8; 6], payload: &[u8]) -> Vec<u8> {
+    let inner_len = 14 + 20 + 20 + payload.len();
+    let mut f = vec![0u8; 14 + 20 + 8 + 8];
+    f[0..6].copy_from_slice(&dst_mac);
+    f[6..12].copy_from_slice(&OUR_MAC);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&((20 + 8 + 8 + inner_len) as u16).to_be_bytes());
+    f[22] = 64;
+    f[23] = 17;
+    f[26..30].copy_from_slice(&VX_OUTER_SRC);
+    f[30..34].copy_from_slice(&VX_OUTER_DST);
+    f[34..36].copy_from_slice(&49_152u16.to_be_bytes());
+    f[36..38].copy_from_slice(&4789u16.to_be_bytes());
+    f[38..40].copy_from_slice(&((8 + 8 + inner_len) as u16).to_be_bytes());
+    // VXLAN: the I flag, VNI 100.
+    f[42] = 0x08;
+    f[46..49].copy_from_slice(&[0, 0, 100]);
+    let mut i = vec![0u8; 54];
+    i[0..6].copy_from_slice(&inner_mac);
+    i[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0x78, 0x13]);
+    i[12..14].copy_from_slice(&[0x08, 0x00]);
+    i[14] = 0x45;
+    i[16..18].copy_from_slice(&((40 + payload.len()) as u16).to_be_bytes());
+    i[18..20].copy_from_slice(&9u16.to_be_bytes());
+    i[22] = 64;
+    i[23] = 6;
+    i[26..30].copy_from_slice(&VX_INNER_SRC);
+    i[30..34].copy_from_slice(&VX_INNER_DST);
+    i[34..36].copy_from_slice(&4100u16.to_be_bytes());
+    i[36..38].copy_from_slice(&5100u16.to_be_bytes());
+    i[38..42].copy_from_slice(&1000u32.to_be_bytes());
+    i[42..46].copy_from_slice(&1u32.to_be_bytes());
+    i[46] = 0x50;
+    i[47] = 0x18;
+    i[48..50].copy_from_slice(&512u16.to_be_bytes());
+    i[50..52].copy_from_slice(&fold(pseudo4(VX_INNER_SRC, VX_INNER_DST, 6, 0)).to_be_bytes());
+    f.extend_from_slice(&i);
+    f.extend_from_slice(payload);
+    f
+}
+
+#[test]
+fn tap_tunnel_tso_reaches_the_kernel_whole() {
+    let test = "tap_tunnel_tso_reaches_the_kernel_whole";
+    if !require(test, true, &["ip", "sysctl"]) {
+        return;
+    }
+    let pool = pool("tap-tnl");
+    let ns = Netns::new("fptt");
+    ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    ns.exec(&["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"]);
+    ns.exec(&["sysctl", "-qw", "net.ipv4.conf.default.rp_filter=0"]);
+    let (na, nb) = (unique("fpta"), unique("fptb"));
+    let mut a = TapPort::open(0, &TapConfig { name: na.clone(), vnet_hdr: true, queues: 1 }, &pool).unwrap();
+    let mut b = TapPort::open(1, &TapConfig { name: nb.clone(), vnet_hdr: false, queues: 1 }, &pool).unwrap();
+    use fastpath_pmd::Offloads as O;
+    let ao = a.info().offloads;
+    if !ao.contains(O::TX_VXLAN_TNL_TSO) {
+        // TUN_F_UDP_TUNNEL_GSO came with Linux 6.17: before it, a property of the kernel (said,
+        // not failed); from it on, the port failed to use it.
+        let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        assert!(
+            !kernel_at_least(6, 17),
+            "Linux {} has GSO over UDP tunnels, the tap port does not offer it: {ao:?}",
+            rel.trim()
+        );
+        eprintln!("SKIPPED {test}: Linux {} has no GSO over UDP tunnels on a tap (6.17+)", rel.trim());
+        return;
+    }
+    assert!(ao.contains(O::TX_GENEVE_TNL_TSO | O::TX_TCP_TSO), "{ao:?}");
+    let a_mac = a.info().mac.unwrap();
+    for (n, addr) in [(&na, "10.78.11.1/24"), (&nb, "10.78.12.1/24")] {
+        run(&["ip", "link", "set", n, "netns", &ns.name]);
+        ns.exec(&["ip", "addr", "add", addr, "dev", n]);
+        ns.exec(&["ip", "link", "set", n, "up"]);
+    }
+    // The kernel's VTEP on A: it decapsulates the GSO packet as one and routes the inner one.
+    let vx = format!("ip link add vx0 type vxlan id 100 local 10.78.11.1 dstport 4789 dev {na}");
+    ns.exec(&vx.split(' ').collect::<Vec<_>>());
+    ns.exec(&["ip", "addr", "add", "10.78.13.1/24", "dev", "vx0"]);
+    ns.exec(&["ip", "link", "set", "vx0", "up"]);
+    ns.exec(&["ip", "neigh", "replace", "10.78.12.2", "lladdr", "02:00:00:00:78:b2", "dev", &nb, "nud", "permanent"]);
+    let vx_mac = fastpath_pmd::sys::parse_mac(ns.exec(&["cat", "/sys/class/net/vx0/address"]).trim()).unwrap();
+
+    // What the kernel counts as received on A (one GSO packet counts once).
+    let a_rx = || -> (u64, u64) {
+        let n = |f: &str| ns.exec(&["cat", &format!("/sys/class/net/{na}/statistics/{f}")]).trim().parse().unwrap();
+        (n("rx_packets"), n("rx_bytes"))
+    };
+    let before = a_rx();
+
+    let mut ctx = Ctx::new(0, &pool);
+    let (mut atx, mut brx) = (a.tx_queue(0).unwrap(), b.rx_queue(0).unwrap());
+    let payload: Vec<u8> = (0..3000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let mut m = mbuf_of(&pool, &vxlan_tcp_tso_frame(a_mac, vx_mac, &payload));
+    assert!(m.nb_segs() >= 2);
+    m.set_ol_flags(TX_IPV4 | TX_IP_CKSUM | TX_TCP_SEG | TX_TUNNEL_VXLAN | TX_OUTER_IPV4 | TX_OUTER_IP_CKSUM);
+    m.set_outer_l2_len(14);
+    m.set_outer_l3_len(20);
+    m.set_l2_len(30);
+    m.set_l3_len(20);
+    m.set_l4_len(20);
+    m.set_tso_segsz(1000);
+    let mut out = Batch::new();
+    out.push(m).unwrap();
+    assert_eq!(atx.tx_burst(&mut ctx, &mut out), 1);
+    let s = a.stats();
+    assert_eq!((s.tx_packets, s.tx_drops, s.tx_errors), (1, 0, 0), "one whole packet written to A: {s:?}");
+
+    // The kernel took it as one tunnel GSO packet, decapsulated it, routed the inner TCP packet
+    // to B and cut it there (B has no virtio-net header): three segments of 1000 bytes.
+    let got = collect(brx.as_mut(), &mut ctx, 4, |m| {
+        let d = m.data();
+        d.len() > 34 && d[12..14] == [0x08, 0x00] && d[30..34] == VX_INNER_DST
+    });
+    let mut seqs = Vec::new();
+    for (f, ..) in &got {
+        assert_eq!(f[23], 6, "a TCP segment: {:02x?}", &f[..34]);
+        assert!(l4_checksums_ok(f), "bad checksum in a forwarded segment: {:02x?}", &f[..54]);
+        assert_eq!(f[22], 63, "forwarded TTL");
+        assert_eq!(f[26..30], VX_INNER_SRC);
+        assert_eq!(f.len(), 54 + 1000, "segment size");
+        let seq = u32::from_be_bytes(f[38..42].try_into().unwrap());
+        let off = (seq - 1000) as usize;
+        assert_eq!(&f[54..], &payload[off..off + 1000], "payload at sequence number {seq}");
+        seqs.push(seq);
+    }
+    seqs.sort();
+    assert_eq!(seqs, vec![1000, 2000, 3000], "the segments B received");
+    let (pkts, bytes) = a_rx();
+    let whole = (50 + 54 + payload.len()) as u64;
+    assert_eq!((pkts - before.0, bytes - before.1), (1, whole), "received by the kernel on A: one packet");
+    let xs = a.xstats();
+    assert!(xs.iter().all(|(_, v)| *v == 0), "{xs:?}");
+    drop((atx, brx, ctx));
+    drop((a, b));
+    assert_eq!(pool.available(), pool.capacity());
+}
+
 #[test]
 fn tap_spec_errors_name_the_bad_part() {
     let pool = pool("tap-spec");

@@ -38,6 +38,13 @@ impl Drop for Reap {
     }
 }
 
+/// True when the running kernel is at least `major.minor` (`/proc/sys/kernel/osrelease`).
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut v = rel.trim().split(|c: char| !c.is_ascii_digit()).map(|s| s.parse::<u32>().unwrap_or(0));
+    (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (major, minor)
+}
+
 /// A name unique to this process and call: `{prefix}{pid % 10000}x{n}` (at most 15 bytes).
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
