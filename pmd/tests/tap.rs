@@ -397,6 +397,28 @@ fn vxlan_tcp_tso_frame(dst_mac: [u8; 6], inner_mac: [u8; 6], payload: &[u8]) -> 
     f
 }
 
+/// TAP A (virtio-net header) and B (plain), named from the prefixes; None (said) when the kernel
+/// has no GSO over UDP tunnels on a tap (before 6.17): from 6.17 on, A must offer it.
+fn tunnel_taps(test: &str, pool: &Mempool, pa: &str, pb: &str) -> Option<(TapPort, TapPort, String, String)> {
+    let (na, nb) = (unique(pa), unique(pb));
+    let a = TapPort::open(0, &TapConfig { name: na.clone(), vnet_hdr: true, queues: 1 }, pool).unwrap();
+    let b = TapPort::open(1, &TapConfig { name: nb.clone(), vnet_hdr: false, queues: 1 }, pool).unwrap();
+    let ao = a.info().offloads;
+    if !ao.contains(fastpath_pmd::Offloads::TX_VXLAN_TNL_TSO) {
+        // TUN_F_UDP_TUNNEL_GSO came with Linux 6.17: before it, a property of the kernel (said,
+        // not failed); from it on, the port failed to use it.
+        let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        assert!(
+            !kernel_at_least(6, 17),
+            "Linux {} has GSO over UDP tunnels, the tap port does not offer it: {ao:?}",
+            rel.trim()
+        );
+        eprintln!("SKIPPED {test}: Linux {} has no GSO over UDP tunnels on a tap (6.17+)", rel.trim());
+        return None;
+    }
+    Some((a, b, na, nb))
+}
+
 #[test]
 fn tap_tunnel_tso_reaches_the_kernel_whole() {
     let test = "tap_tunnel_tso_reaches_the_kernel_whole";
@@ -408,23 +430,9 @@ fn tap_tunnel_tso_reaches_the_kernel_whole() {
     ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     ns.exec(&["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"]);
     ns.exec(&["sysctl", "-qw", "net.ipv4.conf.default.rp_filter=0"]);
-    let (na, nb) = (unique("fpta"), unique("fptb"));
-    let mut a = TapPort::open(0, &TapConfig { name: na.clone(), vnet_hdr: true, queues: 1 }, &pool).unwrap();
-    let mut b = TapPort::open(1, &TapConfig { name: nb.clone(), vnet_hdr: false, queues: 1 }, &pool).unwrap();
+    let Some((mut a, mut b, na, nb)) = tunnel_taps(test, &pool, "fpta", "fptb") else { return };
     use fastpath_pmd::Offloads as O;
     let ao = a.info().offloads;
-    if !ao.contains(O::TX_VXLAN_TNL_TSO) {
-        // TUN_F_UDP_TUNNEL_GSO came with Linux 6.17: before it, a property of the kernel (said,
-        // not failed); from it on, the port failed to use it.
-        let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-        assert!(
-            !kernel_at_least(6, 17),
-            "Linux {} has GSO over UDP tunnels, the tap port does not offer it: {ao:?}",
-            rel.trim()
-        );
-        eprintln!("SKIPPED {test}: Linux {} has no GSO over UDP tunnels on a tap (6.17+)", rel.trim());
-        return;
-    }
     assert!(ao.contains(O::TX_GENEVE_TNL_TSO | O::TX_TCP_TSO), "{ao:?}");
     let a_mac = a.info().mac.unwrap();
     for (n, addr) in [(&na, "10.78.11.1/24"), (&nb, "10.78.12.1/24")] {
@@ -488,6 +496,109 @@ fn tap_tunnel_tso_reaches_the_kernel_whole() {
     let (pkts, bytes) = a_rx();
     let whole = (50 + 54 + payload.len()) as u64;
     assert_eq!((pkts - before.0, bytes - before.1), (1, whole), "received by the kernel on A: one packet");
+    let xs = a.xstats();
+    assert!(xs.iter().all(|(_, v)| *v == 0), "{xs:?}");
+    drop((atx, brx, ctx));
+    drop((a, b));
+    assert_eq!(pool.available(), pool.capacity());
+}
+
+const V6_OUTER_SRC: [u8; 16] = [0xfd, 0, 0, 0x78, 0, 0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+const V6_OUTER_DST: [u8; 16] = [0xfd, 0, 0, 0x78, 0, 0x12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+/// `vxlan_tcp_tso_frame`'s packet with an IPv6 outer header from `V6_OUTER_SRC` to
+/// `V6_OUTER_DST` (the UDP checksum field left zero: the port fills in what Linux wants).
+fn vxlan6_tcp_tso_frame(dst_mac: [u8; 6], inner_mac: [u8; 6], payload: &[u8]) -> Vec<u8> {
+    let v4 = vxlan_tcp_tso_frame(dst_mac, inner_mac, payload);
+    let mut f = vec![0u8; 54];
+    f[..12].copy_from_slice(&v4[..12]);
+    f[12..14].copy_from_slice(&[0x86, 0xdd]);
+    f[14] = 0x60;
+    f[18..20].copy_from_slice(&((v4.len() - 34) as u16).to_be_bytes());
+    f[20] = 17;
+    f[21] = 64;
+    f[22..38].copy_from_slice(&V6_OUTER_SRC);
+    f[38..54].copy_from_slice(&V6_OUTER_DST);
+    f.extend_from_slice(&v4[34..]);
+    f
+}
+
+/// The kernel cuts a TSO packet inside VXLAN over IPv6 that asks for the outer UDP checksum
+/// (`F_UDP_TUNNEL_CSUM`) when it forwards it to a port without GSO: every segment must carry a
+/// valid outer UDP checksum (computed from the pseudo-header sum the port put in the field) and
+/// a valid inner TCP checksum.
+#[test]
+fn tap_tunnel_tso_with_the_outer_udp_checksum_is_cut_right_by_the_kernel() {
+    let test = "tap_tunnel_tso_with_the_outer_udp_checksum_is_cut_right_by_the_kernel";
+    if !require(test, true, &["ip", "sysctl"]) {
+        return;
+    }
+    let pool = pool("tap-tnl6");
+    let ns = Netns::new("fptu");
+    for k in ["all.disable_ipv6=0", "default.disable_ipv6=0", "all.forwarding=1"] {
+        ns.exec(&["sysctl", "-qw", &format!("net.ipv6.conf.{k}")]);
+    }
+    let Some((mut a, mut b, na, nb)) = tunnel_taps(test, &pool, "fpua", "fpub") else { return };
+    let a_mac = a.info().mac.unwrap();
+    for (n, addr) in [(&na, "fd00:78:11::1/64"), (&nb, "fd00:78:12::1/64")] {
+        run(&["ip", "link", "set", n, "netns", &ns.name]);
+        ns.exec(&["ip", "addr", "add", addr, "dev", n, "nodad"]);
+        ns.exec(&["ip", "link", "set", n, "up"]);
+    }
+    ns.exec(&[
+        "ip",
+        "-6",
+        "neigh",
+        "replace",
+        "fd00:78:12::2",
+        "lladdr",
+        "02:00:00:00:78:b2",
+        "dev",
+        &nb,
+        "nud",
+        "permanent",
+    ]);
+
+    let mut ctx = Ctx::new(0, &pool);
+    let (mut atx, mut brx) = (a.tx_queue(0).unwrap(), b.rx_queue(0).unwrap());
+    let payload: Vec<u8> = (0..3000u32).map(|i| (i * 17 % 251) as u8).collect();
+    let inner_mac = [0x02, 0, 0, 0, 0x78, 0x14];
+    let mut m = mbuf_of(&pool, &vxlan6_tcp_tso_frame(a_mac, inner_mac, &payload));
+    m.set_ol_flags(TX_IPV4 | TX_IP_CKSUM | TX_TCP_SEG | TX_TUNNEL_VXLAN | TX_OUTER_IPV6 | TX_OUTER_UDP_CKSUM);
+    m.set_outer_l2_len(14);
+    m.set_outer_l3_len(40);
+    m.set_l2_len(30);
+    m.set_l3_len(20);
+    m.set_l4_len(20);
+    m.set_tso_segsz(1000);
+    let mut out = Batch::new();
+    out.push(m).unwrap();
+    assert_eq!(atx.tx_burst(&mut ctx, &mut out), 1);
+
+    let got = collect(brx.as_mut(), &mut ctx, 4, |m| {
+        let d = m.data();
+        d.len() > 54 && d[12..14] == [0x86, 0xdd] && d[38..54] == V6_OUTER_DST
+    });
+    let mut seqs = Vec::new();
+    for (f, ..) in &got {
+        assert_eq!(f.len(), 54 + 8 + 8 + 54 + 1000, "segment size");
+        assert_eq!(f[21], 63, "forwarded hop limit");
+        // The outer UDP checksum over the IPv6 pseudo-header, present and right.
+        let udp = &f[54..];
+        let ph: u32 =
+            f[22..54].chunks(2).map(|w| u16::from_be_bytes([w[0], w[1]]) as u32).sum::<u32>() + udp.len() as u32 + 17;
+        assert_ne!(u16::from_be_bytes([udp[6], udp[7]]), 0, "an outer UDP checksum");
+        assert_eq!(checksum(udp, ph), 0, "outer UDP checksum of a segment");
+        assert_eq!(u16::from_be_bytes([udp[4], udp[5]]) as usize, udp.len(), "outer UDP length");
+        let inner = &f[70..];
+        assert!(l4_checksums_ok(inner), "bad inner checksum: {:02x?}", &inner[..54]);
+        let seq = u32::from_be_bytes(inner[38..42].try_into().unwrap());
+        let off = (seq - 1000) as usize;
+        assert_eq!(&inner[54..], &payload[off..off + 1000], "payload at sequence number {seq}");
+        seqs.push(seq);
+    }
+    seqs.sort();
+    assert_eq!(seqs, vec![1000, 2000, 3000], "the segments B received");
     let xs = a.xstats();
     assert!(xs.iter().all(|(_, v)| *v == 0), "{xs:?}");
     drop((atx, brx, ctx));

@@ -55,7 +55,7 @@ pub const GSO_UDP_TUNNEL_IPV4: u8 = 0x20;
 /// `gso_type` bit: GSO over a UDP tunnel whose outer header is IPv6.
 pub const GSO_UDP_TUNNEL_IPV6: u8 = 0x40;
 /// Header flag: compute the outer UDP checksum of every segment of a tunnel GSO frame.
-pub const F_UDP_TUNNEL_CSUM: u8 = 4;
+pub const F_UDP_TUNNEL_CSUM: u8 = 8;
 
 /// Why a frame's offload request cannot be expressed in a virtio-net header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
