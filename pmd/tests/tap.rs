@@ -606,6 +606,69 @@ fn tap_tunnel_tso_with_the_outer_udp_checksum_is_cut_right_by_the_kernel() {
     assert_eq!(pool.available(), pool.capacity());
 }
 
+/// The other way: a kernel VXLAN device on A sends a UDP GSO datagram (a socket with
+/// UDP_SEGMENT in the overlay) and A receives it whole, as USO inside VXLAN: one frame with the
+/// tunnel request, the outer and inner lengths and the segment size.
+#[test]
+fn tap_receives_the_kernels_tunnel_gso_whole() {
+    let test = "tap_receives_the_kernels_tunnel_gso_whole";
+    if !require(test, true, &["ip", "sysctl"]) {
+        return;
+    }
+    let pool = pool("tap-tnlrx");
+    let ns = Netns::new("fptr");
+    let Some((a, _b, na, _nb)) = tunnel_taps(test, &pool, "fpra", "fprb") else { return };
+    let mut a = a;
+    run(&["ip", "link", "set", &na, "netns", &ns.name]);
+    ns.exec(&["ip", "addr", "add", "10.78.21.1/24", "dev", &na]);
+    ns.exec(&["ip", "link", "set", &na, "up"]);
+    ns.exec(&["ip", "neigh", "replace", "10.78.21.2", "lladdr", "02:00:00:00:78:21", "dev", &na, "nud", "permanent"]);
+    let vx = format!("ip link add vx0 type vxlan id 100 local 10.78.21.1 remote 10.78.21.2 dstport 4789 dev {na}");
+    ns.exec(&vx.split(' ').collect::<Vec<_>>());
+    ns.exec(&["ip", "addr", "add", "10.78.23.1/24", "dev", "vx0"]);
+    ns.exec(&["ip", "link", "set", "vx0", "up"]);
+    ns.exec(&["ip", "neigh", "replace", "10.78.23.2", "lladdr", "02:00:00:00:78:23", "dev", "vx0", "nud", "permanent"]);
+    let mut ctx = Ctx::new(0, &pool);
+    let mut arx = a.rx_queue(0).unwrap();
+    ns.enter(|| {
+        // SAFETY: plain socket calls on a descriptor we own, with valid buffers.
+        unsafe {
+            let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+            assert!(s >= 0);
+            let mut sa: libc::sockaddr_in = std::mem::zeroed();
+            sa.sin_family = libc::AF_INET as u16;
+            sa.sin_port = 7100u16.to_be();
+            sa.sin_addr.s_addr = u32::from_ne_bytes([10, 78, 23, 2]);
+            let sap = &sa as *const libc::sockaddr_in as *const libc::sockaddr;
+            let sl = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            let seg: libc::c_int = 1000;
+            // UDP_SEGMENT (103): one GSO datagram of 3000 bytes in 1000-byte segments.
+            assert_eq!(libc::setsockopt(s, libc::SOL_UDP, 103, &seg as *const libc::c_int as *const _, 4), 0);
+            let buf = vec![0x6bu8; 3000];
+            assert_eq!(libc::sendto(s, buf.as_ptr().cast(), 3000, 0, sap, sl), 3000);
+            libc::close(s);
+        }
+    });
+    let got = collect(arx.as_mut(), &mut ctx, 1, |m| {
+        let d = m.data();
+        d.len() > 50 && d[12..14] == [0x08, 0x00] && d[23] == 17 && d[36..38] == 4789u16.to_be_bytes()
+    });
+    assert_eq!(got.len(), 1, "the VXLAN datagram the kernel sent on A");
+    let (f, fl, l2, l3, l4, segsz, segs) = &got[0];
+    // Outer Ethernet + IPv4 + UDP + VXLAN + inner Ethernet + IPv4 + UDP + 3000 bytes, whole.
+    assert_eq!(f.len(), 14 + 20 + 8 + 8 + 14 + 20 + 8 + 3000, "one frame for the whole datagram");
+    assert!(*segs >= 2, "a chain");
+    let want = TX_UDP_SEG | TX_TUNNEL_VXLAN | TX_OUTER_IPV4 | TX_IPV4;
+    assert_eq!(fl & want, want, "{fl:#x}");
+    assert_eq!((*l2, *l3, *l4, *segsz), (30, 20, 8, 1000));
+    assert_eq!(&f[92..], &[0x6b; 3000][..]);
+    let xs = a.xstats();
+    assert!(xs.iter().all(|(_, v)| *v == 0), "{xs:?}");
+    drop((arx, ctx));
+    drop(a);
+    assert_eq!(pool.available(), pool.capacity());
+}
+
 #[test]
 fn tap_spec_errors_name_the_bad_part() {
     let pool = pool("tap-spec");

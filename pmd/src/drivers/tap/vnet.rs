@@ -310,10 +310,11 @@ pub fn apply_rx(h: &VirtioNetHdr, m: &mut Mbuf) -> Result<(), RxError> {
 const GENEVE_PORT: u16 = 6081;
 
 /// Maps a received tunnel GSO header (`gso_type` with [`GSO_UDP_TUNNEL_IPV4`] or
-/// [`GSO_UDP_TUNNEL_IPV6`]; `outer_th` and `inner_nh` from the long header) onto `m`: a TSO
-/// request inside a UDP tunnel (`TX_TCP_SEG`, `TX_TUNNEL_VXLAN` or `TX_TUNNEL_GENEVE` by the UDP
-/// destination port, the outer family, the outer and inner lengths, `tso_segsz`), the inner TCP
-/// checksum field brought to the TSO convention (without the length). The outer checksums stay
+/// [`GSO_UDP_TUNNEL_IPV6`]; `outer_th` and `inner_nh` from the long header) onto `m`: a TSO (or
+/// USO) request inside a UDP tunnel (`TX_TCP_SEG` / `TX_UDP_SEG`, `TX_TUNNEL_VXLAN` or
+/// `TX_TUNNEL_GENEVE` by the UDP destination port, the outer family, the outer and inner
+/// lengths, `tso_segsz`), the inner L4 checksum field brought to the TSO convention (without
+/// the length). The outer checksums stay
 /// as the kernel left them (`RX_L4_CKSUM_PARTIAL`: valid data; decap strips them).
 pub fn apply_rx_tunnel(h: &VirtioNetHdr, outer_th: usize, inner_nh: usize, m: &mut Mbuf) -> Result<(), RxError> {
     let tnl = h.gso_type & (GSO_UDP_TUNNEL_IPV4 | GSO_UDP_TUNNEL_IPV6);
@@ -322,21 +323,28 @@ pub fn apply_rx_tunnel(h: &VirtioNetHdr, outer_th: usize, inner_nh: usize, m: &m
         GSO_UDP_TUNNEL_IPV6 => true,
         _ => return Err(RxError::BadGso),
     };
-    let inner_v6 = match h.gso_type & !(tnl | GSO_ECN) {
-        GSO_TCPV4 => false,
-        GSO_TCPV6 => true,
+    // The inner packet: TCP (its family in the type) or UDP (USO: the family from the header).
+    let inner = h.gso_type & !(tnl | GSO_ECN);
+    let tcp = match inner {
+        GSO_TCPV4 | GSO_TCPV6 => true,
+        GSO_UDP_L4 => false,
         _ => return Err(RxError::BadGso),
     };
-    if h.flags & F_NEEDS_CSUM == 0 || h.gso_size == 0 || h.csum_offset != 16 {
+    if h.flags & F_NEEDS_CSUM == 0 || h.gso_size == 0 || h.csum_offset != if tcp { 16 } else { 6 } {
         return Err(RxError::BadGso);
     }
     let cs = h.csum_start as usize;
     let (pkt, first) = (m.pkt_len(), m.data_len());
     let d = m.data();
     let Some((ol2, et)) = l2_and_ethertype(d) else { return Err(RxError::BadGso) };
-    if et != if outer_v6 { 0x86dd } else { 0x0800 } {
+    if et != if outer_v6 { 0x86dd } else { 0x0800 } || inner_nh >= first {
         return Err(RxError::BadGso);
     }
+    let inner_v6 = match inner {
+        GSO_TCPV4 => false,
+        GSO_TCPV6 => true,
+        _ => d[inner_nh] >> 4 == 6,
+    };
     let ol3 = outer_th.wrapping_sub(ol2);
     let l2 = inner_nh.wrapping_sub(outer_th);
     let l3 = cs.wrapping_sub(inner_nh);
@@ -350,12 +358,12 @@ pub fn apply_rx_tunnel(h: &VirtioNetHdr, outer_th: usize, inner_nh: usize, m: &m
     {
         return Err(RxError::BadCsum);
     }
-    let l4_len = ((d[cs + 12] >> 4) as usize) * 4;
-    if l4_len < 20 || cs + l4_len > first || pkt - cs > u16::MAX as usize {
+    let l4_len = if tcp { ((d[cs + 12] >> 4) as usize) * 4 } else { 8 };
+    if l4_len < 8 || cs + l4_len > first || pkt - cs > u16::MAX as usize {
         return Err(RxError::BadGso);
     }
     let dport = u16::from_be_bytes([d[outer_th + 2], d[outer_th + 3]]);
-    let mut flags = RX_L4_CKSUM_PARTIAL | TX_TCP_SEG | TX_TCP_CKSUM;
+    let mut flags = RX_L4_CKSUM_PARTIAL | if tcp { TX_TCP_SEG | TX_TCP_CKSUM } else { TX_UDP_SEG | TX_UDP_CKSUM };
     flags |= if dport == GENEVE_PORT { TX_TUNNEL_GENEVE } else { TX_TUNNEL_VXLAN };
     flags |= if outer_v6 { TX_OUTER_IPV6 } else { TX_OUTER_IPV4 | TX_OUTER_IP_CKSUM };
     flags |= if inner_v6 { TX_IPV6 } else { TX_IPV4 | TX_IP_CKSUM };
@@ -368,8 +376,8 @@ pub fn apply_rx_tunnel(h: &VirtioNetHdr, outer_th: usize, inner_nh: usize, m: &m
     m.set_l3_len(l3 as u16);
     m.set_l4_len(l4_len as u8);
     m.set_tso_segsz(h.gso_size);
-    // Linux leaves the inner pseudo-header sum with the TCP length; TSO mbufs hold it without.
-    let at = cs + 16;
+    // Linux leaves the inner pseudo-header sum with the L4 length; TSO/USO mbufs hold it without.
+    let at = cs + h.csum_offset as usize;
     let d = m.data_mut();
     let old = u16::from_be_bytes([d[at], d[at + 1]]);
     d[at..at + 2].copy_from_slice(&csum_sub(old, (pkt - cs) as u16).to_be_bytes());
@@ -568,6 +576,10 @@ mod tests {
         assert!(tx_plan(&t, true).is_ok());
     }
 
+    /// The flags receive gives any GSO frame of IPv4 in VXLAN over IPv4, beside the L4 ones.
+    const VXLAN4_RX: u64 =
+        RX_L4_CKSUM_PARTIAL | TX_TUNNEL_VXLAN | TX_OUTER_IPV4 | TX_OUTER_IP_CKSUM | TX_IPV4 | TX_IP_CKSUM;
+
     /// The header Linux gives a TCP/IPv4 GSO frame in VXLAN over IPv4 (`vxlan4`'s layout).
     fn tunnel_hdr() -> VirtioNetHdr {
         VirtioNetHdr {
@@ -594,14 +606,7 @@ mod tests {
         // The short header path refuses it.
         assert_eq!(apply_rx(&h, &mut m), Err(RxError::BadGso));
         apply_rx_tunnel(&h, 34, 64, &mut m).unwrap();
-        let want = RX_L4_CKSUM_PARTIAL
-            | TX_TCP_SEG
-            | TX_TCP_CKSUM
-            | TX_TUNNEL_VXLAN
-            | TX_OUTER_IPV4
-            | TX_OUTER_IP_CKSUM
-            | TX_IPV4
-            | TX_IP_CKSUM;
+        let want = VXLAN4_RX | TX_TCP_SEG | TX_TCP_CKSUM;
         assert_eq!(m.ol_flags(), want);
         assert_eq!((m.outer_l2_len(), m.outer_l3_len(), m.l2_len(), m.l3_len(), m.l4_len()), (14, 20, 30, 20, 20));
         assert_eq!(m.tso_segsz(), 400);
@@ -615,6 +620,28 @@ mod tests {
     }
 
     #[test]
+    fn rx_tunnel_uso_maps_to_uso_inside_vxlan() {
+        let p = pool();
+        let mut m = p.alloc().unwrap();
+        let mut f = vxlan4(1000, false);
+        // Make the inner packet UDP: protocol 17, UDP length, Linux's partial sum with the length.
+        f[64 + 9] = 17;
+        let udp_len = (f.len() - 84) as u16;
+        f[88..90].copy_from_slice(&udp_len.to_be_bytes());
+        let with_len = fold(ones_sum(&f[76..84], false) + 17 + udp_len as u64);
+        f[90..92].copy_from_slice(&with_len.to_be_bytes());
+        m.append(f.len()).unwrap().copy_from_slice(&f);
+        let h =
+            VirtioNetHdr { gso_type: GSO_UDP_L4 | GSO_UDP_TUNNEL_IPV4, csum_offset: 6, hdr_len: 92, ..tunnel_hdr() };
+        apply_rx_tunnel(&h, 34, 64, &mut m).unwrap();
+        let want = VXLAN4_RX | TX_UDP_SEG | TX_UDP_CKSUM;
+        assert_eq!(m.ol_flags(), want);
+        assert_eq!((m.l2_len(), m.l3_len(), m.l4_len(), m.tso_segsz()), (30, 20, 8, 400));
+        let without = fold(ones_sum(&f[76..84], false) + 17);
+        assert_eq!(u16::from_be_bytes([m.data()[90], m.data()[91]]), without);
+    }
+
+    #[test]
     fn rx_tunnel_gso_with_bad_offsets_is_refused() {
         let p = pool();
         let f = vxlan4(1000, false);
@@ -624,7 +651,7 @@ mod tests {
             (34, 40, 84, h.gso_type),                       // no room for UDP + tunnel + Ethernet
             (34, 64, 70, h.gso_type),                       // inner TCP inside the inner IPv4 header
             (34, 64, 84, GSO_TCPV4 | GSO_UDP_TUNNEL_IPV6),  // the frame's outer header is IPv4
-            (34, 64, 84, GSO_UDP_L4 | GSO_UDP_TUNNEL_IPV4), // USO inside a tunnel
+            (34, 64, 84, GSO_UDP_L4 | GSO_UDP_TUNNEL_IPV4), // USO with TCP's csum_offset
             (34, 64, 84, GSO_TCPV4 | GSO_UDP_TUNNEL_IPV4 | GSO_UDP_TUNNEL_IPV6),
             (34, 64, 2000, h.gso_type), // past the frame
         ] {
