@@ -536,6 +536,7 @@ impl Mbuf {
 
     /// Grows the data at the back of the first segment (single-segment packets) by `n` bytes and
     /// returns them. `None` when the tailroom is too small, the packet is chained or shared.
+    #[inline]
     pub fn append(&mut self, n: usize) -> Option<&mut [u8]> {
         if n > self.tailroom() || !self.is_contiguous() || !self.is_writable() {
             return None;
