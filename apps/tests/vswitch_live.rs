@@ -161,7 +161,8 @@ const STREAM_SRC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 /// 2.6 GHz): at 100 kpps the lcore was 73-82 % busy over a run, fell behind while the third port
 /// was plugged (one more flood copy per frame), and six runs of eleven lost 3-28 thousand frames
 /// (`rx_fill_ring_empty_descs`, a standing queue of ~110 ms); at 25 kpps it was 23-28 % busy in
-/// six runs and lost nothing. The test prints the lcore's record, so a CI log shows the headroom.
+/// six runs and lost nothing. The test prints the lcore's record (`--nocapture` shows it on a
+/// pass; a failure's message carries the switch's whole report), so the headroom can be read.
 const RATE: &str = "25k";
 
 /// How long the third port stays plugged under the stream in each cycle once it is seen live,
