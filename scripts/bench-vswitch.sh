@@ -81,6 +81,8 @@ FP=$PWD/target/release/fastpath
 EAL="--no-huge -m 1024 --no-pci --log-level=*:error"
 TPC="--nb-cores=1 --txd=1024 --rxd=1024 --total-num-mbufs=16384 --stats-period 1 --auto-start"
 PVP_BURSTS=${PVP_BURSTS:-8}
+OVS_VM_START=${OVS_VM_START:-10}  # more seconds for the single-port VMs to start: see ovs() below
+OVS_TRIES=${OVS_TRIES:-3}         # OVS runs that read no traffic are tried again: see ovs() below
 DIR=$(mktemp -d /tmp/fp-bench-vs.XXXXXX)
 FPPID=
 cleanup() {
@@ -137,7 +139,6 @@ one_vm() { # $1 forward mode
     --vdev=net_virtio_user0,mac=00:00:00:00:00:01,path=$DIR/vm0,queues=1 -- --forward-mode="$1" $TPC \
     </dev/null >"$DIR/tp.log" 2>&1 || true
 }
-tp_windows() { grep -c "NIC statistics for port 0" "$DIR/tp.log"; }
 cfg_pvp() { # [$1 a line for both [[port]]s, $2 more tables]: $DIR/pvp.toml
   cat >"$DIR/pvp.toml" <<EOF
 [[bridge]]
@@ -261,17 +262,19 @@ side_fastpath-encap() {
   rm -f "$DIR/vm0"; cfg_vxlan "null,no-rx=on" 'mac = "02:00:00:00:00:00"
 vtep = "10.61.0.2"'
   fp_start vswitch --config "$DIR/vx.toml"; wait_socks "$DIR/vm0"; one_vm txonly; fp_stop
-  echo "  fastpath-encap: testpmd Tx $(tp_period_median "$DIR/tp.log" Tx-pps) Mpps ($(tp_windows) windows); $(fp_view tx);" \
+  local m; m=$(tp_period_median "$DIR/tp.log" Tx-pps)
+  echo "  fastpath-encap: testpmd Tx $m Mpps ($(tp_periods "$DIR/tp.log") periods); $(fp_view tx);" \
     "$(grep -o '"encapsulated":[0-9]*' "$DIR/fp.log")" >&2
-  echo "$(tp_period_median "$DIR/tp.log" Tx-pps) $(fp_cycles_per_packet "$DIR/fp.log")"
+  echo "$m $(fp_cycles_per_packet "$DIR/fp.log")"
 }
 side_fastpath-decap() {
   rm -f "$DIR/vm0"; cfg_vxlan "pcap:rx=$DIR/vxlan.pcap,infinite_rx=on" 'mac = "00:00:00:00:00:01"
 port = "vm"'
   fp_start vswitch --config "$DIR/vx.toml"; wait_socks "$DIR/vm0"; one_vm rxonly; fp_stop
-  echo "  fastpath-decap: testpmd Rx $(tp_period_median "$DIR/tp.log" Rx-pps) Mpps ($(tp_windows) windows); $(fp_view rx);" \
+  local m; m=$(tp_period_median "$DIR/tp.log" Rx-pps)
+  echo "  fastpath-decap: testpmd Rx $m Mpps ($(tp_periods "$DIR/tp.log") periods); $(fp_view rx);" \
     "$(grep -o '"decapsulated":[0-9]*' "$DIR/fp.log")" >&2
-  echo "$(tp_period_median "$DIR/tp.log" Rx-pps) $(fp_cycles_per_packet "$DIR/fp.log")"
+  echo "$m $(fp_cycles_per_packet "$DIR/fp.log")"
 }
 
 # ---------------------------------------------------------------- OVS's side (ovs.sh)
@@ -285,16 +288,14 @@ port = "vm"'
 # VM's windows, first two dropped, median of the rest), only more of them exist. A run that still
 # reads no traffic measured nothing: it is run again, up to OVS_TRIES times in all, each try's
 # line printed.
-OVS_VM_START=${OVS_VM_START:-10}
-OVS_TRIES=${OVS_TRIES:-3}
 ovs() { # $1 mode, $2 Rx|Tx, [$3 extra seconds]
   local l f try
   for try in $(seq "$OVS_TRIES"); do
     l=$(bash "$PEERS/ovs.sh" "$1" $((SECS + ${3:-0})) | grep "^ovs $1:" || true)
     echo "  $l" >&2
     f=$(sed -n "s/.*testpmd $2 \([0-9.]*\) Mpps.*/\1/p" <<<"$l")
-    awk -v f="${f:-0}" 'BEGIN { exit !(f > 0) }' && break
-    [ "$try" -lt "$OVS_TRIES" ] && echo "  (ovs.sh $1: testpmd $2 read ${f:-nothing}: no traffic reached the VM; run again, try $((try + 1)) of $OVS_TRIES)" >&2
+    if awk -v f="${f:-0}" 'BEGIN { exit !(f > 0) }' || [ "$try" -ge "$OVS_TRIES" ]; then break; fi
+    echo "  (ovs.sh $1: testpmd $2 read ${f:-nothing}: no traffic reached the VM; run again, try $((try + 1)) of $OVS_TRIES)" >&2
   done
   echo "$f $(sed -n 's/.*; \([0-9.]*\) cycles\/pkt.*/\1/p' <<<"$l")"
 }

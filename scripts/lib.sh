@@ -40,6 +40,9 @@ tp_period_median() {
     $1 == key { sum += $2 } END { if (have) print sum }' "$1" | tail -n +3 | awk '{ print $1 / 1e6 }' | median
 }
 
+# testpmd output (file $1): how many stats periods it printed (tp_period_median needs three).
+tp_periods() { grep -c "NIC statistics for port 0" "$1" || true; }
+
 # testpmd's --record-core-cycles figure (file $1): "CPU cycles/packet=54.76 (...)".
 tp_cycles_per_packet() {
   sed -n 's/.*CPU cycles\/packet=\([0-9.]*\).*/\1/p' "$1" | tail -n 1
