@@ -10,7 +10,8 @@
 #   ratios (fastpath / peer of the same round) with their median and spread (min-max).
 #
 # A side is a shell function `side_NAME` that prints one line: "VALUE [CYCLES_PER_PACKET]".
-# `compare ROUNDS UNIT NAME...` runs them; the first NAME is fastpath, the others its peers.
+# `compare ROUNDS UNIT NAME...` runs them; the first NAME is fastpath, the others its peers. With
+# EXTRA_RATIO="A B" (two of the names) it also prints A / B the same way.
 
 # Benchmarks and busy-polling tests never overlap: both hold the suite's poller lock (the flock
 # of fastpath_pmd::testutil::pollers) for the whole script.
@@ -77,7 +78,7 @@ xcpu() {
   "$XCPU" 0 1
 }
 
-# compare ROUNDS UNIT FASTPATH_SIDE PEER_SIDE...
+# [EXTRA_RATIO="A B"] compare ROUNDS UNIT FASTPATH_SIDE PEER_SIDE...
 compare() {
   local rounds=$1 unit=$2; shift 2
   local sides=("$@") n=$#
@@ -110,6 +111,14 @@ compare() {
       "$fp" "$name" "$(ratio "$fm" "$(median <"$tmp/$name.v")")" "$(paste -sd' ' "$tmp/r")" \
       "$(median <"$tmp/r")" "$(spread <"$tmp/r")"
   done
+  if [ -n "${EXTRA_RATIO:-}" ]; then
+    # EXTRA_RATIO="A B": the same figures for two sides other than the first
+    set -- $EXTRA_RATIO
+    paste "$tmp/$1.v" "$tmp/$2.v" | awk '{ if ($2 > 0) printf "%.2f\n", $1 / $2 }' >"$tmp/r"
+    printf '  %s / %s: ratio of medians %sx; per-round ratios %s; their median %sx, spread %s\n' \
+      "$1" "$2" "$(ratio "$(median <"$tmp/$1.v")" "$(median <"$tmp/$2.v")")" "$(paste -sd' ' "$tmp/r")" \
+      "$(median <"$tmp/r")" "$(spread <"$tmp/r")"
+  fi
   rm -rf "$tmp"
 }
 
