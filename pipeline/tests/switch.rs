@@ -780,3 +780,42 @@ fn bridges_added_and_deleted_live_carry_their_vni_and_free_it_again() {
     let changes = k.control.add_bridge(&vxlan_bridge("t200b", 200, &[])).expect("VNI 200 is free");
     notify(&mut k, changes);
 }
+
+/// The egress encapsulates a burst run by run (consecutive packets to one VTEP share one
+/// destination check): runs to two VTEPs interleaved, a packet too big in the middle of a run,
+/// each packet still gets its own VTEP, its own identification (in order, none for the
+/// dropped one), a correct header checksum, and the rest of the reference encap's bytes.
+#[test]
+fn a_burst_to_several_vteps_is_encapsulated_run_by_run() {
+    let mut k = Kit::new(&overlay());
+    for (m, r) in [(50, REMOTE1), (51, REMOTE2)] {
+        k.send1(0, encapsulated("vxlan", 100, r, LOCAL, &frame([0xff; 6], mac(m), 64)));
+    }
+    k.poll();
+    let f = |dst: u8, payload: usize| frame(mac(dst), mac(1), payload);
+    let want = [
+        (50, 64, REMOTE1),
+        (50, 1465 - 42, REMOTE1),
+        (50, 80, REMOTE1),
+        (51, 64, REMOTE2),
+        (51, 70, REMOTE2),
+        (50, 90, REMOTE1),
+    ];
+    let burst = want.iter().map(|&(d, p, _)| k.mbuf(1, &f(d, p))).collect();
+    let before = k.stat("switch-egress", "encapsulated");
+    let out = k.run(0, burst);
+    assert_eq!(ports(&out), vec![0; 5], "all but the one too big, to the uplink");
+    assert_eq!(k.drops("too-big-after-encap"), 1);
+    assert_eq!(k.stat("switch-egress", "encapsulated") - before, 5);
+    let sent: Vec<_> = want.iter().filter(|w| w.1 != 1465 - 42).collect();
+    for (i, (o, &&(d, p, remote))) in out.iter().zip(&sent).enumerate() {
+        let mut r = reference_encap(100, LOCAL, remote, ROUTER_MAC, &f(d, p));
+        assert_eq!(u16::from_be_bytes([o.bytes[18], o.bytes[19]]), i as u16, "identifications in order");
+        // The reference's identification is 0: take ours and its checksum, then verify that.
+        r[18..20].copy_from_slice(&o.bytes[18..20]);
+        r[24..26].copy_from_slice(&o.bytes[24..26]);
+        assert_eq!(o.bytes, r, "packet {i}");
+        let sum = o.bytes[14..34].chunks(2).map(|w| u16::from_be_bytes([w[0], w[1]]) as u32).sum::<u32>();
+        assert_eq!((sum & 0xffff) + (sum >> 16), 0xffff, "packet {i}: IPv4 header checksum");
+    }
+}

@@ -13,8 +13,8 @@ use fastpath_mempool::offload::TX_SEG_MASK;
 use fastpath_mempool::{Batch, Mbuf};
 use fastpath_pmd::Ctx;
 
-use crate::stages::tunnel::OuterDest;
-use crate::switch::encap::AnyTemplate;
+use crate::stages::tunnel::{EncapTemplate, OuterDest};
+use crate::switch::encap::{AnyTemplate, WithTemplate};
 use crate::switch::processor::Sw;
 use crate::switch::stats::{reason, stat, SwitchStage};
 use crate::switch::topology::Topology;
@@ -63,16 +63,62 @@ impl Egress {
 
     /// Encapsulates or tags, in place, every packet of `batch` that needs it; failures are
     /// marked dropped (counted). Returns how many were dropped.
+    ///
+    /// Consecutive packets to one VTEP in one segment (a burst of one flow, or of one tenant's
+    /// traffic to one host) are encapsulated as a run: the destination is checked and the
+    /// template chosen once for the run ([`Egress::vtep_run`]), not per packet.
     #[inline]
     pub fn run(&mut self, sw: &Sw, batch: &mut Batch) -> usize {
         let mut dropped = 0;
-        for m in batch.iter_mut() {
+        let n = batch.len();
+        let mut i = 0;
+        while i < n {
+            let m = &mut batch[i];
+            if meta::action(m) == meta::TO_VTEP {
+                let (id, seg) = (m.dest(), m.segment());
+                let same = |m: &Mbuf| meta::action(m) == meta::TO_VTEP && m.dest() == id && m.segment() == seg;
+                let end = batch[i + 1..].iter().position(|m| !same(m)).map_or(n, |k| i + 1 + k);
+                dropped += self.vtep_run(sw, &mut batch[i..end], id, seg);
+                i = end;
+                continue;
+            }
             if let Err(r) = self.one(sw, m) {
                 sw.c.dropped(SwitchStage::Egress, m.port(), r);
                 meta::set_drop(m, r);
                 dropped += 1;
             }
+            i += 1;
         }
+        dropped
+    }
+
+    /// Encapsulates in place `ms`, packets all to VTEP `id` in segment `seg`; failures are
+    /// marked dropped (counted). Returns how many were dropped. The same checks and headers as
+    /// [`Egress::one`] packet by packet, with the destination looked up once.
+    #[inline]
+    fn vtep_run(&mut self, sw: &Sw, ms: &mut [Mbuf], id: u16, seg: u16) -> usize {
+        let dropped = match self.dest(sw, id, seg, 0, true) {
+            Ok(i) => {
+                let c = &self.cache[i];
+                let run = Run {
+                    sw,
+                    ms: &mut *ms,
+                    ident: &mut self.ident,
+                    dest: &c.dest,
+                    max_inner: sw.topo.uplink_max_frame.saturating_sub(c.hdr_len as usize),
+                    uplink: sw.topo.uplink.unwrap_or(0),
+                };
+                self.templates[c.class as usize].with(run)
+            }
+            Err(r) => {
+                for m in ms.iter_mut() {
+                    sw.c.dropped(SwitchStage::Egress, m.port(), r);
+                    meta::set_drop(m, r);
+                }
+                ms.len()
+            }
+        };
+        sw.c.stat(SwitchStage::Egress, stat::ENCAPSULATED, (ms.len() - dropped) as u64);
         dropped
     }
 
@@ -200,6 +246,48 @@ impl Egress {
     /// True when solicitations wait.
     pub fn wants_solicit(&self) -> bool {
         !self.solicit.is_empty()
+    }
+}
+
+/// A run of packets to one destination, encapsulated with the template of its class
+/// ([`Egress::vtep_run`]); returns how many were dropped.
+struct Run<'a> {
+    sw: &'a Sw,
+    ms: &'a mut [Mbuf],
+    ident: &'a mut u16,
+    dest: &'a OuterDest,
+    /// The largest frame that still fits the uplink after encap (TSO packets excepted).
+    max_inner: usize,
+    uplink: u16,
+}
+
+impl WithTemplate for Run<'_> {
+    type Out = usize;
+
+    #[inline(always)]
+    fn call<const KIND: u8, const V6: bool>(self, t: &EncapTemplate<KIND, V6>) -> usize {
+        let mut dropped = 0;
+        for m in self.ms.iter_mut() {
+            let r = if m.ol_flags() & TX_SEG_MASK == 0 && m.pkt_len() > self.max_inner {
+                Err(reason::TOO_BIG_AFTER_ENCAP)
+            } else {
+                let ident = *self.ident;
+                *self.ident = ident.wrapping_add(1);
+                t.encap::<true>(m, ident, self.dest).map_err(reason::of_encap)
+            };
+            match r {
+                Ok(()) => {
+                    m.set_out_port(self.uplink);
+                    meta::set_action(m, meta::FORWARD);
+                }
+                Err(r) => {
+                    self.sw.c.dropped(SwitchStage::Egress, m.port(), r);
+                    meta::set_drop(m, r);
+                    dropped += 1;
+                }
+            }
+        }
+        dropped
     }
 }
 

@@ -44,7 +44,23 @@ macro_rules! each {
     };
 }
 
+/// Work over a template of any kind and family, monomorphised for the one it gets
+/// ([`AnyTemplate::with`]): a loop over many packets inside `call` pays the run-time choice of
+/// kind once, not per packet.
+pub trait WithTemplate {
+    /// What the work returns.
+    type Out;
+    /// Does the work with `t`.
+    fn call<const KIND: u8, const V6: bool>(self, t: &EncapTemplate<KIND, V6>) -> Self::Out;
+}
+
 impl AnyTemplate {
+    /// Runs `f` with the template itself.
+    #[inline]
+    pub fn with<F: WithTemplate>(&self, f: F) -> F::Out {
+        each!(self, t => f.call(t))
+    }
+
     /// The template of `class`, sent from `mac` on a port that offloads `caps`.
     pub fn new(class: &Class, mac: [u8; 6], caps: Offloads) -> AnyTemplate {
         let v6 = class.local.is_ipv6();
