@@ -66,7 +66,7 @@ impl Egress {
     ///
     /// Consecutive packets to one VTEP in one segment (a burst of one flow, or of one tenant's
     /// traffic to one host) are encapsulated as a run: the destination is checked and the
-    /// template chosen once for the run ([`Egress::vtep_run`]), not per packet.
+    /// template chosen once for the run (`Egress::vtep_run`), not per packet.
     #[inline]
     pub fn run(&mut self, sw: &Sw, batch: &mut Batch) -> usize {
         let mut dropped = 0;
