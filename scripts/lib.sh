@@ -100,25 +100,20 @@ compare() {
     done
   done
   echo "== $rounds rounds, ABBA order (CPU 0<->1 round trip over the runs: $(tr ' ' '\n' <"$tmp/xcpu" | grep -v '?' | spread) ns); medians:"
-  local fp=${sides[0]} fm; fm=$(median <"$tmp/$fp.v")
+  local fp=${sides[0]}
   for name in "${sides[@]}"; do
     local m c; m=$(median <"$tmp/$name.v"); c=$({ grep -v '^-$' "$tmp/$name.c" || true; } | median)
     printf '  %-24s %10s %s%s\n' "$name" "$m" "$unit" "$( [ "$c" != nan ] && echo " ($c cycles/packet)")"
   done
-  for name in "${sides[@]:1}"; do
-    paste "$tmp/$fp.v" "$tmp/$name.v" | awk '{ if ($2 > 0) printf "%.2f\n", $1 / $2 }' >"$tmp/r"
-    printf '  %s / %s: ratio of medians %sx; per-round ratios %s; their median %sx, spread %s\n' \
-      "$fp" "$name" "$(ratio "$fm" "$(median <"$tmp/$name.v")")" "$(paste -sd' ' "$tmp/r")" \
-      "$(median <"$tmp/r")" "$(spread <"$tmp/r")"
-  done
-  if [ -n "${EXTRA_RATIO:-}" ]; then
-    # EXTRA_RATIO="A B": the same figures for two sides other than the first
-    set -- $EXTRA_RATIO
+  # A / B: the ratio of their medians and the paired per-round ratios
+  pair() {
     paste "$tmp/$1.v" "$tmp/$2.v" | awk '{ if ($2 > 0) printf "%.2f\n", $1 / $2 }' >"$tmp/r"
     printf '  %s / %s: ratio of medians %sx; per-round ratios %s; their median %sx, spread %s\n' \
       "$1" "$2" "$(ratio "$(median <"$tmp/$1.v")" "$(median <"$tmp/$2.v")")" "$(paste -sd' ' "$tmp/r")" \
       "$(median <"$tmp/r")" "$(spread <"$tmp/r")"
-  fi
+  }
+  for name in "${sides[@]:1}"; do pair "$fp" "$name"; done
+  if [ -n "${EXTRA_RATIO:-}" ]; then pair $EXTRA_RATIO; fi
   rm -rf "$tmp"
 }
 

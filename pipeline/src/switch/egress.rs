@@ -41,6 +41,14 @@ struct Dest {
     dest: OuterDest,
 }
 
+impl Dest {
+    /// The largest packet that still fits the uplink after this destination's headers.
+    #[inline(always)]
+    fn max_inner(&self, sw: &Sw) -> usize {
+        sw.topo.uplink_max_frame.saturating_sub(self.hdr_len as usize)
+    }
+}
+
 /// One lcore's encap state.
 #[derive(Debug)]
 pub struct Egress {
@@ -97,7 +105,7 @@ impl Egress {
     /// [`Egress::one`] packet by packet, with the destination looked up once.
     #[inline]
     fn vtep_run(&mut self, sw: &Sw, ms: &mut [Mbuf], id: u16, seg: u16) -> usize {
-        let dropped = match self.dest(sw, id, seg, 0, true) {
+        let dropped = match self.dest(sw, id, seg) {
             Ok(i) => {
                 let c = &self.cache[i];
                 let run = Run {
@@ -105,7 +113,7 @@ impl Egress {
                     ms: &mut *ms,
                     ident: &mut self.ident,
                     dest: &c.dest,
-                    max_inner: sw.topo.uplink_max_frame.saturating_sub(c.hdr_len as usize),
+                    max_inner: c.max_inner(sw),
                     uplink: sw.topo.uplink.unwrap_or(0),
                 };
                 self.templates[c.class as usize].with(run)
@@ -139,23 +147,19 @@ impl Egress {
         }
     }
 
-    /// The outer destination for VTEP `id` in segment `seg`, and the template, for a packet of
-    /// `pkt_len` bytes (`tso`: segmentation will cut it). A small cache keeps what was built for
-    /// recent destinations; it is used while the VTEP's neighbour word is the same.
+    /// The cache slot of the outer destination for VTEP `id` in segment `seg`, and of the
+    /// template. A small cache keeps what was built for recent destinations; it is used while
+    /// the VTEP's neighbour word is the same.
     #[inline]
-    fn dest(&mut self, sw: &Sw, id: u16, seg: u16, pkt_len: usize, tso: bool) -> Result<usize, u8> {
+    fn dest(&mut self, sw: &Sw, id: u16, seg: u16) -> Result<usize, u8> {
         let word = sw.vteps.neigh_word(id);
         let i = (id as usize ^ (seg as usize) << 4) % DEST_CACHE;
         let c = &self.cache[i];
         if !(c.word == word && c.id == id && c.seg == seg && c.valid) {
             self.fill(sw, i, id, seg, word)?;
         }
-        let (stale, hdr_len) = (self.cache[i].stale, self.cache[i].hdr_len as usize);
-        if stale {
+        if self.cache[i].stale {
             self.want_solicit(id);
-        }
-        if !tso && pkt_len + hdr_len > sw.topo.uplink_max_frame {
-            return Err(reason::TOO_BIG_AFTER_ENCAP);
         }
         Ok(i)
     }
@@ -202,24 +206,25 @@ impl Egress {
     /// Encapsulates `m` in place to the VTEP in its `dest`.
     #[inline]
     fn vtep(&mut self, sw: &Sw, m: &mut Mbuf) -> Result<(), u8> {
-        let tso = m.ol_flags() & TX_SEG_MASK != 0;
-        let i = self.dest(sw, m.dest(), m.segment(), m.pkt_len(), tso)?;
-        let ident = self.next_ident();
+        let i = self.dest(sw, m.dest(), m.segment())?;
         let c = &self.cache[i];
-        self.templates[c.class as usize].encap(m, ident, &c.dest).map_err(reason::of_encap)?;
-        m.set_out_port(sw.topo.uplink.unwrap_or(0));
-        meta::set_action(m, meta::FORWARD);
+        let t = &self.templates[c.class as usize];
+        to_vtep(m, &mut self.ident, c.max_inner(sw), sw.topo.uplink.unwrap_or(0), |m, ident| {
+            t.encap(m, ident, &c.dest)
+        })?;
         sw.c.stat(SwitchStage::Egress, stat::ENCAPSULATED, 1);
         Ok(())
     }
 
     /// Encapsulates the read-only `inner` (of segment `seg`) to VTEP `id` behind `head`.
     pub fn vtep_onto(&mut self, sw: &Sw, head: &mut Mbuf, inner: Mbuf, id: u16) -> Result<(), (u8, Mbuf)> {
-        let tso = inner.ol_flags() & TX_SEG_MASK != 0;
-        let i = match self.dest(sw, id, inner.segment(), inner.pkt_len(), tso) {
+        let i = match self.dest(sw, id, inner.segment()) {
             Ok(i) => i,
             Err(r) => return Err((r, inner)),
         };
+        if let Err(r) = fits(&inner, self.cache[i].max_inner(sw)) {
+            return Err((r, inner));
+        }
         let ident = self.next_ident();
         let c = &self.cache[i];
         let t = &self.templates[c.class as usize];
@@ -268,27 +273,46 @@ impl WithTemplate for Run<'_> {
     fn call<const KIND: u8, const V6: bool>(self, t: &EncapTemplate<KIND, V6>) -> usize {
         let mut dropped = 0;
         for m in self.ms.iter_mut() {
-            let r = if m.ol_flags() & TX_SEG_MASK == 0 && m.pkt_len() > self.max_inner {
-                Err(reason::TOO_BIG_AFTER_ENCAP)
-            } else {
-                let ident = *self.ident;
-                *self.ident = ident.wrapping_add(1);
-                t.encap::<true>(m, ident, self.dest).map_err(reason::of_encap)
-            };
-            match r {
-                Ok(()) => {
-                    m.set_out_port(self.uplink);
-                    meta::set_action(m, meta::FORWARD);
-                }
-                Err(r) => {
-                    self.sw.c.dropped(SwitchStage::Egress, m.port(), r);
-                    meta::set_drop(m, r);
-                    dropped += 1;
-                }
+            let r =
+                to_vtep(m, self.ident, self.max_inner, self.uplink, |m, ident| t.encap::<true>(m, ident, self.dest));
+            if let Err(r) = r {
+                self.sw.c.dropped(SwitchStage::Egress, m.port(), r);
+                meta::set_drop(m, r);
+                dropped += 1;
             }
         }
         dropped
     }
+}
+
+/// Whether `m` still fits the uplink after encap: `max_inner` bytes at most, unless it is a TSO
+/// packet that segmentation will cut.
+#[inline(always)]
+fn fits(m: &Mbuf, max_inner: usize) -> Result<(), u8> {
+    if m.ol_flags() & TX_SEG_MASK == 0 && m.pkt_len() > max_inner {
+        return Err(reason::TOO_BIG_AFTER_ENCAP);
+    }
+    Ok(())
+}
+
+/// Sends `m` in place to a VTEP out of port `uplink`: checks that it [`fits`], takes the next
+/// identification from `ident` and encapsulates it with `encap` (the template's, for the
+/// VTEP's destination). The per-packet step of both [`Egress::one`] and a run.
+#[inline(always)]
+fn to_vtep(
+    m: &mut Mbuf,
+    ident: &mut u16,
+    max_inner: usize,
+    uplink: u16,
+    encap: impl FnOnce(&mut Mbuf, u16) -> Result<(), u8>,
+) -> Result<(), u8> {
+    fits(m, max_inner)?;
+    let id = *ident;
+    *ident = id.wrapping_add(1);
+    encap(m, id).map_err(reason::of_encap)?;
+    m.set_out_port(uplink);
+    meta::set_action(m, meta::FORWARD);
+    Ok(())
 }
 
 /// The segment's uplink tag for `m`, or the reason it has none.
